@@ -1,0 +1,47 @@
+# The two set-up commands are `make demo` and `make test` (README). Both create .venv from the
+# lock file on first use, and start a private PostgreSQL and Redis when DATABASE_URL /
+# REDIS_URL are unset.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# mypy's Django plugin imports the settings; lint never connects to these.
+LINT_ENV := DEBUG=1 DATABASE_URL=postgres://lint@localhost/lint REDIS_URL=redis://localhost:6379/0
+
+.PHONY: install demo demo-smoke test lint format lock clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements-dev.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	@touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/python -m portal.embedded demo
+
+demo-smoke: $(INSTALLED)
+	$(BIN)/python -m portal.embedded demo --smoke
+
+test: $(INSTALLED)
+	SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" \
+		$(BIN)/python -m portal.embedded run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(LINT_ENV) $(BIN)/mypy .
+
+format: $(INSTALLED)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Regenerate the pinned lock files from pyproject.toml (needs network access to PyPI).
+lock: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 --quiet
+	$(BIN)/uv pip compile pyproject.toml --extra embedded --extra dev \
+		-o requirements-dev.lock --python-version 3.11 --quiet
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,78 @@
+"""The staff's home: Django's admin, with the portal's own tools listed beside the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
+from django.urls import URLPattern, URLResolver, path, reverse
+
+
+class PortalAdminSite(admin.AdminSite):
+    site_header = "S2S Portal"
+    site_title = "S2S Portal admin"
+    index_title = "Partners, data sources, traits and segments"
+
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        from segments import admin_views
+
+        tools = [
+            path(
+                "tools/taxonomy/",
+                self.admin_view(admin_views.taxonomy_view),
+                name="taxonomy",
+            ),
+            path(
+                "tools/taxonomy/export/",
+                self.admin_view(admin_views.taxonomy_export_view),
+                name="taxonomy_export",
+            ),
+        ]
+        return tools + super().get_urls()
+
+    def get_app_list(
+        self, request: HttpRequest, app_label: str | None = None
+    ) -> list[dict[str, Any]]:
+        app_list = super().get_app_list(request, app_label)
+        if app_label is None and request.user.has_perm("segments.view_trait"):
+            url = reverse("admin:taxonomy", current_app=self.name)
+            app_list.append(
+                {
+                    "name": "Tools",
+                    "app_label": "tools",
+                    "app_url": url,
+                    "has_module_perms": True,
+                    "models": [
+                        {
+                            "name": "Taxonomy workbook (XLSX import / export)",
+                            "object_name": "taxonomy",
+                            "admin_url": url,
+                            "view_only": True,
+                            "perms": {"view": True},
+                        }
+                    ],
+                }
+            )
+        return app_list
+
+
+class ImmutableFieldsMixin:
+    """Fields that identify a row (DPID, SID, …) may be set once, when the row is created."""
+
+    immutable_fields: tuple[str, ...] = ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        readonly = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        return readonly + self.immutable_fields if obj is not None else readonly
+
+
+class ViewOnlyAdminMixin:
+    """Rows the platform derives (realizations, memberships, mappings): look, never edit."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False

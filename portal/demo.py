@@ -1,0 +1,104 @@
+"""The demo taxonomy and users that `make demo` loads (through the taxonomy import service)."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from openpyxl import Workbook
+
+from partners.models import Partner, PartnerUser
+from segments.taxonomy import taxonomy_import
+
+DEMO_TAXONOMY: dict[str, list[list[object]]] = {
+    "Partners": [
+        ["pid", "slug", "name", "contact_email", "receipts_enabled"],
+        [1001, "acme", "Acme Data", "data-team@acme.example", True],
+    ],
+    "DataSources": [
+        ["dpid", "partner_pid", "name", "id_type", "inbound_id_type", "integration_code",
+         "redirect_hosts", "idsync_url_template"],
+        [21, 1001, "Acme web visitors", "cookie", "dpuuid", "ACME_WEB", "acme.example,*.acme.example",
+         "https://sync.acme.example/match?our_id=${DD_UUID}"],
+        [22, 1001, "Acme logged-in users", "cross_device", "dpuuid", "ACME_XD", "", ""],
+    ],
+    "ReceiptRecipients": [
+        ["partner_pid", "email", "dpid"],
+        [1001, "receipts@acme.example", None],
+        [1001, "crm-team@acme.example", 22],
+    ],
+    "Traits": [
+        ["sid", "dpid", "name", "kind", "rule", "ttl_days", "integration_code"],
+        [10, 21, "Auto intenders", "onboarded", "", 120, "AUTO"],
+        [11, 21, "Sports fans", "onboarded", 'sport == "football" OR sport == "tennis"', 120, ""],
+        [12, 21, "Age 30 to 49", "onboarded", "age >= 30 AND age < 50", 60, ""],
+        [13, 21, "Premium customers", "onboarded", 'ic == "ACME_PREMIUM"', 0, "ACME_PREMIUM"],
+        [90, 22, "Newsletter subscribers", "onboarded", "", 365, ""],
+    ],
+    "Segments": [
+        ["sid", "dpid", "name", "rule", "status"],
+        [500, 21, "Sporty auto intenders", "10T AND 11T", "active"],
+        [501, 21, "Recent auto or 30-49", "[10T,12T] <= 30D", "active"],
+        [502, 21, "Fans and premium, not subscribed", "(11T OR 13T) AND NOT 90T", "active"],
+    ],
+}
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    role: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    summary: str
+    users: list[DemoUser]
+
+
+def demo_workbook() -> io.BytesIO:
+    workbook = Workbook()
+    workbook.remove(workbook.active)  # type: ignore[arg-type]
+    for name, rows in DEMO_TAXONOMY.items():
+        sheet = workbook.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@transaction.atomic
+def demo_seed() -> DemoSeed:
+    result = taxonomy_import(workbook=demo_workbook())
+    User = get_user_model()
+    staff_password = os.environ.get("DEMO_STAFF_PASSWORD", "staff-demo-pass")
+    partner_password = os.environ.get("DEMO_PARTNER_PASSWORD", "partner-demo-pass")
+
+    staff, _ = User.objects.get_or_create(
+        username="staff", defaults={"email": "staff@localhost", "is_staff": True}
+    )
+    staff.is_staff = staff.is_superuser = True
+    staff.set_password(staff_password)
+    staff.save()
+
+    partner_user, _ = User.objects.get_or_create(
+        username="acme", defaults={"email": "data-team@acme.example"}
+    )
+    partner_user.set_password(partner_password)
+    partner_user.save()
+    PartnerUser.objects.update_or_create(
+        user=partner_user, defaults={"partner": Partner.objects.get(pid=1001)}
+    )
+    return DemoSeed(
+        summary=result.summary(),
+        users=[
+            DemoUser("staff", "staff", staff_password),
+            DemoUser("partner", "acme", partner_password),
+        ],
+    )

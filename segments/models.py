@@ -1,0 +1,171 @@
+"""What a profile is and holds: profiles, traits, segments, realizations, memberships."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from segments.rules import RuleError, parse_segment_rule, parse_trait_rule, segment_rule_sids
+
+UUID_PATTERN = r"^[0-9]{38}$"
+
+
+def validate_trait_rule(value: str) -> None:
+    if not value:
+        return
+    try:
+        parse_trait_rule(value)
+    except RuleError as exc:
+        raise ValidationError(str(exc), code="rule") from exc
+
+
+def validate_segment_rule(value: str) -> None:
+    try:
+        parse_segment_rule(value)
+    except RuleError as exc:
+        raise ValidationError(str(exc), code="rule") from exc
+
+
+class Profile(models.Model):
+    """A platform visitor, known by its 38-digit UUID."""
+
+    uuid = models.CharField(
+        "UUID",
+        max_length=38,
+        unique=True,
+        validators=[RegexValidator(UUID_PATTERN, "A UUID is exactly 38 decimal digits.")],
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(uuid__regex=UUID_PATTERN),
+                name="profile_uuid_38_digits",
+                violation_error_message="A UUID is exactly 38 decimal digits.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.uuid
+
+
+class Trait(models.Model):
+    class Kind(models.TextChoices):
+        ONBOARDED = "onboarded", "Onboarded"
+        RULE_BASED = "rule_based", "Rule-based"
+
+    sid = models.PositiveIntegerField("SID", primary_key=True)
+    data_source = models.ForeignKey(
+        "partners.DataSource", on_delete=models.PROTECT, related_name="traits"
+    )
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.ONBOARDED)
+    rule = models.TextField(
+        blank=True,
+        validators=[validate_trait_rule],
+        help_text='For example: age > 30 AND gender == "male". May be empty for an onboarded '
+        "trait (then only d_sid realizes it).",
+    )
+    integration_code = models.CharField(max_length=100, blank=True)
+    ttl_days = models.PositiveIntegerField(
+        "TTL (days)", default=120, help_text="Days a realization lives. 0 = never expires."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sid"]
+        constraints = [
+            models.CheckConstraint(condition=Q(sid__gt=0), name="trait_sid_positive"),
+            models.CheckConstraint(
+                condition=~Q(kind="rule_based") | ~Q(rule=""),
+                name="trait_rule_based_has_rule",
+                violation_error_message="A rule-based trait needs a rule.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sid}T)"
+
+
+class Segment(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        DELETED = "deleted", "Deleted"
+
+    sid = models.PositiveIntegerField("SID", primary_key=True)
+    data_source = models.ForeignKey(
+        "partners.DataSource", on_delete=models.PROTECT, related_name="segments"
+    )
+    name = models.CharField(max_length=200)
+    rule = models.TextField(
+        validators=[validate_segment_rule],
+        help_text="For example: (1234T OR 5678T) AND NOT 9999T, or [1234T,5678T] <= 30D.",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sid"]
+        constraints = [models.CheckConstraint(condition=Q(sid__gt=0), name="segment_sid_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (segment {self.sid})"
+
+    def clean(self) -> None:
+        try:
+            sids = segment_rule_sids(parse_segment_rule(self.rule))
+        except RuleError:
+            return  # the field validator reports it
+        missing = sids - set(Trait.objects.filter(sid__in=sids).values_list("sid", flat=True))
+        if missing:
+            raise ValidationError({"rule": unknown_traits_message(missing)})
+
+
+def unknown_traits_message(sids: set[int]) -> str:
+    listed = ", ".join(f"{sid}T" for sid in sorted(sids))
+    return f"unknown trait{'s' if len(sids) > 1 else ''} {listed}"
+
+
+class TraitRealization(models.Model):
+    """A profile holding a trait since its last realization; expires after the trait's TTL."""
+
+    # No separate index on profile: the unique (profile, trait) index serves those lookups.
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="realizations", db_index=False
+    )
+    trait = models.ForeignKey(Trait, on_delete=models.CASCADE, related_name="realizations")
+    realized_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "trait"], name="realization_unique")
+        ]
+        indexes = [
+            models.Index(fields=["trait", "realized_at"], name="realization_trait_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} holds {self.trait_id}T"
+
+
+class SegmentMembership(models.Model):
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="memberships")
+    # The unique (segment, profile) index serves lookups by segment.
+    segment = models.ForeignKey(
+        Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
+    joined_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "profile"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} in segment {self.segment_id}"

@@ -1,0 +1,546 @@
+"""The taxonomy workbook: the whole partner/data-source/trait/segment setup as one XLSX.
+
+Export writes every sheet with every column. Import is an upsert keyed by the IDs: it reads
+every row, validates every cell (and the references between sheets and to what is already
+stored), and either applies everything in one transaction or changes nothing and reports every
+bad cell as ``Sheet!CellRef: message``. Rows that are not in the workbook are left alone, and a
+column left out of a sheet keeps its stored value (new rows get the default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+from openpyxl import Workbook, load_workbook
+from openpyxl.utils import get_column_letter
+
+from partners.models import DataSource, Partner, ReceiptRecipient
+from segments.models import Segment, Trait, unknown_traits_message
+from segments.rules import RuleError, parse_segment_rule, segment_rule_sids
+
+
+class CellError(ValueError):
+    """A cell value that cannot be read; the message is shown to staff as it is."""
+
+
+# --------------------------------------------------------------------------- cell readers
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _whole_number(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise CellError(f"'{value}' is not a whole number")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise CellError(f"'{value}' is not a whole number")
+    if number < 0:
+        raise CellError(f"'{value}' must not be negative")
+    return number
+
+
+def _positive_id(value: object) -> int | None:
+    number = _whole_number(value)
+    if number == 0:
+        raise CellError("an ID must be a positive whole number")
+    return number
+
+
+_TRUE = {"1", "true", "yes", "y"}
+_FALSE = {"0", "false", "no", "n"}
+
+
+def _boolean(value: object) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise CellError(f"'{value}' is not TRUE or FALSE")
+
+
+def _choice(choices: type[models.TextChoices]) -> Callable[[object], str | None]:
+    allowed = [str(c) for c in choices.values if c]
+
+    def read(value: object) -> str | None:
+        text = _text(value)
+        if not text:
+            return None
+        if text.lower() not in allowed:
+            raise CellError(f"'{text}' is not one of {', '.join(allowed)}")
+        return text.lower()
+
+    return read
+
+
+def _host_list(value: object) -> list[str]:
+    return [host.strip() for host in _text(value).split(",") if host.strip()]
+
+
+# --------------------------------------------------------------------------- sheet layout
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    field: str  # model attribute set from this column
+    read: Callable[[object], Any] = _text
+    required: bool = False
+    write: Callable[[Any], object] = lambda value: value
+
+
+@dataclass(frozen=True)
+class Sheet:
+    name: str
+    model: type[models.Model]
+    columns: tuple[Column, ...]
+
+    @property
+    def key(self) -> Column:
+        return self.columns[0]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+PARTNERS = Sheet(
+    "Partners",
+    Partner,
+    (
+        Column("pid", "pid", _positive_id, required=True),
+        Column("slug", "slug", required=True),
+        Column("name", "name", required=True),
+        Column("contact_email", "contact_email"),
+        Column("receipts_enabled", "receipts_enabled", _boolean),
+        Column("active", "active", _boolean),
+    ),
+)
+DATA_SOURCES = Sheet(
+    "DataSources",
+    DataSource,
+    (
+        Column("dpid", "dpid", _positive_id, required=True),
+        Column("partner_pid", "partner_id", _positive_id, required=True),
+        Column("name", "name", required=True),
+        Column("id_type", "id_type", _choice(DataSource.IDType), required=True),
+        Column(
+            "inbound_id_type", "inbound_id_type", _choice(DataSource.InboundIDType), required=True
+        ),
+        Column("integration_code", "integration_code"),
+        Column("redirect_hosts", "redirect_hosts", _host_list, write=",".join),
+        Column("device_id_format", "device_id_format", _choice(DataSource.DeviceIDFormat)),
+        Column("idsync_url_template", "idsync_url_template"),
+        Column("active", "active", _boolean),
+    ),
+)
+RECEIPT_RECIPIENTS = Sheet(
+    "ReceiptRecipients",
+    ReceiptRecipient,
+    (
+        Column("partner_pid", "partner_id", _positive_id, required=True),
+        Column("email", "email", required=True),
+        Column("dpid", "data_source_id", _positive_id),
+        Column("enabled", "enabled", _boolean),
+    ),
+)
+TRAITS = Sheet(
+    "Traits",
+    Trait,
+    (
+        Column("sid", "sid", _positive_id, required=True),
+        Column("dpid", "data_source_id", _positive_id, required=True),
+        Column("name", "name", required=True),
+        Column("kind", "kind", _choice(Trait.Kind), required=True),
+        Column("rule", "rule"),
+        Column("ttl_days", "ttl_days", _whole_number),
+        Column("integration_code", "integration_code"),
+    ),
+)
+SEGMENTS = Sheet(
+    "Segments",
+    Segment,
+    (
+        Column("sid", "sid", _positive_id, required=True),
+        Column("dpid", "data_source_id", _positive_id, required=True),
+        Column("name", "name", required=True),
+        Column("rule", "rule", required=True),
+        Column("status", "status", _choice(Segment.Status)),
+    ),
+)
+SHEETS: tuple[Sheet, ...] = (PARTNERS, DATA_SOURCES, RECEIPT_RECIPIENTS, TRAITS, SEGMENTS)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _export_rows(sheet: Sheet) -> Iterable[models.Model]:
+    if sheet is DATA_SOURCES:
+        return DataSource.objects.filter(partner__isnull=False).order_by("dpid")
+    if sheet is RECEIPT_RECIPIENTS:
+        return ReceiptRecipient.objects.order_by("partner_id", "email", "data_source_id")
+    return sheet.model._default_manager.order_by("pk")
+
+
+def taxonomy_export(*, output: IO[bytes]) -> None:
+    """Write the whole taxonomy (global device data sources excepted) to ``output``."""
+    workbook = Workbook(write_only=True)
+    for sheet in SHEETS:
+        worksheet = workbook.create_sheet(sheet.name)
+        worksheet.append([column.name for column in sheet.columns])
+        for obj in _export_rows(sheet):
+            row = []
+            for column in sheet.columns:
+                value = getattr(obj, column.field)
+                row.append(None if value is None else column.write(value))
+            worksheet.append(row)
+    workbook.save(output)
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass
+class Row:
+    number: int  # the spreadsheet row number
+    values: dict[str, Any] = field(default_factory=dict)  # column name -> read value
+    cells: dict[str, str] = field(default_factory=dict)  # column name -> "Sheet!B7"
+    obj: Any = None
+
+
+@dataclass
+class SheetRows:
+    sheet: Sheet
+    present: list[Column]
+    header_cells: dict[str, str]
+    rows: list[Row]
+
+    def has(self, column: str) -> bool:
+        return any(c.name == column for c in self.present)
+
+
+@dataclass
+class TaxonomyImportResult:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [
+            f"{name}: {self.created.get(name, 0)} created, {self.updated.get(name, 0)} updated"
+            for name in self.created
+        ]
+        return "; ".join(parts) if parts else "the workbook holds no taxonomy sheets"
+
+
+class TaxonomyImportError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, cell: str, message: str) -> None:
+        self.lines.append(f"{cell}: {message}")
+
+
+def _read_sheet(worksheet: Any, sheet: Sheet, errors: _Errors) -> SheetRows | None:
+    rows_iter = worksheet.iter_rows(values_only=True)
+    header = next(rows_iter, None) or ()
+    known = {column.name: column for column in sheet.columns}
+    present: list[Column | None] = []
+    header_cells: dict[str, str] = {}
+    for index, raw in enumerate(header, start=1):
+        cell = f"{sheet.name}!{get_column_letter(index)}1"
+        name = _text(raw)
+        if not name:
+            present.append(None)
+            continue
+        if name not in known:
+            errors.add(cell, f"unknown column '{name}' (expected {', '.join(known)})")
+            present.append(None)
+        elif name in header_cells:
+            errors.add(cell, f"column '{name}' appears twice")
+            present.append(None)
+        else:
+            header_cells[name] = cell
+            present.append(known[name])
+    for column in sheet.columns:
+        if column.required and column.name not in header_cells:
+            errors.add(f"{sheet.name}!A1", f"missing required column '{column.name}'")
+    if any(column.required and column.name not in header_cells for column in sheet.columns):
+        return None
+
+    rows: list[Row] = []
+    for number, values in enumerate(rows_iter, start=2):
+        if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+            continue
+        row = Row(number)
+        for index, column in enumerate(present):
+            if column is None:
+                continue
+            cell = f"{sheet.name}!{get_column_letter(index + 1)}{number}"
+            row.cells[column.name] = cell
+            raw = values[index] if index < len(values) else None
+            try:
+                row.values[column.name] = column.read(raw)
+            except CellError as exc:
+                errors.add(cell, str(exc))
+                row.values[column.name] = None
+                continue
+            if column.required and row.values[column.name] in (None, ""):
+                errors.add(cell, f"'{column.name}' is required")
+        rows.append(row)
+    return SheetRows(sheet, [c for c in present if c is not None], header_cells, rows)
+
+
+def _check_duplicates(data: SheetRows, key: Callable[[Row], object], errors: _Errors) -> None:
+    first_seen: dict[object, int] = {}
+    name = data.sheet.key.name
+    for row in data.rows:
+        value = key(row)
+        if value is None or (isinstance(value, tuple) and None in value):
+            continue
+        if value in first_seen:
+            errors.add(row.cells[name], f"this row repeats row {first_seen[value]}")
+        else:
+            first_seen[value] = row.number
+
+
+def _build_objects(data: SheetRows, existing: dict[Any, models.Model], errors: _Errors) -> None:
+    """Make a model instance per row (stored values + the row's cells) and validate fields."""
+    sheet = data.sheet
+    by_field = {column.field: column for column in data.present}
+    for row in data.rows:
+        key = row.values.get(sheet.key.name)
+        stored = existing.get(key) if key is not None else None
+        obj = stored if stored is not None else sheet.model()
+        for column in data.present:
+            value = row.values.get(column.name)
+            if value is None and not column.required:
+                default = sheet.model._meta.get_field(column.field.removesuffix("_id"))
+                value = default.get_default()
+            setattr(obj, column.field, value)
+        row.obj = obj
+        # Relations are checked below against the workbook *and* the database; everything
+        # else goes through the model's own field validation (lengths, choices, validators).
+        exclude = [
+            f.name
+            for f in sheet.model._meta.concrete_fields
+            if f.is_relation or f.attname not in by_field
+        ]
+        try:
+            obj.clean_fields(exclude=exclude)
+        except ValidationError as exc:
+            for field_name, messages in exc.message_dict.items():
+                column = by_field.get(field_name) or by_field.get(f"{field_name}_id")
+                cell = row.cells[column.name] if column else row.cells[sheet.key.name]
+                for message in messages:
+                    errors.add(cell, message)
+
+
+def _validate(sheets: dict[str, SheetRows], errors: _Errors) -> None:
+    partners = sheets.get(PARTNERS.name)
+    sources = sheets.get(DATA_SOURCES.name)
+    recipients = sheets.get(RECEIPT_RECIPIENTS.name)
+    traits = sheets.get(TRAITS.name)
+    segments = sheets.get(SEGMENTS.name)
+
+    # Partners: unique PID and slug, across the workbook and what is stored.
+    partner_pids = set(Partner.objects.values_list("pid", flat=True))
+    if partners:
+        _check_duplicates(partners, lambda r: r.values.get("pid"), errors)
+        sheet_pids = {row.values.get("pid") for row in partners.rows}
+        # Slugs of stored partners that the workbook does not rewrite.
+        slugs = {
+            slug: pid
+            for slug, pid in Partner.objects.values_list("slug", "pid")
+            if pid not in sheet_pids
+        }
+        sheet_slugs: dict[str, int] = {}
+        for row in partners.rows:
+            slug = row.values.get("slug")
+            if not slug:
+                continue
+            if slug in slugs or slug in sheet_slugs:
+                errors.add(row.cells["slug"], f"slug '{slug}' is already used by another partner")
+            sheet_slugs[slug] = row.number
+            partner_pids.add(row.values["pid"])
+
+    # Data sources: owner exists; global device sources are the platform's own.
+    owners = dict(DataSource.objects.values_list("dpid", "partner_id"))
+    global_dpids = {dpid for dpid, owner in owners.items() if owner is None}
+    if sources:
+        _check_duplicates(sources, lambda r: r.values.get("dpid"), errors)
+        for row in sources.rows:
+            dpid, pid = row.values.get("dpid"), row.values.get("partner_pid")
+            if dpid in global_dpids:
+                errors.add(
+                    row.cells["dpid"],
+                    f"DPID {dpid} is a global device data source; it cannot be changed here",
+                )
+            if pid is not None and pid not in partner_pids:
+                errors.add(row.cells["partner_pid"], f"unknown partner PID {pid}")
+            inbound = row.values.get("inbound_id_type")
+            device_format = getattr(row.obj, "device_id_format", "")
+            where = row.cells.get("device_id_format", row.cells["inbound_id_type"])
+            if inbound == "device" and not device_format:
+                errors.add(where, "a global device ID source needs a device_id_format")
+            if inbound and inbound != "device" and device_format:
+                errors.add(where, "device_id_format is only for the 'device' inbound ID type")
+            if dpid is not None:
+                owners[dpid] = pid
+
+    # Receipt recipients: the partner exists, a narrowing data source is the partner's own.
+    if recipients:
+        _check_duplicates(
+            recipients,
+            lambda r: (r.values.get("partner_pid"), (r.values.get("email") or "").lower())
+            + (r.values.get("dpid"),),
+            errors,
+        )
+        for row in recipients.rows:
+            pid, dpid = row.values.get("partner_pid"), row.values.get("dpid")
+            if pid is not None and pid not in partner_pids:
+                errors.add(row.cells["partner_pid"], f"unknown partner PID {pid}")
+            if dpid is not None:
+                if dpid not in owners:
+                    errors.add(row.cells["dpid"], f"unknown data source DPID {dpid}")
+                elif owners[dpid] != pid:
+                    errors.add(row.cells["dpid"], f"DPID {dpid} belongs to another partner")
+
+    # Traits: a partner's data source; a rule-based trait has a rule.
+    trait_sids = set(Trait.objects.values_list("sid", flat=True))
+    if traits:
+        _check_duplicates(traits, lambda r: r.values.get("sid"), errors)
+        for row in traits.rows:
+            dpid = row.values.get("dpid")
+            if dpid is not None and dpid not in owners:
+                errors.add(row.cells["dpid"], f"unknown data source DPID {dpid}")
+            elif dpid is not None and owners[dpid] is None:
+                errors.add(row.cells["dpid"], f"DPID {dpid} is a global device data source")
+            if row.values.get("kind") == Trait.Kind.RULE_BASED and not getattr(row.obj, "rule", ""):
+                errors.add(row.cells.get("rule", row.cells["kind"]), "a rule-based trait needs a rule")
+            if row.values.get("sid") is not None:
+                trait_sids.add(row.values["sid"])
+
+    # Segments: a known data source; every trait in the rule exists (stored or in Traits).
+    if segments:
+        _check_duplicates(segments, lambda r: r.values.get("sid"), errors)
+        for row in segments.rows:
+            dpid = row.values.get("dpid")
+            if dpid is not None and dpid not in owners:
+                errors.add(row.cells["dpid"], f"unknown data source DPID {dpid}")
+            try:
+                sids = segment_rule_sids(parse_segment_rule(row.values.get("rule") or ""))
+            except RuleError:
+                continue  # reported by the field validator
+            missing = sids - trait_sids
+            if missing:
+                errors.add(row.cells["rule"], unknown_traits_message(missing))
+
+
+def _existing(data: SheetRows) -> dict[Any, models.Model]:
+    sheet = data.sheet
+    if sheet is RECEIPT_RECIPIENTS:
+        return {}  # recipients have no ID of their own: matched on (partner, e-mail, DPID)
+    keys = [row.values[sheet.key.name] for row in data.rows if row.values.get(sheet.key.name)]
+    return sheet.model._default_manager.in_bulk(keys)
+
+
+def _write(data: SheetRows, result: TaxonomyImportResult) -> None:
+    """Upsert the sheet's rows in one statement (INSERT … ON CONFLICT DO UPDATE)."""
+    sheet = data.sheet
+    objects = [row.obj for row in data.rows]
+    manager = sheet.model._default_manager
+    if sheet is RECEIPT_RECIPIENTS:
+        unique_fields = ["partner", "email", "data_source"]
+        keys: list[Any] = [(o.partner_id, o.email, o.data_source_id) for o in objects]
+        stored = set(manager.values_list("partner_id", "email", "data_source_id"))
+    else:
+        unique_fields = [sheet.key.field]
+        keys = [o.pk for o in objects]
+        stored = set(manager.filter(pk__in=keys).values_list("pk", flat=True))
+    update_fields = [
+        name
+        for name in (c.field.removesuffix("_id") for c in data.present)
+        if name not in unique_fields
+    ]
+    # bulk_create skips auto_now / auto_now_add: stamp the times save() would.
+    now = timezone.now()
+    if hasattr(sheet.model, "updated_at"):
+        update_fields.append("updated_at")
+        for obj in objects:
+            obj.updated_at = now
+            obj.created_at = obj.created_at or now
+    if objects and update_fields:
+        manager.bulk_create(
+            objects, update_conflicts=True, unique_fields=unique_fields, update_fields=update_fields
+        )
+    elif objects:
+        manager.bulk_create(objects, ignore_conflicts=True)
+    created = sum(1 for key in keys if key not in stored)
+    result.created[sheet.name] = created
+    result.updated[sheet.name] = len(objects) - created
+
+
+def taxonomy_import(*, workbook: IO[bytes]) -> TaxonomyImportResult:
+    """Apply a taxonomy workbook, all or nothing. Raises :class:`TaxonomyImportError`."""
+    errors = _Errors()
+    try:
+        book = load_workbook(workbook, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds for a file that is not XLSX
+        raise TaxonomyImportError([f"the file is not an XLSX workbook ({exc})"]) from exc
+
+    known = {sheet.name: sheet for sheet in SHEETS}
+    sheets: dict[str, SheetRows] = {}
+    try:
+        for worksheet in book.worksheets:
+            sheet = known.get(worksheet.title)
+            if sheet is None:
+                errors.add(
+                    f"{worksheet.title}!A1",
+                    f"unknown sheet '{worksheet.title}' (expected {', '.join(known)})",
+                )
+                continue
+            data = _read_sheet(worksheet, sheet, errors)
+            if data is not None:
+                sheets[sheet.name] = data
+    finally:
+        book.close()
+
+    for data in sheets.values():
+        _build_objects(data, _existing(data), errors)
+    _validate(sheets, errors)
+    if errors.lines:
+        raise TaxonomyImportError(errors.lines)
+
+    result = TaxonomyImportResult()
+    with transaction.atomic():
+        for sheet in SHEETS:  # in dependency order
+            if sheet.name in sheets:
+                _write(sheets[sheet.name], result)
+    return result
