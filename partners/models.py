@@ -8,7 +8,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from partners.validators import validate_dpuuid, validate_idsync_url_template, validate_redirect_host
+from partners.validators import (
+    validate_dpuuid,
+    validate_idsync_url_template,
+    validate_redirect_host,
+)
 
 
 class Partner(models.Model):
@@ -178,10 +182,11 @@ class ReceiptRecipient(models.Model):
         return self.email
 
     def clean(self) -> None:
+        source = self.data_source
         if (
-            self.data_source_id is not None
+            source is not None
             and self.partner_id is not None
-            and self.data_source.partner_id != self.partner_id
+            and source.partner_id != self.partner_id
         ):
             raise ValidationError({"data_source": "This data source belongs to another partner."})
 
@@ -189,7 +194,9 @@ class ReceiptRecipient(models.Model):
 class IDMapping(models.Model):
     """(data source, DPUUID) ↔ platform profile, built by ID synchronization."""
 
-    data_source = models.ForeignKey(DataSource, on_delete=models.PROTECT, related_name="id_mappings")
+    data_source = models.ForeignKey(
+        DataSource, on_delete=models.PROTECT, related_name="id_mappings"
+    )
     dpuuid = models.CharField("DPUUID", max_length=255, validators=[validate_dpuuid])
     profile = models.ForeignKey(
         "segments.Profile", on_delete=models.CASCADE, related_name="id_mappings"

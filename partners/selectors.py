@@ -20,7 +20,7 @@ def data_source_mapping_count_expression() -> Expression:
     return Coalesce(Subquery(mappings), 0)
 
 
-def data_source_last_sync_expression() -> Expression:
+def data_source_last_sync_expression() -> Subquery:
     last = (
         IDMapping.objects.filter(data_source=OuterRef("pk"))
         .order_by()

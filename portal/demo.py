@@ -19,10 +19,26 @@ DEMO_TAXONOMY: dict[str, list[list[object]]] = {
         [1001, "acme", "Acme Data", "data-team@acme.example", True],
     ],
     "DataSources": [
-        ["dpid", "partner_pid", "name", "id_type", "inbound_id_type", "integration_code",
-         "redirect_hosts", "idsync_url_template"],
-        [21, 1001, "Acme web visitors", "cookie", "dpuuid", "ACME_WEB", "acme.example,*.acme.example",
-         "https://sync.acme.example/match?our_id=${DD_UUID}"],
+        [
+            "dpid",
+            "partner_pid",
+            "name",
+            "id_type",
+            "inbound_id_type",
+            "integration_code",
+            "redirect_hosts",
+            "idsync_url_template",
+        ],
+        [
+            21,
+            1001,
+            "Acme web visitors",
+            "cookie",
+            "dpuuid",
+            "ACME_WEB",
+            "acme.example,*.acme.example",
+            "https://sync.acme.example/match?our_id=${DD_UUID}",
+        ],
         [22, 1001, "Acme logged-in users", "cross_device", "dpuuid", "ACME_XD", "", ""],
     ],
     "ReceiptRecipients": [
@@ -76,18 +92,18 @@ def demo_workbook() -> io.BytesIO:
 @transaction.atomic
 def demo_seed() -> DemoSeed:
     result = taxonomy_import(workbook=demo_workbook())
-    User = get_user_model()
+    user_model = get_user_model()
     staff_password = os.environ.get("DEMO_STAFF_PASSWORD", "staff-demo-pass")
     partner_password = os.environ.get("DEMO_PARTNER_PASSWORD", "partner-demo-pass")
 
-    staff, _ = User.objects.get_or_create(
+    staff, _ = user_model.objects.get_or_create(
         username="staff", defaults={"email": "staff@localhost", "is_staff": True}
     )
     staff.is_staff = staff.is_superuser = True
     staff.set_password(staff_password)
     staff.save()
 
-    partner_user, _ = User.objects.get_or_create(
+    partner_user, _ = user_model.objects.get_or_create(
         username="acme", defaults={"email": "data-team@acme.example"}
     )
     partner_user.set_password(partner_password)

@@ -69,7 +69,9 @@ class TraitAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Trait]:
-        return super().get_queryset(request).annotate(_population=trait_live_population_expression())
+        return (
+            super().get_queryset(request).annotate(_population=trait_live_population_expression())
+        )
 
     @admin.display(description="live population", ordering="_population")
     def live_population(self, obj: Any) -> int:
@@ -86,7 +88,16 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     autocomplete_fields = ("data_source",)
     immutable_fields = ("sid",)
     readonly_fields = ("population", "created_at", "updated_at")
-    fields = ("sid", "data_source", "name", "rule", "status", "population", "created_at", "updated_at")
+    fields = (
+        "sid",
+        "data_source",
+        "name",
+        "rule",
+        "status",
+        "population",
+        "created_at",
+        "updated_at",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Segment]:
         return super().get_queryset(request).annotate(_population=segment_population_expression())

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 
 class RuleError(ValueError):
@@ -63,7 +63,8 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     i = start + 1
     while i < len(text):
         ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
+        # Only the quote and the backslash itself are escaped, so regexes keep their "\d".
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
             out.append(text[i + 1])
             i += 2
             continue
@@ -148,7 +149,9 @@ def _tokenize_segment_rule(text: str) -> list[Token]:
             elif re.fullmatch(r"\d+D", upper):
                 tokens.append(Token("days", word, column))
             elif word.isdigit():
-                raise RuleError(f"trait reference '{word}' must end in 'T' (like '{word}T')", column)
+                raise RuleError(
+                    f"trait reference '{word}' must end in 'T' (like '{word}T')", column
+                )
             else:
                 raise RuleError(f"unexpected token '{word}'", column)
             i = j
@@ -160,27 +163,25 @@ def _tokenize_segment_rule(text: str) -> list[Token]:
 
 # --------------------------------------------------------------------------- trees
 
-L = TypeVar("L")
+# The boolean skeleton is shared by both languages; its leaves are Comparison (trait rules)
+# or TraitRef / Recency (segment rules).
 
 
 @dataclass(frozen=True, slots=True)
-class And(Generic[L]):
-    left: Node[L]
-    right: Node[L]
+class And:
+    left: Any
+    right: Any
 
 
 @dataclass(frozen=True, slots=True)
-class Or(Generic[L]):
-    left: Node[L]
-    right: Node[L]
+class Or:
+    left: Any
+    right: Any
 
 
 @dataclass(frozen=True, slots=True)
-class Not(Generic[L]):
-    operand: Node[L]
-
-
-Node = L | And[L] | Or[L] | Not[L]
+class Not:
+    operand: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +209,9 @@ class Recency:
     days: int
 
 
-TraitRule = Node[Comparison]
-SegmentRule = Node[TraitRef | Recency]
+TraitRule = Comparison | And | Or | Not
+SegmentRule = TraitRef | Recency | And | Or | Not
+L = TypeVar("L")
 
 
 class _Parser(Generic[L]):
@@ -235,7 +237,7 @@ class _Parser(Generic[L]):
             return RuleError(f"unexpected end of rule, expected {expected}", token.column)
         return RuleError(f"unexpected token '{token.text}', expected {expected}", token.column)
 
-    def parse(self) -> Node[L]:
+    def parse(self) -> Any:
         if self.current.kind == "end":
             raise RuleError("the rule is empty", 1)
         node = self.parse_or()
@@ -244,14 +246,14 @@ class _Parser(Generic[L]):
             raise RuleError(f"unexpected token '{token.text}'", token.column)
         return node
 
-    def parse_or(self) -> Node[L]:
+    def parse_or(self) -> Any:
         node = self.parse_and()
         while self.current.kind == "OR":
             self.advance()
             node = Or(node, self.parse_and())
         return node
 
-    def parse_and(self) -> Node[L]:
+    def parse_and(self) -> Any:
         node = self.parse_unary()
         while self.current.kind in ("AND", "NOT"):
             if self.advance().kind == "AND" and self.current.kind != "NOT":
@@ -262,7 +264,7 @@ class _Parser(Generic[L]):
                 node = And(node, Not(self.parse_unary()))
         return node
 
-    def parse_unary(self) -> Node[L]:
+    def parse_unary(self) -> Any:
         if self.current.kind == "NOT":
             self.advance()
             return Not(self.parse_unary())
@@ -347,7 +349,7 @@ def parse_segment_rule(text: str) -> SegmentRule:
 # --------------------------------------------------------------------------- walking
 
 
-def _leaves(node: Node[L]) -> Iterator[L]:
+def _leaves(node: Any) -> Iterator[Any]:
     if isinstance(node, And | Or):
         yield from _leaves(node.left)
         yield from _leaves(node.right)
@@ -370,7 +372,7 @@ def segment_rule_sids(rule: SegmentRule) -> set[int]:
     return sids
 
 
-def _evaluate(node: Node[L], leaf: Callable[[L], bool]) -> bool:
+def _evaluate(node: Any, leaf: Callable[[Any], bool]) -> bool:
     if isinstance(node, And):
         return _evaluate(node.left, leaf) and _evaluate(node.right, leaf)
     if isinstance(node, Or):

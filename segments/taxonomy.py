@@ -18,6 +18,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from openpyxl import Workbook, load_workbook
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 
 from partners.models import DataSource, Partner, ReceiptRecipient
 from segments.models import Segment, Trait, unknown_traits_message
@@ -226,6 +227,7 @@ class Row:
     number: int  # the spreadsheet row number
     values: dict[str, Any] = field(default_factory=dict)  # column name -> read value
     cells: dict[str, str] = field(default_factory=dict)  # column name -> "Sheet!B7"
+    unreadable: set[str] = field(default_factory=set)  # columns whose cell was reported
     obj: Any = None
 
 
@@ -260,11 +262,20 @@ class TaxonomyImportError(Exception):
 
 
 class _Errors:
+    """Problems found so far, reported in reading order: sheet, then row, then column."""
+
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self._found: list[tuple[tuple[int, int, int], str]] = []
 
     def add(self, cell: str, message: str) -> None:
-        self.lines.append(f"{cell}: {message}")
+        sheet, _, coordinate = cell.partition("!")
+        letters, row = coordinate_from_string(coordinate)
+        rank = next((i for i, s in enumerate(SHEETS) if s.name == sheet), len(SHEETS))
+        self._found.append(((rank, row, column_index_from_string(letters)), f"{cell}: {message}"))
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for _, line in sorted(self._found, key=lambda found: found[0])]
 
 
 def _read_sheet(worksheet: Any, sheet: Sheet, errors: _Errors) -> SheetRows | None:
@@ -299,9 +310,10 @@ def _read_sheet(worksheet: Any, sheet: Sheet, errors: _Errors) -> SheetRows | No
         if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
             continue
         row = Row(number)
-        for index, column in enumerate(present):
-            if column is None:
+        for index, maybe_column in enumerate(present):
+            if maybe_column is None:
                 continue
+            column = maybe_column
             cell = f"{sheet.name}!{get_column_letter(index + 1)}{number}"
             row.cells[column.name] = cell
             raw = values[index] if index < len(values) else None
@@ -310,6 +322,7 @@ def _read_sheet(worksheet: Any, sheet: Sheet, errors: _Errors) -> SheetRows | No
             except CellError as exc:
                 errors.add(cell, str(exc))
                 row.values[column.name] = None
+                row.unreadable.add(column.name)
                 continue
             if column.required and row.values[column.name] in (None, ""):
                 errors.add(cell, f"'{column.name}' is required")
@@ -341,8 +354,9 @@ def _build_objects(data: SheetRows, existing: dict[Any, models.Model], errors: _
         for column in data.present:
             value = row.values.get(column.name)
             if value is None and not column.required:
-                default = sheet.model._meta.get_field(column.field.removesuffix("_id"))
-                value = default.get_default()
+                model_field = sheet.model._meta.get_field(column.field.removesuffix("_id"))
+                assert isinstance(model_field, models.Field)
+                value = model_field.get_default()
             setattr(obj, column.field, value)
         row.obj = obj
         # Relations are checked below against the workbook *and* the database; everything
@@ -356,8 +370,10 @@ def _build_objects(data: SheetRows, existing: dict[Any, models.Model], errors: _
             obj.clean_fields(exclude=exclude)
         except ValidationError as exc:
             for field_name, messages in exc.message_dict.items():
-                column = by_field.get(field_name) or by_field.get(f"{field_name}_id")
-                cell = row.cells[column.name] if column else row.cells[sheet.key.name]
+                failed = by_field.get(field_name) or by_field.get(f"{field_name}_id")
+                if failed and failed.name in row.unreadable:
+                    continue  # already reported when the cell was read
+                cell = row.cells[failed.name] if failed else row.cells[sheet.key.name]
                 for message in messages:
                     errors.add(cell, message)
 
@@ -391,7 +407,7 @@ def _validate(sheets: dict[str, SheetRows], errors: _Errors) -> None:
             partner_pids.add(row.values["pid"])
 
     # Data sources: owner exists; global device sources are the platform's own.
-    owners = dict(DataSource.objects.values_list("dpid", "partner_id"))
+    owners: dict[int, int | None] = dict(DataSource.objects.values_list("dpid", "partner_id"))
     global_dpids = {dpid for dpid, owner in owners.items() if owner is None}
     if sources:
         _check_duplicates(sources, lambda r: r.values.get("dpid"), errors)
@@ -418,8 +434,11 @@ def _validate(sheets: dict[str, SheetRows], errors: _Errors) -> None:
     if recipients:
         _check_duplicates(
             recipients,
-            lambda r: (r.values.get("partner_pid"), (r.values.get("email") or "").lower())
-            + (r.values.get("dpid"),),
+            lambda r: (
+                r.values.get("partner_pid"),
+                (r.values.get("email") or "").lower(),
+                r.values.get("dpid"),
+            ),
             errors,
         )
         for row in recipients.rows:
@@ -443,7 +462,9 @@ def _validate(sheets: dict[str, SheetRows], errors: _Errors) -> None:
             elif dpid is not None and owners[dpid] is None:
                 errors.add(row.cells["dpid"], f"DPID {dpid} is a global device data source")
             if row.values.get("kind") == Trait.Kind.RULE_BASED and not getattr(row.obj, "rule", ""):
-                errors.add(row.cells.get("rule", row.cells["kind"]), "a rule-based trait needs a rule")
+                errors.add(
+                    row.cells.get("rule", row.cells["kind"]), "a rule-based trait needs a rule"
+                )
             if row.values.get("sid") is not None:
                 trait_sids.add(row.values["sid"])
 

@@ -2,84 +2,195 @@
 
 import django.contrib.postgres.fields
 import django.db.models.deletion
-import partners.validators
 from django.db import migrations, models
+
+import partners.validators
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='DataSource',
+            name="DataSource",
             fields=[
-                ('dpid', models.PositiveIntegerField(primary_key=True, serialize=False, verbose_name='DPID')),
-                ('name', models.CharField(max_length=200)),
-                ('active', models.BooleanField(default=True)),
-                ('id_type', models.CharField(choices=[('cookie', 'Cookie'), ('device', 'Device'), ('cross_device', 'Cross-device')], max_length=20, verbose_name='ID type')),
-                ('inbound_id_type', models.CharField(choices=[('uuid', 'Platform UUID'), ('dpuuid', 'Partner DPUUID'), ('device', 'Global device ID')], help_text='How the user IDs of inbound files for this data source are read.', max_length=20, verbose_name='inbound ID type')),
-                ('device_id_format', models.CharField(blank=True, choices=[('', '—'), ('hex_lower', 'Lowercase 8-4-4-4-12 hex'), ('hex_upper', 'Uppercase 8-4-4-4-12 hex'), ('alphanumeric', 'Alphanumeric')], help_text='Required when the inbound ID type is a global device ID.', max_length=20, verbose_name='device ID format')),
-                ('integration_code', models.CharField(blank=True, max_length=100)),
-                ('redirect_hosts', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=253, validators=[partners.validators.validate_redirect_host]), blank=True, default=list, help_text="Hosts ID-sync calls may redirect to, comma-separated. '*.example.com' allows every subdomain of example.com.", size=None)),
-                ('idsync_url_template', models.CharField(blank=True, help_text="The partner's own ID-sync URL, with ${DD_UUID} where our UUID goes.", max_length=2000, validators=[partners.validators.validate_idsync_url_template], verbose_name='partner ID-sync URL')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "dpid",
+                    models.PositiveIntegerField(
+                        primary_key=True, serialize=False, verbose_name="DPID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("active", models.BooleanField(default=True)),
+                (
+                    "id_type",
+                    models.CharField(
+                        choices=[
+                            ("cookie", "Cookie"),
+                            ("device", "Device"),
+                            ("cross_device", "Cross-device"),
+                        ],
+                        max_length=20,
+                        verbose_name="ID type",
+                    ),
+                ),
+                (
+                    "inbound_id_type",
+                    models.CharField(
+                        choices=[
+                            ("uuid", "Platform UUID"),
+                            ("dpuuid", "Partner DPUUID"),
+                            ("device", "Global device ID"),
+                        ],
+                        help_text="How the user IDs of inbound files for this data source are read.",
+                        max_length=20,
+                        verbose_name="inbound ID type",
+                    ),
+                ),
+                (
+                    "device_id_format",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "—"),
+                            ("hex_lower", "Lowercase 8-4-4-4-12 hex"),
+                            ("hex_upper", "Uppercase 8-4-4-4-12 hex"),
+                            ("alphanumeric", "Alphanumeric"),
+                        ],
+                        help_text="Required when the inbound ID type is a global device ID.",
+                        max_length=20,
+                        verbose_name="device ID format",
+                    ),
+                ),
+                ("integration_code", models.CharField(blank=True, max_length=100)),
+                (
+                    "redirect_hosts",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(
+                            max_length=253, validators=[partners.validators.validate_redirect_host]
+                        ),
+                        blank=True,
+                        default=list,
+                        help_text="Hosts ID-sync calls may redirect to, comma-separated. '*.example.com' allows every subdomain of example.com.",
+                        size=None,
+                    ),
+                ),
+                (
+                    "idsync_url_template",
+                    models.CharField(
+                        blank=True,
+                        help_text="The partner's own ID-sync URL, with ${DD_UUID} where our UUID goes.",
+                        max_length=2000,
+                        validators=[partners.validators.validate_idsync_url_template],
+                        verbose_name="partner ID-sync URL",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['dpid'],
+                "ordering": ["dpid"],
             },
         ),
         migrations.CreateModel(
-            name='Partner',
+            name="Partner",
             fields=[
-                ('pid', models.PositiveIntegerField(help_text='The partner ID.', primary_key=True, serialize=False, verbose_name='PID')),
-                ('slug', models.SlugField(help_text='Short name used in drop-zone paths: <prefix>/<slug>/date=…', unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('active', models.BooleanField(default=True)),
-                ('contact_email', models.EmailField(blank=True, max_length=254)),
-                ('receipts_enabled', models.BooleanField(default=False, help_text="Also send processing receipts to this partner's enabled receipt recipients (the internal partner-solutions list always gets them).", verbose_name='e-mail receipts to partner')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "pid",
+                    models.PositiveIntegerField(
+                        help_text="The partner ID.",
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="PID",
+                    ),
+                ),
+                (
+                    "slug",
+                    models.SlugField(
+                        help_text="Short name used in drop-zone paths: <prefix>/<slug>/date=…",
+                        unique=True,
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("active", models.BooleanField(default=True)),
+                ("contact_email", models.EmailField(blank=True, max_length=254)),
+                (
+                    "receipts_enabled",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Also send processing receipts to this partner's enabled receipt recipients (the internal partner-solutions list always gets them).",
+                        verbose_name="e-mail receipts to partner",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='PartnerUser',
+            name="PartnerUser",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'partner user',
+                "verbose_name": "partner user",
             },
         ),
         migrations.CreateModel(
-            name='ReceiptRecipient',
+            name="ReceiptRecipient",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.EmailField(max_length=254)),
-                ('enabled', models.BooleanField(default=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("email", models.EmailField(max_length=254)),
+                ("enabled", models.BooleanField(default=True)),
             ],
             options={
-                'ordering': ['partner', 'email'],
+                "ordering": ["partner", "email"],
             },
         ),
         migrations.CreateModel(
-            name='IDMapping',
+            name="IDMapping",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dpuuid', models.CharField(max_length=255, validators=[partners.validators.validate_dpuuid], verbose_name='DPUUID')),
-                ('first_seen_at', models.DateTimeField()),
-                ('last_seen_at', models.DateTimeField()),
-                ('data_source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='id_mappings', to='partners.datasource')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "dpuuid",
+                    models.CharField(
+                        max_length=255,
+                        validators=[partners.validators.validate_dpuuid],
+                        verbose_name="DPUUID",
+                    ),
+                ),
+                ("first_seen_at", models.DateTimeField()),
+                ("last_seen_at", models.DateTimeField()),
+                (
+                    "data_source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="id_mappings",
+                        to="partners.datasource",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'ID mapping',
+                "verbose_name": "ID mapping",
             },
         ),
     ]

@@ -6,81 +6,155 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('partners', '0001_initial'),
-        ('segments', '0001_initial'),
+        ("partners", "0001_initial"),
+        ("segments", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='idmapping',
-            name='profile',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='id_mappings', to='segments.profile'),
+            model_name="idmapping",
+            name="profile",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="id_mappings",
+                to="segments.profile",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='partner',
-            constraint=models.CheckConstraint(condition=models.Q(('pid__gt', 0)), name='partner_pid_positive'),
+            model_name="partner",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("pid__gt", 0)), name="partner_pid_positive"
+            ),
         ),
         migrations.AddField(
-            model_name='datasource',
-            name='partner',
-            field=models.ForeignKey(blank=True, help_text="Owner. Empty only for the platform's global device data sources.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='data_sources', to='partners.partner'),
+            model_name="datasource",
+            name="partner",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Owner. Empty only for the platform's global device data sources.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="data_sources",
+                to="partners.partner",
+            ),
         ),
         migrations.AddField(
-            model_name='datasource',
-            name='shared_with',
-            field=models.ManyToManyField(blank=True, help_text='Other partners allowed to send traits for this data source.', related_name='shared_data_sources', to='partners.partner'),
+            model_name="datasource",
+            name="shared_with",
+            field=models.ManyToManyField(
+                blank=True,
+                help_text="Other partners allowed to send traits for this data source.",
+                related_name="shared_data_sources",
+                to="partners.partner",
+            ),
         ),
         migrations.AddField(
-            model_name='partneruser',
-            name='partner',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='users', to='partners.partner'),
+            model_name="partneruser",
+            name="partner",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="users",
+                to="partners.partner",
+            ),
         ),
         migrations.AddField(
-            model_name='partneruser',
-            name='user',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='partner_link', to=settings.AUTH_USER_MODEL),
+            model_name="partneruser",
+            name="user",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="partner_link",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='receiptrecipient',
-            name='data_source',
-            field=models.ForeignKey(blank=True, help_text='Only receipts of this data source. Empty: every receipt of the partner.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='receipt_recipients', to='partners.datasource'),
+            model_name="receiptrecipient",
+            name="data_source",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Only receipts of this data source. Empty: every receipt of the partner.",
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="receipt_recipients",
+                to="partners.datasource",
+            ),
         ),
         migrations.AddField(
-            model_name='receiptrecipient',
-            name='partner',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='receipt_recipients', to='partners.partner'),
+            model_name="receiptrecipient",
+            name="partner",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="receipt_recipients",
+                to="partners.partner",
+            ),
         ),
         migrations.AddIndex(
-            model_name='idmapping',
-            index=models.Index(fields=['last_seen_at'], name='idmapping_last_seen'),
+            model_name="idmapping",
+            index=models.Index(fields=["last_seen_at"], name="idmapping_last_seen"),
         ),
         migrations.AddConstraint(
-            model_name='idmapping',
-            constraint=models.UniqueConstraint(fields=('data_source', 'dpuuid', 'profile'), name='idmapping_unique'),
+            model_name="idmapping",
+            constraint=models.UniqueConstraint(
+                fields=("data_source", "dpuuid", "profile"), name="idmapping_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='idmapping',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('dpuuid', ''), _negated=True), models.Q(('dpuuid__contains', ':'), _negated=True), models.Q(('dpuuid__icontains', '%3A'), _negated=True), models.Q(('dpuuid__contains', '\t'), _negated=True)), name='idmapping_dpuuid_format', violation_error_message="A DPUUID must not be empty nor contain ':', '%3A' or a tab."),
+            model_name="idmapping",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("dpuuid", ""), _negated=True),
+                    models.Q(("dpuuid__contains", ":"), _negated=True),
+                    models.Q(("dpuuid__icontains", "%3A"), _negated=True),
+                    models.Q(("dpuuid__contains", "\t"), _negated=True),
+                ),
+                name="idmapping_dpuuid_format",
+                violation_error_message="A DPUUID must not be empty nor contain ':', '%3A' or a tab.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='datasource',
-            constraint=models.CheckConstraint(condition=models.Q(('dpid__gt', 0)), name='datasource_dpid_positive'),
+            model_name="datasource",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("dpid__gt", 0)), name="datasource_dpid_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='datasource',
-            constraint=models.CheckConstraint(condition=models.Q(('partner__isnull', False), ('inbound_id_type', 'device'), _connector='OR'), name='datasource_global_is_device', violation_error_message='Only a global device data source may have no partner.'),
+            model_name="datasource",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("partner__isnull", False), ("inbound_id_type", "device"), _connector="OR"
+                ),
+                name="datasource_global_is_device",
+                violation_error_message="Only a global device data source may have no partner.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='datasource',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('inbound_id_type', 'device'), models.Q(('device_id_format', ''), _negated=True)), models.Q(models.Q(('inbound_id_type', 'device'), _negated=True), ('device_id_format', '')), _connector='OR'), name='datasource_device_format_iff_device', violation_error_message='A device ID format is required for (and only for) the global device ID inbound type.'),
+            model_name="datasource",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("inbound_id_type", "device"),
+                        models.Q(("device_id_format", ""), _negated=True),
+                    ),
+                    models.Q(
+                        models.Q(("inbound_id_type", "device"), _negated=True),
+                        ("device_id_format", ""),
+                    ),
+                    _connector="OR",
+                ),
+                name="datasource_device_format_iff_device",
+                violation_error_message="A device ID format is required for (and only for) the global device ID inbound type.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='receiptrecipient',
-            constraint=models.UniqueConstraint(fields=('partner', 'email', 'data_source'), name='receiptrecipient_unique', nulls_distinct=False, violation_error_message='This address already receives these receipts.'),
+            model_name="receiptrecipient",
+            constraint=models.UniqueConstraint(
+                fields=("partner", "email", "data_source"),
+                name="receiptrecipient_unique",
+                nulls_distinct=False,
+                violation_error_message="This address already receives these receipts.",
+            ),
         ),
     ]

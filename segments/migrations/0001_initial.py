@@ -2,102 +2,243 @@
 
 import django.core.validators
 import django.db.models.deletion
-import segments.models
 from django.db import migrations, models
+
+import segments.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('partners', '0001_initial'),
+        ("partners", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Profile',
+            name="Profile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.CharField(max_length=38, unique=True, validators=[django.core.validators.RegexValidator('^[0-9]{38}$', 'A UUID is exactly 38 decimal digits.')], verbose_name='UUID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "uuid",
+                    models.CharField(
+                        max_length=38,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[0-9]{38}$", "A UUID is exactly 38 decimal digits."
+                            )
+                        ],
+                        verbose_name="UUID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('uuid__regex', '^[0-9]{38}$')), name='profile_uuid_38_digits', violation_error_message='A UUID is exactly 38 decimal digits.')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("uuid__regex", "^[0-9]{38}$")),
+                        name="profile_uuid_38_digits",
+                        violation_error_message="A UUID is exactly 38 decimal digits.",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Segment',
+            name="Segment",
             fields=[
-                ('sid', models.PositiveIntegerField(primary_key=True, serialize=False, verbose_name='SID')),
-                ('name', models.CharField(max_length=200)),
-                ('rule', models.TextField(help_text='For example: (1234T OR 5678T) AND NOT 9999T, or [1234T,5678T] <= 30D.', validators=[segments.models.validate_segment_rule])),
-                ('status', models.CharField(choices=[('active', 'Active'), ('paused', 'Paused'), ('deleted', 'Deleted')], default='active', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('data_source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='segments', to='partners.datasource')),
+                (
+                    "sid",
+                    models.PositiveIntegerField(
+                        primary_key=True, serialize=False, verbose_name="SID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "rule",
+                    models.TextField(
+                        help_text="For example: (1234T OR 5678T) AND NOT 9999T, or [1234T,5678T] <= 30D.",
+                        validators=[segments.models.validate_segment_rule],
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("paused", "Paused"),
+                            ("deleted", "Deleted"),
+                        ],
+                        default="active",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "data_source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="segments",
+                        to="partners.datasource",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['sid'],
+                "ordering": ["sid"],
             },
         ),
         migrations.CreateModel(
-            name='SegmentMembership',
+            name="SegmentMembership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('joined_at', models.DateTimeField()),
-                ('profile', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='segments.profile')),
-                ('segment', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='segments.segment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("joined_at", models.DateTimeField()),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="segments.profile",
+                    ),
+                ),
+                (
+                    "segment",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="segments.segment",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Trait',
+            name="Trait",
             fields=[
-                ('sid', models.PositiveIntegerField(primary_key=True, serialize=False, verbose_name='SID')),
-                ('name', models.CharField(max_length=200)),
-                ('kind', models.CharField(choices=[('onboarded', 'Onboarded'), ('rule_based', 'Rule-based')], default='onboarded', max_length=20)),
-                ('rule', models.TextField(blank=True, help_text='For example: age > 30 AND gender == "male". May be empty for an onboarded trait (then only d_sid realizes it).', validators=[segments.models.validate_trait_rule])),
-                ('integration_code', models.CharField(blank=True, max_length=100)),
-                ('ttl_days', models.PositiveIntegerField(default=120, help_text='Days a realization lives. 0 = never expires.', verbose_name='TTL (days)')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('data_source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='traits', to='partners.datasource')),
+                (
+                    "sid",
+                    models.PositiveIntegerField(
+                        primary_key=True, serialize=False, verbose_name="SID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("onboarded", "Onboarded"), ("rule_based", "Rule-based")],
+                        default="onboarded",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "rule",
+                    models.TextField(
+                        blank=True,
+                        help_text='For example: age > 30 AND gender == "male". May be empty for an onboarded trait (then only d_sid realizes it).',
+                        validators=[segments.models.validate_trait_rule],
+                    ),
+                ),
+                ("integration_code", models.CharField(blank=True, max_length=100)),
+                (
+                    "ttl_days",
+                    models.PositiveIntegerField(
+                        default=120,
+                        help_text="Days a realization lives. 0 = never expires.",
+                        verbose_name="TTL (days)",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "data_source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="traits",
+                        to="partners.datasource",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['sid'],
+                "ordering": ["sid"],
             },
         ),
         migrations.CreateModel(
-            name='TraitRealization',
+            name="TraitRealization",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('realized_at', models.DateTimeField()),
-                ('profile', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='realizations', to='segments.profile')),
-                ('trait', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='realizations', to='segments.trait')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("realized_at", models.DateTimeField()),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="realizations",
+                        to="segments.profile",
+                    ),
+                ),
+                (
+                    "trait",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="realizations",
+                        to="segments.trait",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='segment',
-            constraint=models.CheckConstraint(condition=models.Q(('sid__gt', 0)), name='segment_sid_positive'),
+            model_name="segment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("sid__gt", 0)), name="segment_sid_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='segmentmembership',
-            constraint=models.UniqueConstraint(fields=('segment', 'profile'), name='membership_unique'),
+            model_name="segmentmembership",
+            constraint=models.UniqueConstraint(
+                fields=("segment", "profile"), name="membership_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trait',
-            constraint=models.CheckConstraint(condition=models.Q(('sid__gt', 0)), name='trait_sid_positive'),
+            model_name="trait",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("sid__gt", 0)), name="trait_sid_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trait',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'rule_based'), _negated=True), models.Q(('rule', ''), _negated=True), _connector='OR'), name='trait_rule_based_has_rule', violation_error_message='A rule-based trait needs a rule.'),
+            model_name="trait",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "rule_based"), _negated=True),
+                    models.Q(("rule", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="trait_rule_based_has_rule",
+                violation_error_message="A rule-based trait needs a rule.",
+            ),
         ),
         migrations.AddIndex(
-            model_name='traitrealization',
-            index=models.Index(fields=['trait', 'realized_at'], name='realization_trait_time'),
+            model_name="traitrealization",
+            index=models.Index(fields=["trait", "realized_at"], name="realization_trait_time"),
         ),
         migrations.AddConstraint(
-            model_name='traitrealization',
-            constraint=models.UniqueConstraint(fields=('profile', 'trait'), name='realization_unique'),
+            model_name="traitrealization",
+            constraint=models.UniqueConstraint(
+                fields=("profile", "trait"), name="realization_unique"
+            ),
         ),
     ]

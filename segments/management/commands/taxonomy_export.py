@@ -9,7 +9,9 @@ from segments.taxonomy import taxonomy_export
 
 
 class Command(BaseCommand):
-    help = "Write the whole taxonomy (partners, data sources, recipients, traits, segments) to XLSX."
+    help = (
+        "Write the whole taxonomy (partners, data sources, recipients, traits, segments) to XLSX."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", type=Path, help="the .xlsx file to write")

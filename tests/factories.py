@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import secrets
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from partners.models import DataSource, IDMapping, Partner, PartnerUser, ReceiptRecipient
+from segments.models import Profile, Segment, SegmentMembership, Trait, TraitRealization
+
+
+def random_uuid() -> str:
+    """A platform UUID: 38 decimal digits."""
+    return str(secrets.randbelow(9 * 10**37) + 10**37)
+
+
+class PartnerFactory(factory.django.DjangoModelFactory[Partner]):
+    class Meta:
+        model = Partner
+        django_get_or_create = ("pid",)
+
+    pid = factory.Sequence(lambda n: 5000 + n)
+    slug = factory.Sequence(lambda n: f"partner-{n}")
+    name = factory.Sequence(lambda n: f"Partner {n}")
+    contact_email = factory.LazyAttribute(lambda o: f"contact@{o.slug}.example")
+
+
+class DataSourceFactory(factory.django.DjangoModelFactory[DataSource]):
+    class Meta:
+        model = DataSource
+        django_get_or_create = ("dpid",)
+
+    dpid = factory.Sequence(lambda n: 70000 + n)
+    partner = factory.SubFactory(PartnerFactory)
+    name = factory.Sequence(lambda n: f"Data source {n}")
+    id_type = DataSource.IDType.COOKIE
+    inbound_id_type = DataSource.InboundIDType.DPUUID
+
+
+class ReceiptRecipientFactory(factory.django.DjangoModelFactory[ReceiptRecipient]):
+    class Meta:
+        model = ReceiptRecipient
+
+    partner = factory.SubFactory(PartnerFactory)
+    email = factory.Sequence(lambda n: f"recipient{n}@partner.example")
+
+
+class UserFactory(factory.django.DjangoModelFactory[User]):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda o: f"{o.username}@example.com")
+
+
+class PartnerUserFactory(factory.django.DjangoModelFactory[PartnerUser]):
+    class Meta:
+        model = PartnerUser
+
+    user = factory.SubFactory(UserFactory)
+    partner = factory.SubFactory(PartnerFactory)
+
+
+class ProfileFactory(factory.django.DjangoModelFactory[Profile]):
+    class Meta:
+        model = Profile
+
+    uuid = factory.LazyFunction(random_uuid)
+
+
+class IDMappingFactory(factory.django.DjangoModelFactory[IDMapping]):
+    class Meta:
+        model = IDMapping
+
+    data_source = factory.SubFactory(DataSourceFactory)
+    dpuuid = factory.Sequence(lambda n: f"dpuuid-{n}")
+    profile = factory.SubFactory(ProfileFactory)
+    first_seen_at = factory.LazyFunction(timezone.now)
+    last_seen_at = factory.LazyFunction(timezone.now)
+
+
+class TraitFactory(factory.django.DjangoModelFactory[Trait]):
+    class Meta:
+        model = Trait
+        django_get_or_create = ("sid",)
+
+    sid = factory.Sequence(lambda n: 100 + n)
+    data_source = factory.SubFactory(DataSourceFactory)
+    name = factory.Sequence(lambda n: f"Trait {n}")
+    kind = Trait.Kind.ONBOARDED
+
+
+class SegmentFactory(factory.django.DjangoModelFactory[Segment]):
+    class Meta:
+        model = Segment
+        django_get_or_create = ("sid",)
+
+    sid = factory.Sequence(lambda n: 900 + n)
+    data_source = factory.SubFactory(DataSourceFactory)
+    name = factory.Sequence(lambda n: f"Segment {n}")
+    rule = factory.LazyAttribute(lambda o: f"{TraitFactory.create(data_source=o.data_source).sid}T")
+
+
+class TraitRealizationFactory(factory.django.DjangoModelFactory[TraitRealization]):
+    class Meta:
+        model = TraitRealization
+
+    profile = factory.SubFactory(ProfileFactory)
+    trait = factory.SubFactory(TraitFactory)
+    realized_at = factory.LazyFunction(timezone.now)
+
+
+class SegmentMembershipFactory(factory.django.DjangoModelFactory[SegmentMembership]):
+    class Meta:
+        model = SegmentMembership
+
+    profile = factory.SubFactory(ProfileFactory)
+    segment = factory.SubFactory(SegmentFactory)
+    joined_at = factory.LazyFunction(timezone.now)

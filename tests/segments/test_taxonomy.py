@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from openpyxl import Workbook, load_workbook
+
+from partners.models import DataSource, Partner, ReceiptRecipient
+from portal.demo import DEMO_TAXONOMY, demo_workbook
+from segments.models import Segment, Trait
+from segments.taxonomy import TaxonomyImportError, taxonomy_export, taxonomy_import
+
+pytestmark = pytest.mark.django_db
+
+
+def workbook_bytes(sheets: dict[str, Any]) -> io.BytesIO:
+    book = Workbook()
+    book.remove(book.active)  # type: ignore[arg-type]
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def exported() -> dict[str, list[tuple[Any, ...]]]:
+    buffer = io.BytesIO()
+    taxonomy_export(output=buffer)
+    buffer.seek(0)
+    book = load_workbook(buffer, read_only=True)
+    return {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
+
+
+def taxonomy_state() -> list[Any]:
+    return [
+        list(Partner.objects.order_by("pid").values()),
+        list(DataSource.objects.order_by("dpid").values()),
+        list(ReceiptRecipient.objects.order_by("id").values()),
+        list(Trait.objects.order_by("sid").values()),
+        list(Segment.objects.order_by("sid").values()),
+    ]
+
+
+def test_import_creates_the_whole_taxonomy() -> None:
+    result = taxonomy_import(workbook=demo_workbook())
+    assert result.created == {
+        "Partners": 1,
+        "DataSources": 2,
+        "ReceiptRecipients": 2,
+        "Traits": 5,
+        "Segments": 3,
+    }
+    partner = Partner.objects.get(pid=1001)
+    assert (partner.slug, partner.name, partner.receipts_enabled) == ("acme", "Acme Data", True)
+    source = DataSource.objects.get(dpid=21)
+    assert source.partner == partner
+    assert source.redirect_hosts == ["acme.example", "*.acme.example"]
+    assert source.inbound_id_type == "dpuuid"
+    assert ReceiptRecipient.objects.get(email="crm-team@acme.example").data_source_id == 22
+    assert Trait.objects.get(sid=12).ttl_days == 60
+    assert Trait.objects.get(sid=10).rule == ""
+    assert Segment.objects.get(sid=502).rule == "(11T OR 13T) AND NOT 90T"
+
+
+def test_round_trip_export_import_into_an_empty_database_export() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    first = exported()
+    assert first["Partners"][0] == (
+        "pid",
+        "slug",
+        "name",
+        "contact_email",
+        "receipts_enabled",
+        "active",
+    )
+    assert len(first["Traits"]) == 1 + 5
+    buffer = io.BytesIO()
+    taxonomy_export(output=buffer)
+
+    for model in (Segment, Trait, ReceiptRecipient):
+        model.objects.all().delete()
+    DataSource.objects.filter(partner__isnull=False).delete()
+    Partner.objects.all().delete()
+    assert exported()["Partners"] == [first["Partners"][0]]
+
+    buffer.seek(0)
+    taxonomy_import(workbook=buffer)
+    assert exported() == first
+
+
+def test_import_again_updates_and_changes_nothing_else() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    before = exported()
+    result = taxonomy_import(workbook=demo_workbook())
+    assert result.created == dict.fromkeys(result.created, 0)
+    assert result.updated["Traits"] == 5
+    assert exported() == before
+
+
+def test_three_bad_cells_are_all_reported_and_nothing_changes() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    before = taxonomy_state()
+    sheets = {
+        "Traits": [
+            ["sid", "dpid", "name", "kind", "rule", "ttl_days"],
+            [10, 21, "Renamed", "onboarded", "", 30],  # valid, but must not be applied
+            [20, 21, "Bad rule", "onboarded", "age =~ 5", 120],
+            [21, 21, "Bad TTL", "onboarded", "", "soon"],
+        ],
+        "Segments": [
+            ["sid", "dpid", "name", "rule", "status"],
+            [600, 21, "Bad status", "10T", "archived"],
+        ],
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == [
+        "Traits!E3: unknown operator '=~' at column 5",
+        "Traits!F4: 'soon' is not a whole number",
+        "Segments!E2: 'archived' is not one of active, paused, deleted",
+    ]
+    assert taxonomy_state() == before
+
+
+def test_references_are_checked_against_the_workbook_and_the_database() -> None:
+    sheets = {
+        "Partners": [["pid", "slug", "name"], [7, "seven", "Seven"]],
+        "DataSources": [
+            ["dpid", "partner_pid", "name", "id_type", "inbound_id_type"],
+            [70, 7, "Seven web", "cookie", "dpuuid"],  # partner from this workbook: fine
+            [71, 8, "Nobody's", "cookie", "dpuuid"],
+            [20914, 7, "Hijack GAID", "device", "device"],
+        ],
+        "ReceiptRecipients": [
+            ["partner_pid", "email", "dpid"],
+            [7, "ops@seven.example", 70],
+            [7, "ops@seven.example", 70],
+            [7, "not-an-email", 99],
+        ],
+        "Traits": [
+            ["sid", "dpid", "name", "kind", "rule"],
+            [1, 70, "One", "onboarded", ""],
+            [2, 72, "Two", "rule_based", ""],
+            [1, 70, "One again", "onboarded", ""],
+        ],
+        "Segments": [["sid", "dpid", "name", "rule"], [5, 70, "Seg", "1T AND 3T AND 4T"]],
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == [
+        "DataSources!B3: unknown partner PID 8",
+        "DataSources!A4: DPID 20914 is a global device data source; it cannot be changed here",
+        "ReceiptRecipients!A3: this row repeats row 2",
+        "ReceiptRecipients!B4: Enter a valid email address.",
+        "ReceiptRecipients!C4: unknown data source DPID 99",
+        "Traits!B3: unknown data source DPID 72",
+        "Traits!E3: a rule-based trait needs a rule",
+        "Traits!A4: this row repeats row 2",
+        "Segments!D2: unknown traits 3T, 4T",
+    ]
+    assert not Partner.objects.exists()
+
+
+def test_unknown_sheets_and_columns_and_missing_required_columns() -> None:
+    sheets = {
+        "Partners": [["pid", "slug", "name", "colour"], [1, "a", "A", "red"]],
+        "Traits": [["sid", "name", "kind"], [1, "x", "onboarded"]],
+        "Notes": [["anything"]],
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == [
+        "Partners!D1: unknown column 'colour' (expected pid, slug, name, contact_email, "
+        "receipts_enabled, active)",
+        "Traits!A1: missing required column 'dpid'",
+        "Notes!A1: unknown sheet 'Notes' (expected Partners, DataSources, ReceiptRecipients, "
+        "Traits, Segments)",
+    ]
+
+
+def test_a_missing_optional_column_keeps_the_stored_value() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    sheets = {
+        "Traits": [
+            ["sid", "dpid", "name", "kind"],
+            [12, 21, "Age 30-49 (renamed)", "onboarded"],
+            [14, 21, "New trait", "onboarded"],
+        ]
+    }
+    result = taxonomy_import(workbook=workbook_bytes(sheets))
+    assert (result.created["Traits"], result.updated["Traits"]) == (1, 1)
+    renamed = Trait.objects.get(sid=12)
+    assert renamed.name == "Age 30-49 (renamed)"
+    assert (renamed.rule, renamed.ttl_days) == ("age >= 30 AND age < 50", 60)
+    assert Trait.objects.get(sid=14).ttl_days == 120  # the default for a new row
+
+
+def test_a_segment_may_use_traits_stored_before() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    sheets = {"Segments": [["sid", "dpid", "name", "rule"], [700, 21, "Stored traits", "10T"]]}
+    taxonomy_import(workbook=workbook_bytes(sheets))
+    assert Segment.objects.get(sid=700).status == "active"
+
+
+def test_a_file_that_is_not_a_workbook() -> None:
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=io.BytesIO(b"pid\tslug\n1\ta\n"))
+    assert caught.value.errors[0].startswith("the file is not an XLSX workbook")
+
+
+def test_slug_clash_with_a_stored_partner() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    sheets = {"Partners": [["pid", "slug", "name"], [2002, "acme", "Copycat"]]}
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == ["Partners!B2: slug 'acme' is already used by another partner"]
+
+
+def test_commands_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "taxonomy.xlsx"
+    path.write_bytes(demo_workbook().getvalue())
+    out = io.StringIO()
+    call_command("taxonomy_import", str(path), stdout=out)
+    assert "Traits: 5 created, 0 updated" in out.getvalue()
+
+    exported_path = tmp_path / "exported.xlsx"
+    call_command("taxonomy_export", str(exported_path), stdout=io.StringIO())
+    book = load_workbook(exported_path, read_only=True)
+    assert [ws.title for ws in book.worksheets] == list(DEMO_TAXONOMY)
+    assert [row[0] for row in book["Traits"].iter_rows(min_row=2, values_only=True)] == [
+        10,
+        11,
+        12,
+        13,
+        90,
+    ]
+
+
+def test_import_command_reports_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.xlsx"
+    sheets = {"Partners": [["pid", "slug", "name"], ["x", "bad slug!", "A"]]}
+    path.write_bytes(workbook_bytes(sheets).getvalue())
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="2 problem"):
+        call_command("taxonomy_import", str(path), stderr=err)
+    assert err.getvalue().splitlines() == [
+        "Partners!A2: 'x' is not a whole number",
+        "Partners!B2: Enter a valid “slug” consisting of letters, numbers, underscores or hyphens.",
+    ]

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.contrib import admin
+from django.db.models import Model
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from openpyxl import load_workbook
+
+from partners.models import DataSource
+from portal.demo import demo_workbook
+from segments.models import Trait
+from tests.factories import (
+    IDMappingFactory,
+    SegmentMembershipFactory,
+    TraitFactory,
+    TraitRealizationFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+MODELS: list[type[Model]] = list(admin.site._registry)
+VIEW_ONLY = {"idmapping", "profile", "traitrealization", "segmentmembership", "dashboard"}
+
+
+def admin_url(model: type[Model], view: str, *args: object) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+@pytest.fixture
+def populated() -> None:
+    """A little of everything, so changelists render real rows and computed columns."""
+    realization = TraitRealizationFactory.create()
+    IDMappingFactory.create(data_source=realization.trait.data_source, profile=realization.profile)
+    SegmentMembershipFactory.create(profile=realization.profile)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m._meta.model_name)
+def test_changelist_answers_for_staff(
+    admin_client: Client, populated: None, model: type[Model]
+) -> None:
+    response = admin_client.get(admin_url(model, "changelist"))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m._meta.model_name)
+def test_add_form_answers_for_staff_unless_the_rows_are_derived(
+    admin_client: Client, model: type[Model]
+) -> None:
+    response = admin_client.get(admin_url(model, "add"))
+    expected = 403 if model._meta.model_name in VIEW_ONLY else 200
+    assert response.status_code == expected
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m._meta.model_name)
+def test_anonymous_users_are_sent_to_log_in(client: Client, model: type[Model]) -> None:
+    for view in ("changelist", "add"):
+        response = client.get(admin_url(model, view))
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_change_pages_answer_for_staff(admin_client: Client, populated: None) -> None:
+    for model in MODELS:
+        if not model._meta.managed:  # django-rq's dashboard: a page, not a table
+            continue
+        obj = model._default_manager.first()
+        if obj is None:
+            continue
+        response = admin_client.get(admin_url(model, "change", obj.pk))
+        assert response.status_code == 200, model
+
+
+def test_identifiers_are_read_only_after_creation(admin_client: Client) -> None:
+    trait = TraitFactory.create(sid=4321)
+    page = admin_client.get(admin_url(Trait, "change", trait.pk)).content.decode()
+    assert 'name="sid"' not in page
+    assert 'name="data_source"' not in page
+    assert 'name="name"' in page
+    add_page = admin_client.get(admin_url(Trait, "add")).content.decode()
+    assert 'name="sid"' in add_page
+
+
+def test_global_device_data_sources_cannot_be_deleted_or_retyped(admin_client: Client) -> None:
+    gaid = DataSource.objects.get(dpid=20914)
+    page = admin_client.get(admin_url(DataSource, "change", gaid.pk)).content.decode()
+    assert 'name="inbound_id_type"' not in page
+    assert 'name="name"' in page
+    assert admin_client.get(admin_url(DataSource, "delete", gaid.pk)).status_code == 403
+
+
+def test_trait_rule_error_is_shown_next_to_the_field(admin_client: Client) -> None:
+    trait = TraitFactory.create()
+    response = admin_client.post(
+        admin_url(Trait, "add"),
+        {
+            "sid": 9001,
+            "data_source": trait.data_source.pk,
+            "name": "Bad",
+            "kind": "onboarded",
+            "rule": 'age > 30 ANDD x == "1"',
+            "ttl_days": 120,
+        },
+    )
+    assert response.status_code == 200
+    assert "unexpected token &#x27;ANDD&#x27; at column 10" in response.content.decode()
+    assert not Trait.objects.filter(sid=9001).exists()
+
+
+def test_live_population_counts_only_unexpired_realizations(admin_client: Client) -> None:
+    trait = TraitFactory.create(sid=77, ttl_days=30)
+    TraitRealizationFactory.create(trait=trait)
+    TraitRealizationFactory.create(trait=trait, realized_at=timezone.now() - timedelta(days=29))
+    TraitRealizationFactory.create(trait=trait, realized_at=timezone.now() - timedelta(days=31))
+    forever = TraitFactory.create(sid=78, ttl_days=0)
+    TraitRealizationFactory.create(trait=forever, realized_at=timezone.now() - timedelta(days=3000))
+    response = admin_client.get(admin_url(Trait, "changelist"), {"o": "1"})
+    rows = {row.sid: row._population for row in response.context["cl"].result_list}
+    assert rows[77] == 2
+    assert rows[78] == 1
+
+
+def test_data_source_mapping_count(admin_client: Client) -> None:
+    mapping = IDMappingFactory.create()
+    IDMappingFactory.create(data_source=mapping.data_source)
+    response = admin_client.get(admin_url(DataSource, "changelist"))
+    counts = {row.dpid: row._mapping_count for row in response.context["cl"].result_list}
+    assert counts[mapping.data_source.dpid] == 2
+    assert counts[20914] == 0
+
+
+def test_taxonomy_page_exports_and_imports(admin_client: Client) -> None:
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert reverse("admin:taxonomy") in index
+
+    response = admin_client.post(
+        reverse("admin:taxonomy"), {"workbook": _upload(demo_workbook().getvalue())}, follow=True
+    )
+    assert "Taxonomy imported. Partners: 1 created" in response.content.decode()
+
+    exported = admin_client.get(reverse("admin:taxonomy_export"))
+    assert exported["Content-Disposition"].startswith('attachment; filename="taxonomy-')
+    book = load_workbook(io.BytesIO(exported.content), read_only=True)
+    assert book.sheetnames == ["Partners", "DataSources", "ReceiptRecipients", "Traits", "Segments"]
+
+
+def test_taxonomy_page_lists_every_problem(admin_client: Client) -> None:
+    from tests.segments.test_taxonomy import workbook_bytes
+
+    bad = workbook_bytes({"Partners": [["pid", "slug", "name"], [0, "ok", "A"], [2, "b!", "B"]]})
+    response = admin_client.post(reverse("admin:taxonomy"), {"workbook": _upload(bad.getvalue())})
+    page = response.content.decode()
+    assert "2 problems. Nothing was changed." in page
+    assert "Partners!A2: an ID must be a positive whole number" in page
+    assert "Partners!B3: Enter a valid “slug”" in page
+
+
+def test_taxonomy_page_needs_staff(client: Client) -> None:
+    response = client.get(reverse("admin:taxonomy"))
+    assert response.status_code == 302
+
+
+def _upload(content: bytes) -> io.BytesIO:
+    upload = io.BytesIO(content)
+    upload.name = "taxonomy.xlsx"
+    return upload
