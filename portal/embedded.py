@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.cookiejar
+import json
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,12 +37,25 @@ LOCAL_DIR = BASE_DIR / ".local"
 DEMO_DATABASE = "s2s_portal"
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops its server when the last process using it exits, and counts users in
+    a pid list on disk. A user killed hard (SIGKILL) stays listed and would keep the server
+    running forever, so drop the pids that no longer exist."""
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    if handles.exists():
+        pids = json.loads(handles.read_text() or "[]")
+        handles.write_text(json.dumps([pid for pid in pids if psutil.pid_exists(pid)]))
+
+
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
     import pgserver
 
     pgdata = LOCAL_DIR / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DEMO_DATABASE}';")
     if "1 row" not in exists:
@@ -98,21 +116,42 @@ def _wait_for(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.3)
 
 
-def _smoke_check(base: str) -> None:
-    """The pages a new user opens first must answer."""
-    checks = {"/healthz": 200, "/admin/login/": 200, "/admin/": 200}  # /admin/ → login page
-    for path, expected in checks.items():
-        with urllib.request.urlopen(base + path, timeout=10) as response:
-            if response.status != expected:
-                raise SystemExit(f"smoke: {path} answered {response.status}, not {expected}")
-            print(f"smoke: {path} -> {response.status}", flush=True)
+def _smoke_check(base: str, *, username: str, password: str) -> None:
+    """The pages a new user opens first answer, and the demo staff user can log in."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    for path in ("/healthz", "/admin/login/"):
+        with opener.open(base + path, timeout=10) as response:
+            print(f"smoke: GET {path} -> {response.status}", flush=True)
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": csrf, "next": "/admin/"}
+    ).encode()
+    request = urllib.request.Request(
+        base + "/admin/login/", data=form, headers={"Referer": base + "/admin/login/"}
+    )
+    with opener.open(request, timeout=10) as response:
+        page = response.read().decode()
+        if response.url.rstrip("/") != base + "/admin" or "Log out" not in page:
+            raise SystemExit(f"smoke: staff login failed (ended on {response.url})")
+    print(f"smoke: staff user '{username}' logged in to {base}/admin/", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def demo(*, smoke: bool) -> int:
+    # Stop cleanly on Ctrl-C and on a process manager's SIGTERM, even when started in the
+    # background (where SIGINT arrives ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     python = sys.executable
     manage = str(BASE_DIR / "manage.py")
     os.environ.setdefault("DEBUG", "1")
     port = _free_port() if smoke else int(os.environ.get("DEMO_PORT", "8000"))
+    if smoke:  # a fresh password proves the login below uses what demo_seed just stored
+        os.environ["DEMO_STAFF_PASSWORD"] = secrets.token_urlsafe(12)
     with services() as env:
         subprocess.run([python, manage, "migrate", "--noinput"], env=env, check=True)
         subprocess.run([python, manage, "demo_seed"], env=env, check=True)
@@ -135,7 +174,11 @@ def demo(*, smoke: bool) -> int:
                 flush=True,
             )
             if smoke:
-                _smoke_check(base)
+                _smoke_check(
+                    base,
+                    username="staff",
+                    password=env["DEMO_STAFF_PASSWORD"],
+                )
                 return 0
             return web.wait()
         except KeyboardInterrupt:
