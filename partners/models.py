@@ -224,3 +224,167 @@ class IDMapping(models.Model):
 
     def __str__(self) -> str:
         return f"{self.data_source_id}:{self.dpuuid}"
+
+
+# --------------------------------------------------------------------------- the exchange
+
+
+class InboundBatch(models.Model):
+    """All the files of one logical delivery (every split part), processed together."""
+
+    class Kind(models.TextChoices):
+        TRAITS = "traits", "Trait data"
+        DEVICE_TRAITS = "device_traits", "Trait data (legacy device file)"
+        ID_SYNC = "id_sync", "ID synchronization"
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "Waiting for other parts"
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
+
+    key = models.CharField(max_length=255, help_text="The file name before its part number.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="inbound_batches")
+    data_source = models.ForeignKey(
+        DataSource,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The data source of the user IDs (ID sync: the master DPID, empty for 0).",
+        null=True,
+        blank=True,
+    )
+    target = models.ForeignKey(
+        DataSource,
+        on_delete=models.PROTECT,
+        related_name="inbound_batches",
+        help_text="The data source whose traits are realized (ID sync: the mapped DPIDs' first).",
+    )
+    overwrite = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.WAITING)
+    error = models.TextField(blank=True, help_text="Why the batch failed, in the partner's words.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "inbound batches"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["key"], name="inboundbatch_key")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class InboundFile(models.Model):
+    """One delivered file. A file with the same name and checksum as one already processed
+    is a duplicate and is not applied again."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
+        DUPLICATE = "duplicate", "Duplicate"
+
+    batch = models.ForeignKey(
+        InboundBatch, on_delete=models.CASCADE, related_name="files", null=True, blank=True
+    )
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="inbound_files")
+    name = models.CharField(max_length=255)
+    split = models.PositiveIntegerField(null=True, blank=True)
+    path = models.CharField(max_length=1024, help_text="Where the file is read from.")
+    size = models.BigIntegerField()
+    sha256 = models.CharField("SHA-256", max_length=64)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # A delivery is applied once: only one processed file per name and content.
+            models.UniqueConstraint(
+                fields=["name", "sha256"],
+                condition=Q(status="processed"),
+                name="inboundfile_processed_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Receipt(models.Model):
+    """The processing summary of one batch (SPEC §4); ID-sync batches use the idsync_ fields."""
+
+    batch = models.OneToOneField(InboundBatch, on_delete=models.CASCADE, related_name="receipt")
+    records_received = models.BigIntegerField(default=0)
+    format_errors = models.BigIntegerField(default=0)
+    invalid_ids = models.BigIntegerField(default=0)
+    no_matching_ids = models.BigIntegerField(default=0)
+    no_trait_realized = models.BigIntegerField(default=0)
+    records_processed = models.BigIntegerField(default=0)
+    stored_records = models.BigIntegerField(default=0)
+    total_devices = models.BigIntegerField(default=0)
+    total_signals = models.BigIntegerField(default=0)
+    total_unused_signals = models.BigIntegerField(default=0)
+    total_realized_traits = models.BigIntegerField(default=0)
+    total_removed_traits = models.BigIntegerField(default=0)
+    total_traits_failed_validation = models.BigIntegerField(default=0)
+    total_users_with_failed_traits = models.BigIntegerField(default=0)
+    over_line_limit = models.BigIntegerField(
+        default=0, help_text="Lines discarded past 200 lines for one user ID in a file."
+    )
+    pending_records = models.BigIntegerField(
+        default=0, help_text="Cross-device records kept until their ID mapping arrives."
+    )
+    mappings_created = models.BigIntegerField(default=0)
+    mappings_refreshed = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    job_start = models.DateTimeField()
+    job_end = models.DateTimeField()
+    errors_sample = models.JSONField(
+        default=list, help_text="The first 10 errors of each kind: file, line, kind, reason, start."
+    )
+
+    def __str__(self) -> str:
+        return f"Receipt for {self.batch}"
+
+
+class LineError(models.Model):
+    """One rejected line of a batch (kept up to a bound per batch, for the error workbook)."""
+
+    batch = models.ForeignKey(InboundBatch, on_delete=models.CASCADE, related_name="line_errors")
+    file_name = models.CharField(max_length=255)
+    line_number = models.BigIntegerField()
+    kind = models.CharField(max_length=40)
+    reason = models.CharField(max_length=500)
+    line_start = models.CharField(max_length=100)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["batch", "kind", "file_name", "line_number"], name="lineerror_order"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_name}:{self.line_number} {self.kind}"
+
+
+class PendingRecord(models.Model):
+    """A cross-device record whose DPUUID had no mapping yet: applied when the mapping arrives."""
+
+    data_source = models.ForeignKey(DataSource, on_delete=models.CASCADE, related_name="+")
+    dpuuid = models.CharField(max_length=255)
+    target = models.ForeignKey(DataSource, on_delete=models.CASCADE, related_name="+")
+    adds = ArrayField(models.IntegerField())
+    realized_at = models.DateTimeField()
+    batch = models.ForeignKey(InboundBatch, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["data_source", "dpuuid"], name="pending_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.data_source_id}:{self.dpuuid} pending"

@@ -5,19 +5,16 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from partners.models import IDMapping
 from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin
-from segments.models import Profile, Segment, SegmentMembership, Trait, TraitRealization
-from segments.selectors import segment_population_expression, trait_live_population_expression
-
-
-class RealizationInline(ViewOnlyAdminMixin, admin.TabularInline):
-    model = TraitRealization
-    fields = ("trait", "realized_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+from segments.models import Profile, Segment, SegmentMembership, Trait
+from segments.selectors import (
+    profile_live_traits,
+    segment_population_expression,
+    trait_live_population_expression,
+)
 
 
 class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -41,8 +38,33 @@ class ProfileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("uuid", "created_at")
     search_fields = ("=uuid", "=id_mappings__dpuuid")
     search_help_text = "Exact platform UUID, or a partner's exact DPUUID."
-    inlines = (IDMappingInline, RealizationInline, MembershipInline)
+    inlines = (IDMappingInline, MembershipInline)
+    readonly_fields = ("uuid", "created_at", "live_traits")
     show_full_result_count = False
+
+    @admin.display(description="live traits")
+    def live_traits(self, obj: Profile) -> str:
+        rows = profile_live_traits(obj)
+        if not rows:
+            return "—"
+        return format_html(
+            "<table><tr><th>SID</th><th>trait</th><th>DPID</th><th>realized</th>"
+            "<th>expires</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        t.sid,
+                        t.name,
+                        t.dpid,
+                        f"{t.realized_at:%Y-%m-%d %H:%M} UTC",
+                        f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "never",
+                    )
+                    for t in rows
+                ),
+            ),
+        )
 
 
 @admin.register(Trait)
@@ -105,16 +127,6 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     @admin.display(description="members", ordering="_population")
     def population(self, obj: Any) -> int:
         return int(getattr(obj, "_population", 0))
-
-
-@admin.register(TraitRealization)
-class TraitRealizationAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("profile", "trait", "realized_at")
-    list_select_related = ("profile", "trait")
-    search_fields = ("=profile__uuid", "=trait__sid")
-    search_help_text = "Exact platform UUID or trait SID."
-    list_filter = ("realized_at",)
-    show_full_result_count = False
 
 
 @admin.register(SegmentMembership)

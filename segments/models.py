@@ -132,26 +132,31 @@ def unknown_traits_message(sids: set[int]) -> str:
     return f"unknown trait{'s' if len(sids) > 1 else ''} {listed}"
 
 
-class TraitRealization(models.Model):
-    """A profile holding a trait since its last realization; expires after the trait's TTL."""
+class ProfileTraits(models.Model):
+    """Every trait a profile holds within one data source, with its last realization time.
 
-    # No separate index on profile: the unique (profile, trait) index serves those lookups.
-    profile = models.ForeignKey(
-        Profile, on_delete=models.CASCADE, related_name="realizations", db_index=False
+    One row per (profile, data source) rather than one per (profile, trait): a batch then
+    upserts one row per touched profile instead of one per realization, which is what keeps
+    inbound processing fast (see README "Performance"). ``realized`` maps the SID (as text)
+    to the UNIX time (seconds) of its last realization; a realization older than its trait's
+    TTL has expired (selectors filter on that; a scheduled job purges them).
+    """
+
+    pk = models.CompositePrimaryKey("profile", "data_source")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="trait_sets")
+    data_source = models.ForeignKey(
+        "partners.DataSource", on_delete=models.CASCADE, related_name="+"
     )
-    trait = models.ForeignKey(Trait, on_delete=models.CASCADE, related_name="realizations")
-    realized_at = models.DateTimeField()
+    realized = models.JSONField(default=dict)
+    updated_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["profile", "trait"], name="realization_unique")
-        ]
-        indexes = [
-            models.Index(fields=["trait", "realized_at"], name="realization_trait_time"),
-        ]
+        verbose_name = "profile traits"
+        verbose_name_plural = "profile traits"
+        indexes = [models.Index(fields=["data_source"], name="profiletraits_source")]
 
     def __str__(self) -> str:
-        return f"{self.profile_id} holds {self.trait_id}T"
+        return f"{self.profile_id} in {self.data_source_id}: {len(self.realized)} traits"
 
 
 class SegmentMembership(models.Model):

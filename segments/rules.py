@@ -364,6 +364,10 @@ def trait_rule_keys(rule: TraitRule) -> set[str]:
     return {leaf.key for leaf in _leaves(rule)}
 
 
+def trait_rule_comparisons(rule: TraitRule) -> list[Comparison]:
+    return list(_leaves(rule))
+
+
 def segment_rule_sids(rule: SegmentRule) -> set[int]:
     """Every trait SID a segment rule refers to."""
     sids: set[int] = set()
@@ -386,7 +390,8 @@ def _as_number(value: str) -> float | None:
     return float(value) if _NUMBER_RE.fullmatch(value) else None
 
 
-def _compare(comparison: Comparison, value: str) -> bool:
+def comparison_holds(comparison: Comparison, value: str) -> bool:
+    """Whether one (casefolded) signal value satisfies one comparison."""
     op = comparison.op
     if op == "contains":
         return comparison.value in value
@@ -423,7 +428,7 @@ def trait_rule_matches(rule: TraitRule, signals: Mapping[str, Sequence[str]]) ->
     A comparison holds when any value of its key satisfies it; a missing key satisfies
     nothing (so ``color != "red"`` needs a ``color`` signal).
     """
-    return _evaluate(rule, lambda c: any(_compare(c, v) for v in signals.get(c.key, ())))
+    return _evaluate(rule, lambda c: any(comparison_holds(c, v) for v in signals.get(c.key, ())))
 
 
 def segment_rule_matches(

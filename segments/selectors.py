@@ -1,35 +1,35 @@
-"""Non-trivial reads about traits and segments."""
+"""Non-trivial reads about profiles, traits and segments."""
 
 from __future__ import annotations
 
-from django.db.models import Count, DurationField, Expression, F, Func, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce, Now
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from segments.models import SegmentMembership, TraitRealization
+from django.db.models import Count, Expression, IntegerField, OuterRef, Subquery
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 
+from segments.models import Profile, ProfileTraits, SegmentMembership, Trait
 
-class DaysInterval(Func):
-    """``make_interval(days => n)``: a PostgreSQL interval of ``n`` days."""
-
-    template = "make_interval(days => %(expressions)s)"
-    output_field = DurationField()
-
-
-def live_realization_q() -> Q:
-    """Realizations younger than their trait's TTL (a TTL of 0 never expires)."""
-    return Q(trait__ttl_days=0) | Q(realized_at__gte=Now() - DaysInterval(F("trait__ttl_days")))
+# A realization is live while realized + TTL days is in the future; a TTL of 0 never expires.
+LIVE_REALIZATION_SQL = (
+    "({ttl} = 0 OR ({realized}->>{sid}::text)::bigint"
+    " >= extract(epoch FROM now())::bigint - {ttl}::bigint * 86400)"
+)
 
 
 def trait_live_population_expression() -> Expression:
-    """Per trait row: how many profiles hold it now. A subquery, so only shown rows pay."""
-    live = (
-        TraitRealization.objects.filter(live_realization_q(), trait=OuterRef("pk"))
-        .order_by()
-        .values("trait")
-        .annotate(n=Count("*"))
-        .values("n")
+    """Per trait row: how many profiles hold it now (a subquery: only the rows shown pay)."""
+    live = LIVE_REALIZATION_SQL.format(
+        ttl="segments_trait.ttl_days", realized="pt.realized", sid="segments_trait.sid"
     )
-    return Coalesce(Subquery(live), 0)
+    return RawSQL(
+        "SELECT count(*) FROM segments_profiletraits pt"
+        " WHERE pt.data_source_id = segments_trait.data_source_id"
+        f" AND pt.realized ? segments_trait.sid::text AND {live}",
+        (),
+        output_field=IntegerField(),
+    )
 
 
 def segment_population_expression() -> Expression:
@@ -41,3 +41,30 @@ def segment_population_expression() -> Expression:
         .values("n")
     )
     return Coalesce(Subquery(members), 0)
+
+
+@dataclass(frozen=True)
+class LiveTrait:
+    sid: int
+    name: str
+    dpid: int
+    realized_at: datetime
+    expires_at: datetime | None  # None: never
+
+
+def profile_live_traits(profile: Profile, *, now: datetime | None = None) -> list[LiveTrait]:
+    """The traits ``profile`` holds now, across data sources, ordered by SID."""
+    now = now or datetime.now(UTC)
+    realized: dict[int, int] = {}
+    for held in ProfileTraits.objects.filter(profile=profile).values_list("realized", flat=True):
+        realized.update({int(sid): int(at) for sid, at in held.items()})
+    traits = Trait.objects.filter(sid__in=realized).values_list(
+        "sid", "name", "data_source_id", "ttl_days"
+    )
+    live = []
+    for sid, name, dpid, ttl_days in traits:
+        realized_at = datetime.fromtimestamp(realized[sid], UTC)
+        expires_at = realized_at + timedelta(days=ttl_days) if ttl_days else None
+        if expires_at is None or expires_at > now:
+            live.append(LiveTrait(sid, name, dpid, realized_at, expires_at))
+    return sorted(live, key=lambda trait: trait.sid)

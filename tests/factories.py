@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 import factory
 from django.contrib.auth import get_user_model
@@ -8,7 +9,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from partners.models import DataSource, IDMapping, Partner, PartnerUser, ReceiptRecipient
-from segments.models import Profile, Segment, SegmentMembership, Trait, TraitRealization
+from segments.models import Profile, ProfileTraits, Segment, SegmentMembership, Trait
 
 
 def random_uuid() -> str:
@@ -104,13 +105,18 @@ class SegmentFactory(factory.django.DjangoModelFactory[Segment]):
     rule = factory.LazyAttribute(lambda o: f"{TraitFactory.create(data_source=o.data_source).sid}T")
 
 
-class TraitRealizationFactory(factory.django.DjangoModelFactory[TraitRealization]):
-    class Meta:
-        model = TraitRealization
-
-    profile = factory.SubFactory(ProfileFactory)
-    trait = factory.SubFactory(TraitFactory)
-    realized_at = factory.LazyFunction(timezone.now)
+def realize(profile: Profile, trait: Trait, at: datetime | None = None) -> None:
+    """Make ``profile`` hold ``trait``, realized at ``at`` (default: now)."""
+    when = at or timezone.now()
+    held, _ = ProfileTraits.objects.get_or_create(
+        profile=profile,
+        data_source_id=trait.data_source_id,
+        defaults={"realized": {}, "updated_at": when},
+    )
+    held.realized[str(trait.sid)] = int(when.timestamp())
+    ProfileTraits.objects.filter(profile=profile, data_source_id=trait.data_source_id).update(
+        realized=held.realized, updated_at=when
+    )
 
 
 class SegmentMembershipFactory(factory.django.DjangoModelFactory[SegmentMembership]):

@@ -16,15 +16,16 @@ from portal.demo import demo_workbook
 from segments.models import Trait
 from tests.factories import (
     IDMappingFactory,
+    ProfileFactory,
     SegmentMembershipFactory,
     TraitFactory,
-    TraitRealizationFactory,
+    realize,
 )
 
 pytestmark = pytest.mark.django_db
 
 MODELS: list[type[Model]] = list(admin.site._registry)
-VIEW_ONLY = {"idmapping", "profile", "traitrealization", "segmentmembership", "dashboard"}
+VIEW_ONLY = {"idmapping", "profile", "segmentmembership", "dashboard"}
 
 
 def admin_url(model: type[Model], view: str, *args: object) -> str:
@@ -34,9 +35,11 @@ def admin_url(model: type[Model], view: str, *args: object) -> str:
 @pytest.fixture
 def populated() -> None:
     """A little of everything, so changelists render real rows and computed columns."""
-    realization = TraitRealizationFactory.create()
-    IDMappingFactory.create(data_source=realization.trait.data_source, profile=realization.profile)
-    SegmentMembershipFactory.create(profile=realization.profile)
+    trait = TraitFactory.create()
+    profile = ProfileFactory.create()
+    realize(profile, trait)
+    IDMappingFactory.create(data_source=trait.data_source, profile=profile)
+    SegmentMembershipFactory.create(profile=profile)
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m._meta.model_name)
@@ -113,11 +116,11 @@ def test_trait_rule_error_is_shown_next_to_the_field(admin_client: Client) -> No
 
 def test_live_population_counts_only_unexpired_realizations(admin_client: Client) -> None:
     trait = TraitFactory.create(sid=77, ttl_days=30)
-    TraitRealizationFactory.create(trait=trait)
-    TraitRealizationFactory.create(trait=trait, realized_at=timezone.now() - timedelta(days=29))
-    TraitRealizationFactory.create(trait=trait, realized_at=timezone.now() - timedelta(days=31))
+    realize(ProfileFactory.create(), trait)
+    realize(ProfileFactory.create(), trait, timezone.now() - timedelta(days=29))
+    realize(ProfileFactory.create(), trait, timezone.now() - timedelta(days=31))
     forever = TraitFactory.create(sid=78, ttl_days=0)
-    TraitRealizationFactory.create(trait=forever, realized_at=timezone.now() - timedelta(days=3000))
+    realize(ProfileFactory.create(), forever, timezone.now() - timedelta(days=3000))
     response = admin_client.get(admin_url(Trait, "changelist"), {"o": "1"})
     rows = {row.sid: row._population for row in response.context["cl"].result_list}
     assert rows[77] == 2

@@ -4,13 +4,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, transaction
 
-from segments.models import Profile, Segment, Trait
+from segments.models import Profile, ProfileTraits, Segment, Trait
 from tests.factories import (
     DataSourceFactory,
     ProfileFactory,
     SegmentFactory,
     TraitFactory,
-    TraitRealizationFactory,
+    realize,
 )
 
 pytestmark = pytest.mark.django_db
@@ -85,7 +85,12 @@ def test_segment_status_choices() -> None:
     assert {s.value for s in Segment.Status} == {"active", "paused", "deleted"}
 
 
-def test_a_profile_holds_a_trait_once() -> None:
-    realization = TraitRealizationFactory.create()
-    with pytest.raises(IntegrityError, match="realization_unique"), transaction.atomic():
-        TraitRealizationFactory.create(profile=realization.profile, trait=realization.trait)
+def test_a_profile_holds_a_data_sources_traits_in_one_row() -> None:
+    profile = ProfileFactory.create()
+    first, second = TraitFactory.create(), TraitFactory.create()
+    second.data_source = first.data_source
+    second.save()
+    realize(profile, first)
+    realize(profile, second)
+    held = ProfileTraits.objects.get(profile=profile, data_source=first.data_source)
+    assert set(held.realized) == {str(first.sid), str(second.sid)}

@@ -1,0 +1,215 @@
+"""Inbound file contents (SPEC §3.2, §3.3). Pure: bytes in, typed lines and line errors out.
+
+A line is ``<USER ID><TAB><signal>,<signal>,…``. Reading is streaming and bounded: a line
+longer than the limit is skipped without ever being held in memory whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+MAX_LINE_BYTES = 102_400
+LINE_START_CHARS = 80
+_BOM = b"\xef\xbb\xbf"
+_SID = re.compile(r"[0-9]+")
+_REMOVAL = re.compile(r"([0-9]+):(0|-1)")
+_KEY = re.compile(r"[A-Za-z0-9_-]*[A-Za-z][A-Za-z0-9_-]*")
+
+
+class LineFormatError(ValueError):
+    """A line that does not follow the syntax; the message is shown to the partner."""
+
+
+# A signal, as a small tuple (fast to build a million times):
+#   ("sid", 10)  ("unsid", 10)  ("code", "premium")  ("kv", "color", "red")
+Signal = tuple[str, int] | tuple[str, str] | tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    number: int  # 1-based physical line number in the file
+    text: str | None  # decoded, without the line ending; None when unreadable
+    error: str | None  # why the line could not be read
+    start: str  # the first characters, for error reports
+
+
+def read_lines(stream: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[RawLine]:
+    """Yield the non-blank lines of ``stream`` with their physical line numbers.
+
+    CRLF and LF both end a line; a UTF-8 BOM and a missing final newline are fine. A line
+    over ``max_bytes`` (without its ending) or not valid UTF-8 is yielded with an error.
+    """
+    number = 0
+    while True:
+        chunk = stream.readline(max_bytes + 2)  # room for "\r\n"
+        if not chunk:
+            return
+        number += 1
+        if number == 1 and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+        if not chunk.endswith(b"\n") and len(chunk) >= max_bytes + 2:
+            # Over-long: skip the rest of it in bounded reads.
+            start = chunk[:LINE_START_CHARS].decode("utf-8", "replace")
+            while chunk and not chunk.endswith(b"\n"):
+                chunk = stream.readline(max_bytes)
+            yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", start)
+            continue
+        raw = chunk.rstrip(b"\n").removesuffix(b"\r")
+        if len(raw) > max_bytes:
+            start = raw[:LINE_START_CHARS].decode("utf-8", "replace")
+            yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", start)
+            continue
+        if not raw.strip():
+            continue  # blank lines are not records
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            start = raw[:LINE_START_CHARS].decode("utf-8", "replace")
+            yield RawLine(number, None, f"not UTF-8 text (byte {exc.start + 1})", start)
+            continue
+        yield RawLine(number, text, None, text[:LINE_START_CHARS])
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if quoted:
+        raise LineFormatError("a quote is not closed")
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote(text: str, what: str, signal: str) -> str:
+    text = text.strip()
+    if text.startswith('"'):
+        if len(text) < 2 or not text.endswith('"') or '"' in text[1:-1]:
+            raise LineFormatError(f"badly quoted {what} in '{signal}'")
+        return text[1:-1]
+    if '"' in text:
+        raise LineFormatError(f"stray quote in '{signal}'")
+    return text
+
+
+def parse_signal(token: str) -> Signal:
+    """One signal (already split from its neighbours) to its tuple form."""
+    signal = token.strip()
+    if not signal:
+        raise LineFormatError("empty signal (two commas in a row, or a comma at the end)")
+    if "=" not in signal:
+        removal = _REMOVAL.fullmatch(signal)
+        if removal:
+            return ("unsid", int(removal.group(1)))
+        if '"' in signal:
+            code = _unquote(signal, "code", signal)
+        else:
+            code = signal
+        if ":" in code and _SID.fullmatch(code.split(":", 1)[0]):
+            raise LineFormatError(f"'{signal}': a trait removal is written SID:0 or SID:-1")
+        return ("code", code.casefold())
+    if '"' in signal:
+        pieces = _split_outside_quotes(signal, "=")
+        key_text, value_text = pieces[0], "=".join(pieces[1:])
+        key = _unquote(key_text, "key", signal)
+        value = _unquote(value_text, "value", signal)
+    else:
+        key_text, _, value_text = signal.partition("=")
+        key, value = key_text.strip(), value_text.strip()
+    lowered = key.lower()
+    if lowered in ("d_sid", "d_unsid"):
+        if not _SID.fullmatch(value) or int(value) == 0:
+            raise LineFormatError(f"'{signal}': {lowered} needs a trait ID (a positive number)")
+        return ("sid" if lowered == "d_sid" else "unsid", int(value))
+    if lowered == "ic":
+        if not value:
+            raise LineFormatError(f"'{signal}': ic needs a code")
+        return ("code", value.casefold())
+    key = key.lstrip("-")
+    if not _KEY.fullmatch(key):
+        raise LineFormatError(
+            f"'{signal}': a key is letters, digits, '_' and '-', with at least one letter"
+        )
+    if not value:
+        raise LineFormatError(f"'{signal}': the value is empty")
+    return ("kv", key.casefold(), value.casefold())
+
+
+def parse_signals(text: str) -> list[Signal]:
+    tokens = _split_outside_quotes(text, ",") if '"' in text else text.split(",")
+    return [parse_signal(token) for token in tokens]
+
+
+def parse_inbound_line(text: str) -> tuple[str, list[Signal]]:
+    """``<USER ID><TAB><signals>`` → (user ID, signals). Raises :class:`LineFormatError`."""
+    user_id, tab, rest = text.partition("\t")
+    if not tab:
+        raise LineFormatError("no tab between the user ID and the signals")
+    if not user_id.strip():
+        raise LineFormatError("empty user ID")
+    if user_id != user_id.strip():
+        raise LineFormatError("spaces around the user ID")
+    if not rest.strip():
+        raise LineFormatError("no signals after the user ID")
+    return user_id, parse_signals(rest)
+
+
+DEVICE_ID_TYPES = {"idfa": 20915, "gaid": 20914}
+
+
+def parse_device_line(text: str) -> tuple[str, str, list[Signal]]:
+    """Legacy ``ftp_dpm_odc_`` line: ``<idfa|gaid><TAB><device ID><TAB><signals>``.
+
+    Bare numbers are trait IDs in this format (``38838`` is ``d_sid=38838``).
+    """
+    id_type, tab, rest = text.partition("\t")
+    if not tab:
+        raise LineFormatError("no tab after the ID type (idfa or gaid)")
+    if id_type not in DEVICE_ID_TYPES:
+        raise LineFormatError(f"'{id_type[:20]}' is not an ID type (idfa or gaid)")
+    device_id, signals = parse_inbound_line(rest)
+    return (
+        id_type,
+        device_id,
+        [
+            ("sid", int(s[1])) if s[0] == "code" and _SID.fullmatch(str(s[1])) else s
+            for s in signals
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- user IDs
+
+_UUID = re.compile(r"[0-9]{38}")
+_HEX_LOWER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX_UPPER = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}")
+_ALPHANUMERIC = re.compile(r"[0-9A-Za-z]+")
+_DEVICE_FORMATS = {
+    "hex_lower": (_HEX_LOWER, "lowercase 8-4-4-4-12 hex"),
+    "hex_upper": (_HEX_UPPER, "uppercase 8-4-4-4-12 hex"),
+    "alphanumeric": (_ALPHANUMERIC, "letters and digits"),
+}
+
+
+def user_id_problem(user_id: str, *, inbound_id_type: str, device_id_format: str) -> str | None:
+    """Why ``user_id`` is not a valid ID of the data source's type (None when it is)."""
+    if inbound_id_type == "uuid":
+        return None if _UUID.fullmatch(user_id) else "a UUID is exactly 38 digits"
+    if inbound_id_type == "device":
+        pattern, description = _DEVICE_FORMATS[device_id_format]
+        return None if pattern.fullmatch(user_id) else f"a device ID here is {description}"
+    if ":" in user_id or "%3a" in user_id.lower():
+        return "a DPUUID must not contain ':'"
+    if len(user_id) > 255:
+        return "a DPUUID is at most 255 characters"
+    return None

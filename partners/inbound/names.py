@@ -1,0 +1,156 @@
+"""Inbound file names (SPEC §2.2 and §3.1). Pure: a name in, a typed name or an error out.
+
+ftp_dpm_<DPID>[_<TARGET_DPID>]_<TIMESTAMP>(.sync|.overwrite)[.<SPLIT>][.gz|.pgp|.gpg]
+ftp_dpm_odc_<DPID>_<TIMESTAMP>.sync[.<SPLIT>][.gz|.pgp|.gpg]         (legacy device file)
+adobe_id_<MASTER_DPID>_<DPID>[_<DPID>...]_<TIMESTAMP>.sync[.<SPLIT>][.gz]   (ID sync)
+c2c_id_…                                                 (ID sync, hashed e-mails)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FileKind(StrEnum):
+    TRAITS = "traits"  # ftp_dpm_
+    DEVICE_TRAITS = "device_traits"  # ftp_dpm_odc_: <id-type>\t<device id>\t<traits>
+    ID_SYNC = "id_sync"  # adobe_id_ / c2c_id_
+
+
+class Compression(StrEnum):
+    NONE = "none"
+    GZIP = "gzip"
+    PGP = "pgp"
+
+
+class FileNameError(ValueError):
+    """A name that does not follow the grammar; the message names the element at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundFileName:
+    name: str
+    kind: FileKind
+    dpid: int  # traits: the data source of the user IDs; ID sync: the master DPID
+    target_dpid: int | None  # traits: explicit target data source (None: same as dpid)
+    column_dpids: tuple[int, ...]  # ID sync: one DPID per column, master first
+    timestamp: int
+    overwrite: bool
+    split: int | None
+    compression: Compression
+
+    @property
+    def batch_key(self) -> str:
+        """Every part of one logical file shares this: the name before the split number."""
+        return self.name.split(".", 1)[0] + (".overwrite" if self.overwrite else ".sync")
+
+    @property
+    def trait_dpid(self) -> int:
+        """The data source whose traits the file realizes."""
+        return self.target_dpid if self.target_dpid is not None else self.dpid
+
+
+_PREFIXES = (
+    ("ftp_dpm_odc_", FileKind.DEVICE_TRAITS),
+    ("ftp_dpm_", FileKind.TRAITS),
+    ("adobe_id_", FileKind.ID_SYNC),
+    ("c2c_id_", FileKind.ID_SYNC),
+)
+_SHAPES = {
+    FileKind.TRAITS: "ftp_dpm_<DPID>[_<TARGET_DPID>]_<TIMESTAMP>.sync",
+    FileKind.DEVICE_TRAITS: "ftp_dpm_odc_<DPID>_<TIMESTAMP>.sync",
+    FileKind.ID_SYNC: "adobe_id_<MASTER_DPID>_<DPID>[_<DPID>...]_<TIMESTAMP>.sync",
+}
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _dpid(text: str, element: str, *, allow_zero: bool = False) -> int:
+    if not _DIGITS.fullmatch(text) or (int(text) == 0 and not allow_zero):
+        raise FileNameError(f"'{text}' is not a {element} (a positive whole number)")
+    return int(text)
+
+
+def parse_inbound_file_name(name: str) -> InboundFileName:
+    """Parse a file name; raise :class:`FileNameError` saying which element is wrong."""
+    if "/" in name or "\\" in name:
+        raise FileNameError(f"'{name}' is a path, not a file name")
+    kind = next((kind for prefix, kind in _PREFIXES if name.startswith(prefix)), None)
+    if kind is None:
+        raise FileNameError(
+            f"'{name}' does not start with ftp_dpm_, ftp_dpm_odc_, adobe_id_ or c2c_id_"
+        )
+    prefix = next(prefix for prefix, _ in _PREFIXES if name.startswith(prefix))
+    stem, dot, suffix = name[len(prefix) :].partition(".")
+    if not dot:
+        raise FileNameError(f"'{name}' has no .sync or .overwrite extension")
+
+    # Extensions, left to right: mode, optional split number, optional compression.
+    extensions = suffix.split(".")
+    mode = extensions.pop(0)
+    if mode not in ("sync", "overwrite"):
+        raise FileNameError(f"'.{mode}' is not .sync or .overwrite")
+    if mode == "overwrite" and kind is not FileKind.TRAITS:
+        raise FileNameError(f"'.overwrite' is not allowed for {prefix}… files (only .sync)")
+    split: int | None = None
+    if extensions and _DIGITS.fullmatch(extensions[0]):
+        split = int(extensions.pop(0))
+    compression = Compression.NONE
+    if extensions:
+        last = extensions.pop(0)
+        if last == "gz":
+            compression = Compression.GZIP
+        elif last in ("pgp", "gpg"):
+            compression = Compression.PGP
+            if kind is FileKind.ID_SYNC:
+                raise FileNameError("ID-sync files may be .gz, not PGP-encrypted")
+        else:
+            raise FileNameError(f"'.{last}' is not a part number, .gz, .pgp or .gpg")
+    if extensions:
+        if compression is Compression.GZIP and extensions[0] in ("pgp", "gpg"):
+            raise FileNameError("gzip and PGP together are not allowed (PGP already compresses)")
+        if compression is Compression.PGP and extensions[0] == "gz":
+            raise FileNameError("gzip and PGP together are not allowed (PGP already compresses)")
+        raise FileNameError(f"unexpected '.{'.'.join(extensions)}' after '.{last}'")
+
+    fields = stem.split("_")
+    if len(fields) < 2 or not fields[-1]:
+        raise FileNameError(f"'{name}' has no timestamp: expected {_SHAPES[kind]}")
+    timestamp_text = fields.pop()
+    if not re.fullmatch(r"[0-9]{10}", timestamp_text):
+        raise FileNameError(f"'{timestamp_text}' is not a 10-digit timestamp")
+
+    target: int | None = None
+    columns: tuple[int, ...] = ()
+    if kind is FileKind.ID_SYNC:
+        if len(fields) < 2:
+            raise FileNameError(
+                f"an ID-sync name needs a master DPID and at least one DPID: {_SHAPES[kind]}"
+            )
+        master = _dpid(fields[0], "master DPID", allow_zero=True)
+        columns = (master, *(_dpid(f, "DPID") for f in fields[1:]))
+        dpid = master
+    elif kind is FileKind.DEVICE_TRAITS:
+        if len(fields) != 1:
+            raise FileNameError(f"expected {_SHAPES[kind]}, found {len(fields)} DPIDs")
+        dpid = _dpid(fields[0], "DPID")
+    else:
+        if len(fields) not in (1, 2):
+            raise FileNameError(
+                f"expected {_SHAPES[kind]}: found {len(fields)} numbers before the timestamp"
+            )
+        dpid = _dpid(fields[0], "DPID")
+        if len(fields) == 2:
+            target = _dpid(fields[1], "target DPID")
+    return InboundFileName(
+        name=name,
+        kind=kind,
+        dpid=dpid,
+        target_dpid=target,
+        column_dpids=columns,
+        timestamp=int(timestamp_text),
+        overwrite=mode == "overwrite",
+        split=split,
+        compression=compression,
+    )
