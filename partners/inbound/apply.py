@@ -1,0 +1,328 @@
+"""Set-based SQL over the staged lines of a batch: resolve IDs, apply traits, count.
+
+Runs inside the batch's transaction, after :mod:`partners.inbound.stage` has loaded
+``stage_line`` (well-formed lines) and ``stage_error`` (format errors). Every step is one
+statement over the whole batch; nothing here runs per line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+
+from partners.inbound.parse import MAX_STORED_ERRORS
+
+MAX_LINES_PER_USER = 200
+SAMPLE_PER_KIND = 10
+
+# Error kinds, in the order the receipt lists them.
+ERROR_KINDS = (
+    "format_error",
+    "invalid_id",
+    "no_matching_id",
+    "no_trait_realized",
+    "trait_failed_validation",
+    "over_line_limit",
+)
+
+
+@dataclass
+class ApplyResult:
+    over_line_limit: int = 0
+    invalid_ids: int = 0
+    no_matching_ids: int = 0
+    no_trait_realized: int = 0
+    total_signals: int = 0
+    total_unused_signals: int = 0
+    total_traits_failed_validation: int = 0
+    total_users_with_failed_traits: int = 0
+    total_realized_traits: int = 0
+    total_removed_traits: int = 0
+    total_devices: int = 0
+    pending_records: int = 0
+
+
+def _one(sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _run(sql: str, params: dict[str, Any] | None = None) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def apply_staged_batch(
+    *,
+    batch_id: int,
+    target_dpid: int,
+    overwrite: bool,
+    platform_uuids: bool,
+    keep_pending: bool,
+    now: int,
+) -> ApplyResult:
+    """Apply the staged lines to the target data source's traits; return the counters.
+
+    ``platform_uuids``: user IDs are our own UUIDs (profiles are created as needed) rather
+    than IDs to look up in the ID mappings. ``keep_pending``: unmatched records of a
+    cross-device data source are kept until their mapping arrives.
+    """
+    result = ApplyResult()
+    p: dict[str, Any] = {
+        "target": target_dpid,
+        "now": now,
+        "batch": batch_id,
+        "cap": MAX_LINES_PER_USER,
+    }
+
+    # The 200-lines-per-user cap: later lines of a user ID are not examined.
+    _run(
+        """
+        CREATE TEMP TABLE line ON COMMIT DROP AS
+        SELECT s.*, row_number() OVER (PARTITION BY s.id_dpid, s.user_id ORDER BY s.ord)
+                    <= %(cap)s AS examined
+        FROM stage_line s
+        """,
+        p,
+    )
+
+    # ID resolution: one row per (line, profile); a DPUUID mapped to N profiles fans out.
+    if platform_uuids:
+        _run(
+            """
+            INSERT INTO segments_profile (uuid, created_at)
+            SELECT DISTINCT user_id, now() FROM line
+            WHERE examined AND id_problem IS NULL AND cardinality(adds) > 0
+            ON CONFLICT (uuid) DO NOTHING
+            """
+        )
+        resolve = """
+            SELECT l.ord, p.id AS profile_id FROM line l
+            JOIN segments_profile p ON p.uuid = l.user_id
+            WHERE l.examined AND l.id_problem IS NULL
+        """
+    else:
+        resolve = """
+            SELECT l.ord, m.profile_id FROM line l
+            JOIN partners_idmapping m ON m.data_source_id = l.id_dpid AND m.dpuuid = l.user_id
+            WHERE l.examined AND l.id_problem IS NULL
+        """
+    _run(f"CREATE TEMP TABLE hit ON COMMIT DROP AS {resolve}")
+    resolved = (
+        "(l.id_problem IS NULL AND l.examined)"
+        if platform_uuids
+        else "(l.ord IN (SELECT ord FROM hit))"
+    )
+    _run(
+        f"""
+        CREATE TEMP TABLE line_outcome ON COMMIT DROP AS
+        SELECT l.ord, l.file_no, l.line_no, l.user_id, l.line_start, l.examined, l.id_problem,
+               l.signals, l.unused, l.failed, l.adds, l.removes, l.id_dpid,
+               {resolved} AS resolved
+        FROM line l
+        """
+    )
+    (
+        result.over_line_limit,
+        result.invalid_ids,
+        result.no_matching_ids,
+        result.no_trait_realized,
+        result.total_signals,
+        result.total_unused_signals,
+        result.total_traits_failed_validation,
+        result.total_users_with_failed_traits,
+    ) = _one(
+        """
+        SELECT count(*) FILTER (WHERE NOT examined),
+               count(*) FILTER (WHERE examined AND id_problem IS NOT NULL),
+               count(*) FILTER (WHERE examined AND id_problem IS NULL AND NOT resolved),
+               count(*) FILTER (WHERE resolved AND cardinality(adds) = 0
+                                      AND cardinality(removes) = 0),
+               coalesce(sum(signals) FILTER (WHERE examined), 0),
+               coalesce(sum(unused) FILTER (WHERE resolved), 0),
+               coalesce(sum(failed) FILTER (WHERE resolved), 0),
+               count(*) FILTER (WHERE resolved AND failed > 0)
+        FROM line_outcome
+        """
+    )
+    (result.total_realized_traits,) = _one(
+        "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
+    )
+
+    # Every realization and removal, per profile, in batch order.
+    _run(
+        """
+        CREATE TEMP TABLE op ON COMMIT DROP AS
+        SELECT h.profile_id, a.sid, true AS is_add, l.ord
+        FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
+        UNION ALL
+        SELECT h.profile_id, r.sid, false, l.ord
+        FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.removes) AS r(sid)
+        """
+    )
+    _run(
+        """
+        CREATE TEMP TABLE old ON COMMIT DROP AS
+        SELECT pt.profile_id, pt.realized FROM segments_profiletraits pt
+        WHERE pt.data_source_id = %(target)s
+          AND pt.profile_id IN (SELECT DISTINCT profile_id FROM op)
+        """,
+        p,
+    )
+    _run(
+        """
+        CREATE TEMP TABLE ttl ON COMMIT DROP AS
+        SELECT sid, ttl_days FROM segments_trait WHERE data_source_id = %(target)s
+        """,
+        p,
+    )
+    # A trait is held when the stored realization is younger than the trait's TTL.
+    held = (
+        "(o.realized ? {sid}::text AND (t.ttl_days = 0"
+        " OR (o.realized->>{sid}::text)::bigint >= %(now)s - t.ttl_days::bigint * 86400))"
+    )
+    if overwrite:
+        # The listed traits replace all of the user's traits of the target data source.
+        _run(
+            """
+            CREATE TEMP TABLE newmap ON COMMIT DROP AS
+            SELECT profile_id, jsonb_object_agg(sid::text, %(now)s) AS realized
+            FROM op WHERE is_add GROUP BY profile_id
+            """,
+            p,
+        )
+        (result.total_removed_traits,) = _one(
+            f"""
+            SELECT count(*) FROM old o JOIN newmap n USING (profile_id)
+            CROSS JOIN LATERAL jsonb_object_keys(o.realized) AS k(sid)
+            JOIN ttl t ON t.sid::text = k.sid
+            WHERE NOT n.realized ? k.sid AND {held.format(sid="k.sid")}
+            """,
+            p,
+        )
+        (result.total_devices,) = _one("SELECT count(*) FROM newmap")
+    else:
+        # Each operation sees the state left by the previous one on the same (profile, trait).
+        _run(
+            f"""
+            CREATE TEMP TABLE seq ON COMMIT DROP AS
+            SELECT op.profile_id, op.sid, op.is_add,
+                   coalesce(lag(op.is_add) OVER w, coalesce({held.format(sid="op.sid")}, false))
+                       AS held_before,
+                   row_number() OVER (PARTITION BY op.profile_id, op.sid ORDER BY op.ord DESC)
+                       = 1 AS is_last
+            FROM op
+            LEFT JOIN old o ON o.profile_id = op.profile_id
+            LEFT JOIN ttl t ON t.sid = op.sid
+            WINDOW w AS (PARTITION BY op.profile_id, op.sid ORDER BY op.ord)
+            """,
+            p,
+        )
+        result.total_removed_traits, result.total_devices = _one(
+            """
+            SELECT count(*) FILTER (WHERE NOT is_add AND held_before),
+                   count(DISTINCT profile_id) FILTER (WHERE is_add OR held_before)
+            FROM seq
+            """
+        )
+        _run(
+            """
+            CREATE TEMP TABLE newmap ON COMMIT DROP AS
+            WITH final AS (
+                SELECT profile_id,
+                       coalesce(array_agg(sid::text) FILTER (WHERE NOT is_add), '{}') AS gone,
+                       coalesce(jsonb_object_agg(sid::text, %(now)s) FILTER (WHERE is_add),
+                                '{}') AS added
+                FROM seq WHERE is_last AND (is_add OR held_before)
+                GROUP BY profile_id
+            )
+            SELECT f.profile_id, (coalesce(o.realized, '{}') - f.gone) || f.added AS realized
+            FROM final f LEFT JOIN old o USING (profile_id)
+            """,
+            p,
+        )
+    _run(
+        """
+        INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
+        SELECT profile_id, %(target)s, realized, now() FROM newmap
+        ON CONFLICT (profile_id, data_source_id)
+        DO UPDATE SET realized = EXCLUDED.realized, updated_at = EXCLUDED.updated_at
+        """,
+        p,
+    )
+
+    if keep_pending and not overwrite:
+        result.pending_records = _run(
+            """
+            INSERT INTO partners_pendingrecord
+                (data_source_id, dpuuid, target_id, adds, realized_at, batch_id)
+            SELECT id_dpid, user_id, %(target)s, adds, to_timestamp(%(now)s), %(batch)s
+            FROM line_outcome
+            WHERE examined AND id_problem IS NULL AND NOT resolved AND cardinality(adds) > 0
+            """,
+            p,
+        )
+    return result
+
+
+def line_errors_store(
+    *, batch_id: int, file_names: list[str], target_dpid: int
+) -> list[dict[str, Any]]:
+    """Keep the batch's rejected lines (bounded) and return the receipt's sample of them."""
+    _run(
+        """
+        CREATE TEMP TABLE batch_error ON COMMIT DROP AS
+        SELECT file_no, line_no, kind, reason, line_start FROM stage_error
+        UNION ALL
+        SELECT file_no, line_no, 'over_line_limit',
+               'more than 200 lines for this user ID in the file: discarded', line_start
+        FROM line_outcome WHERE NOT examined
+        UNION ALL
+        SELECT file_no, line_no, 'invalid_id', id_problem, line_start
+        FROM line_outcome WHERE examined AND id_problem IS NOT NULL
+        UNION ALL
+        SELECT file_no, line_no, 'no_matching_id', 'no ID mapping for this user ID', line_start
+        FROM line_outcome WHERE examined AND id_problem IS NULL AND NOT resolved
+        UNION ALL
+        SELECT file_no, line_no, 'no_trait_realized',
+               'no signal realizes or removes a trait of data source ' || %(target)s, line_start
+        FROM line_outcome
+        WHERE resolved AND cardinality(adds) = 0 AND cardinality(removes) = 0
+        UNION ALL
+        SELECT file_no, line_no, 'trait_failed_validation',
+               failed || ' trait reference(s) to traits this file may not realize'
+               || ' (another data source)', line_start
+        FROM line_outcome WHERE resolved AND failed > 0
+        """,
+        {"target": target_dpid},
+    )
+    params = {"batch": batch_id, "files": file_names, "limit": MAX_STORED_ERRORS}
+    _run(
+        """
+        INSERT INTO partners_lineerror
+            (batch_id, file_name, line_number, kind, reason, line_start)
+        SELECT %(batch)s, (%(files)s::text[])[file_no + 1], line_no, kind, left(reason, 500),
+               left(line_start, 100)
+        FROM batch_error ORDER BY file_no, line_no, kind LIMIT %(limit)s
+        """,
+        params,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT (%(files)s::text[])[file_no + 1], line_no, kind, reason, line_start FROM (
+                SELECT *, row_number() OVER (PARTITION BY kind ORDER BY file_no, line_no) AS n
+                FROM batch_error
+            ) e WHERE n <= %(sample)s ORDER BY kind, file_no, line_no
+            """,
+            {"files": file_names, "sample": SAMPLE_PER_KIND},
+        )
+        rows = cursor.fetchall()
+    sample = [{"file": f, "line": n, "kind": k, "reason": r, "start": s} for f, n, k, r, s in rows]
+    return sorted(sample, key=lambda e: (ERROR_KINDS.index(e["kind"]), e["file"], e["line"]))

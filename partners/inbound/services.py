@@ -1,0 +1,325 @@
+"""Inbound batches: register delivered files, process a batch, all or nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from partners.inbound.apply import apply_staged_batch, line_errors_store
+from partners.inbound.lines import DEVICE_ID_TYPES
+from partners.inbound.matching import CatalogTrait, TraitCatalog
+from partners.inbound.names import FileKind, FileNameError, InboundFileName, parse_inbound_file_name
+from partners.inbound.parse import IDSource, ParseTally, staged_line_rows
+from partners.inbound.sources import UnreadableFileError, open_plain
+from partners.inbound.stage import (
+    ERROR_TYPES,
+    LINE_COLUMNS,
+    LINE_TYPES,
+    stage_rows,
+    staging_create,
+)
+from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
+from segments.membership import segment_memberships_refresh
+from segments.models import Trait
+from segments.rules import parse_trait_rule
+
+
+class InboundRejected(Exception):
+    """A file or batch that cannot be processed at all; nothing was changed."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Registration:
+    batches: list[InboundBatch]
+    duplicates: list[InboundFile]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _data_source(dpid: int, name: str) -> DataSource:
+    source = DataSource.objects.select_related("partner").filter(dpid=dpid).first()
+    if source is None:
+        raise InboundRejected(name, f"DPID {dpid} is not a data source we know")
+    if not source.active:
+        raise InboundRejected(name, f"data source {dpid} is not active")
+    return source
+
+
+def _may_use(partner: Partner, source: DataSource) -> bool:
+    return source.partner_id == partner.pk or source.shared_with.filter(pk=partner.pk).exists()
+
+
+def _check_traits_name(
+    parsed: InboundFileName, partner: Partner | None
+) -> tuple[Partner, DataSource, DataSource]:
+    """The (partner, ID data source, target data source) of a trait file, or why not."""
+    name = parsed.name
+    ids = _data_source(parsed.dpid, name)
+    if parsed.kind is FileKind.DEVICE_TRAITS:
+        target = ids  # ftp_dpm_odc_<DPID>: the DPID is the target; IDs are idfa / gaid
+    elif ids.is_global:
+        if parsed.target_dpid is None:
+            raise InboundRejected(
+                name,
+                f"DPID {parsed.dpid} is a global device data source: the name needs a target "
+                f"DPID (ftp_dpm_{parsed.dpid}_<TARGET_DPID>_<TIMESTAMP>.sync)",
+            )
+        target = _data_source(parsed.target_dpid, name)
+    else:
+        target = _data_source(parsed.trait_dpid, name)
+    if target.is_global:
+        raise InboundRejected(name, f"the target DPID {target.dpid} is a global device data source")
+    owner = partner or target.partner
+    assert owner is not None
+    if not _may_use(owner, target):
+        raise InboundRejected(name, f"data source {target.dpid} belongs to another partner")
+    if not ids.is_global and not _may_use(owner, ids):
+        raise InboundRejected(name, f"data source {ids.dpid} belongs to another partner")
+    return owner, ids, target
+
+
+def _check_idsync_name(
+    parsed: InboundFileName, partner: Partner | None
+) -> tuple[Partner, DataSource | None, DataSource]:
+    name = parsed.name
+    sources = [_data_source(dpid, name) for dpid in parsed.column_dpids if dpid != 0]
+    mapped = [s for s in sources if not s.is_global]
+    if not mapped:
+        raise InboundRejected(name, "an ID-sync file maps at least one partner data source")
+    owner = partner or mapped[-1].partner
+    assert owner is not None
+    for source in mapped:
+        if not _may_use(owner, source):
+            raise InboundRejected(name, f"data source {source.dpid} belongs to another partner")
+    master = None if parsed.dpid == 0 else sources[0]
+    return owner, master, mapped[-1]
+
+
+def inbound_files_register(*, paths: list[Path], partner: Partner | None = None) -> Registration:
+    """Check and register delivered files, grouped into batches (split parts together).
+
+    Everything is checked before anything is stored: a bad name, an unknown or foreign
+    DPID, an empty file or a mix of kinds raises :class:`InboundRejected`. A file whose name
+    and content were processed before is recorded as a duplicate and not batched.
+    """
+    checked: list[tuple[Path, InboundFileName, Partner, DataSource | None, DataSource]] = []
+    for path in paths:
+        try:
+            parsed = parse_inbound_file_name(path.name)
+        except FileNameError as exc:
+            raise InboundRejected(path.name, str(exc)) from exc
+        if not path.is_file():
+            raise InboundRejected(path.name, "no such file")
+        if path.stat().st_size == 0:
+            raise InboundRejected(path.name, "the file is empty")
+        if parsed.kind is FileKind.ID_SYNC:
+            owner, ids, target = _check_idsync_name(parsed, partner)
+        else:
+            owner, ids, target = _check_traits_name(parsed, partner)
+        checked.append((path, parsed, owner, ids, target))
+
+    groups: dict[
+        tuple[int, str], list[tuple[Path, InboundFileName, Partner, DataSource | None, DataSource]]
+    ] = defaultdict(list)
+    for entry in checked:
+        groups[(entry[2].pk, entry[1].batch_key)].append(entry)
+
+    batches: list[InboundBatch] = []
+    duplicates: list[InboundFile] = []
+    with transaction.atomic():
+        for (_, key), entries in groups.items():
+            entries.sort(key=lambda e: (e[1].split or 0, e[1].name))
+            _, first, owner, ids, target = entries[0]
+            batch = InboundBatch.objects.create(
+                key=key,
+                kind=first.kind.value,
+                partner=owner,
+                data_source=ids,
+                target=target,
+                overwrite=first.overwrite,
+                status=InboundBatch.Status.QUEUED,
+            )
+            fresh = 0
+            for path, parsed, _, _, _ in entries:
+                sha = _sha256(path)
+                seen = InboundFile.objects.filter(
+                    name=parsed.name, sha256=sha, status=InboundFile.Status.PROCESSED
+                ).exists()
+                file = InboundFile.objects.create(
+                    batch=None if seen else batch,
+                    partner=owner,
+                    name=parsed.name,
+                    split=parsed.split,
+                    path=str(path.resolve()),
+                    size=path.stat().st_size,
+                    sha256=sha,
+                    status=InboundFile.Status.DUPLICATE if seen else InboundFile.Status.RECEIVED,
+                    error="already processed (same name and content)" if seen else "",
+                )
+                if seen:
+                    duplicates.append(file)
+                else:
+                    fresh += 1
+            if fresh:
+                batches.append(batch)
+            else:
+                batch.delete()
+    return Registration(batches, duplicates)
+
+
+def _catalog(target: DataSource) -> TraitCatalog:
+    traits = [
+        CatalogTrait(
+            sid=sid,
+            dpid=dpid,
+            onboarded=kind == Trait.Kind.ONBOARDED,
+            rule=parse_trait_rule(rule) if rule and dpid == target.dpid else None,
+        )
+        for sid, dpid, kind, rule in Trait.objects.values_list(
+            "sid", "data_source_id", "kind", "rule"
+        )
+    ]
+    return TraitCatalog(target_dpid=target.dpid, traits=traits)
+
+
+def _id_source(source: DataSource) -> IDSource:
+    return IDSource(source.dpid, source.inbound_id_type, source.device_id_format)
+
+
+def inbound_batch_process(*, batch_id: int) -> Receipt:
+    """Process a batch of trait files, all or nothing; return its receipt.
+
+    Safe to run twice: a processed batch returns its receipt, and a run that dies midway
+    (even SIGKILL) rolls back entirely, so the next run starts from the old state.
+    """
+    batch = InboundBatch.objects.select_related("data_source", "target").get(pk=batch_id)
+    if batch.status == InboundBatch.Status.PROCESSED:
+        return batch.receipt
+    if batch.kind == InboundBatch.Kind.ID_SYNC:
+        from partners.idsync.files import idsync_batch_process
+
+        return idsync_batch_process(batch_id=batch_id)
+    started = timezone.now()
+    InboundBatch.objects.filter(pk=batch.pk).update(
+        status=InboundBatch.Status.PROCESSING, started_at=started, error=""
+    )
+    try:
+        with transaction.atomic():
+            # One batch of a data source at a time: lock its target data source row.
+            DataSource.objects.select_for_update().get(pk=batch.target_id)
+            batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
+            if batch.status == InboundBatch.Status.PROCESSED:
+                return batch.receipt
+            return _process_traits(batch, started=started)
+    except UnreadableFileError as exc:
+        _fail(batch, str(exc))
+        raise InboundRejected(batch.key, str(exc)) from exc
+
+
+def _fail(batch: InboundBatch, reason: str) -> None:
+    with transaction.atomic():
+        InboundBatch.objects.filter(pk=batch.pk).update(
+            status=InboundBatch.Status.FAILED, error=reason, finished_at=timezone.now()
+        )
+        batch.files.update(status=InboundFile.Status.FAILED, error=reason)
+
+
+def _process_traits(batch: InboundBatch, *, started: object) -> Receipt:
+    files = list(batch.files.order_by("split", "name"))
+    target = batch.target
+    ids = batch.data_source
+    assert ids is not None
+    catalog = _catalog(target)
+    device_sources = {
+        source.dpid: _id_source(source)
+        for source in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
+    }
+    now = int(timezone.now().timestamp())
+    tally = ParseTally()
+    staging_create()
+    for file_no, file in enumerate(files):
+        parsed = parse_inbound_file_name(file.name)
+        received_before = tally.received
+        try:
+            with open_plain(file.path, parsed.compression) as stream:
+                rows = staged_line_rows(
+                    stream,
+                    file_no=file_no,
+                    device_file=parsed.kind is FileKind.DEVICE_TRAITS,
+                    id_source=_id_source(ids),
+                    device_sources=device_sources,
+                    catalog=catalog,
+                    overwrite=batch.overwrite,
+                    tally=tally,
+                )
+                stage_rows("stage_line", LINE_COLUMNS, LINE_TYPES, rows)
+        except UnreadableFileError as exc:
+            raise UnreadableFileError(f"{file.name}: {exc}") from exc
+        if tally.received == received_before:
+            raise UnreadableFileError(f"{file.name}: the file holds no records")
+    stage_rows(
+        "stage_error",
+        "file_no, line_no, kind, reason, line_start",
+        ERROR_TYPES,
+        tally.errors,
+    )
+    result = apply_staged_batch(
+        batch_id=batch.pk,
+        target_dpid=target.dpid,
+        overwrite=batch.overwrite,
+        platform_uuids=ids.inbound_id_type == DataSource.InboundIDType.UUID,
+        keep_pending=ids.id_type == DataSource.IDType.CROSS_DEVICE,
+        now=now,
+    )
+    segment_memberships_refresh(profiles_table="newmap", now=now)
+    sample = line_errors_store(
+        batch_id=batch.pk, file_names=[f.name for f in files], target_dpid=target.dpid
+    )
+    processed = tally.received - result.over_line_limit
+    receipt = Receipt.objects.create(
+        batch=batch,
+        records_received=tally.received,
+        format_errors=tally.format_errors,
+        invalid_ids=result.invalid_ids,
+        no_matching_ids=result.no_matching_ids,
+        no_trait_realized=result.no_trait_realized,
+        records_processed=processed,
+        stored_records=processed
+        - tally.format_errors
+        - result.invalid_ids
+        - result.no_matching_ids
+        - result.no_trait_realized,
+        total_devices=result.total_devices,
+        total_signals=result.total_signals,
+        total_unused_signals=result.total_unused_signals,
+        total_realized_traits=result.total_realized_traits,
+        total_removed_traits=result.total_removed_traits,
+        total_traits_failed_validation=result.total_traits_failed_validation,
+        total_users_with_failed_traits=result.total_users_with_failed_traits,
+        over_line_limit=result.over_line_limit,
+        pending_records=result.pending_records,
+        job_start=started,
+        job_end=timezone.now(),
+        errors_sample=sample,
+    )
+    batch.files.update(status=InboundFile.Status.PROCESSED)
+    InboundBatch.objects.filter(pk=batch.pk).update(
+        status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
+    )
+    return receipt

@@ -1,0 +1,102 @@
+"""Segment membership upkeep, set-based (SPEC §5).
+
+A segment rule is compiled into one SQL boolean expression over ``m``, a profile's merged
+trait map (``{"<SID>": <realized UNIX seconds>}`` across its data sources), so membership of
+any number of profiles is brought up to date with two statements per segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+
+from segments.models import Segment, Trait
+from segments.rules import And, Not, Or, Recency, SegmentRule, TraitRef, parse_segment_rule
+
+DAY = 86_400
+
+
+def segment_rule_sql(rule: SegmentRule, *, ttl_days: dict[int, int], now: int) -> str:
+    """The rule as a SQL expression over the jsonb trait map ``m`` (pure; literals only)."""
+
+    def realized(sid: int) -> str:
+        return f"(m->>'{int(sid)}')::bigint"
+
+    def live(sid: int) -> str:
+        ttl = ttl_days.get(sid)
+        if ttl is None:
+            return "false"  # a trait that no longer exists is held by nobody
+        if ttl == 0:
+            return f"(m ? '{int(sid)}')"
+        return f"(m ? '{int(sid)}' AND {realized(sid)} >= {now - ttl * DAY})"
+
+    def compile_node(node: Any) -> str:
+        if isinstance(node, And):
+            return f"({compile_node(node.left)} AND {compile_node(node.right)})"
+        if isinstance(node, Or):
+            return f"({compile_node(node.left)} OR {compile_node(node.right)})"
+        if isinstance(node, Not):
+            return f"(NOT {compile_node(node.operand)})"
+        if isinstance(node, TraitRef):
+            return live(node.sid)
+        assert isinstance(node, Recency)
+        limit = now - node.days * DAY
+        # "<= 30D": realized within the last 30 days, i.e. at or after now - 30 days.
+        comparison = {"<=": ">=", "<": ">", ">=": "<=", ">": "<"}[node.op]
+        terms = [f"({live(sid)} AND {realized(sid)} {comparison} {limit})" for sid in node.sids]
+        return "(" + " OR ".join(terms) + ")"
+
+    return compile_node(rule)
+
+
+def segment_memberships_refresh(*, profiles_table: str, now: int) -> None:
+    """Bring membership of the profiles listed in ``profiles_table`` (a table with a
+    ``profile_id`` column, e.g. a temporary table of the profiles a batch touched) up to date.
+
+    Active segments admit and drop members; paused ones keep theirs and admit nobody;
+    deleted ones have none.
+    """
+    segments = list(Segment.objects.values_list("sid", "rule", "status"))
+    if not segments:
+        return
+    ttl_days = dict(Trait.objects.values_list("sid", "ttl_days"))
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS touched_trait_map")
+        cursor.execute(
+            f"""
+            CREATE TEMP TABLE touched_trait_map ON COMMIT DROP AS
+            SELECT t.profile_id, coalesce(jsonb_object_agg(e.key, e.value)
+                                          FILTER (WHERE e.key IS NOT NULL), '{{}}') AS m
+            FROM (SELECT DISTINCT profile_id FROM {profiles_table}) t
+            LEFT JOIN segments_profiletraits pt ON pt.profile_id = t.profile_id
+            LEFT JOIN LATERAL jsonb_each(pt.realized) e ON true
+            GROUP BY t.profile_id
+            """
+        )
+        for sid, rule, status in segments:
+            if status == Segment.Status.DELETED:
+                cursor.execute(
+                    "DELETE FROM segments_segmentmembership WHERE segment_id = %s"
+                    " AND profile_id IN (SELECT profile_id FROM touched_trait_map)",
+                    [sid],
+                )
+                continue
+            expression = segment_rule_sql(parse_segment_rule(rule), ttl_days=ttl_days, now=now)
+            if status == Segment.Status.PAUSED:
+                continue  # keeps its members, admits no new ones
+            cursor.execute(
+                f"""
+                INSERT INTO segments_segmentmembership (profile_id, segment_id, joined_at)
+                SELECT profile_id, %s, now() FROM touched_trait_map WHERE {expression}
+                ON CONFLICT (segment_id, profile_id) DO NOTHING
+                """,
+                [sid],
+            )
+            cursor.execute(
+                f"""
+                DELETE FROM segments_segmentmembership s USING touched_trait_map t
+                WHERE s.segment_id = %s AND s.profile_id = t.profile_id AND NOT {expression}
+                """,
+                [sid],
+            )
