@@ -51,9 +51,17 @@ def ord_of(file_no: int, line_no: int) -> int:
     return (file_no << 40) | line_no
 
 
+# Every temporary table a batch creates (stage, apply, membership). They drop at commit; a
+# caller that runs two batches in one outer transaction (tests) needs them dropped sooner.
+BATCH_TABLES = (
+    "stage_line, stage_error, line, hit, line_outcome, op, old, ttl, seq, newmap,"
+    " batch_error, touched_trait_map"
+)
+
+
 def staging_create() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS stage_line, stage_error")
+        cursor.execute(f"DROP TABLE IF EXISTS {BATCH_TABLES}")
         cursor.execute(STAGE_LINE)
         cursor.execute(STAGE_ERROR)
 
