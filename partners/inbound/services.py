@@ -228,11 +228,11 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
                 return batch.receipt
             return _process_traits(batch, started=started)
     except UnreadableFileError as exc:
-        _fail(batch, str(exc))
+        batch_mark_failed(batch, str(exc))
         raise InboundRejected(batch.key, str(exc)) from exc
 
 
-def _fail(batch: InboundBatch, reason: str) -> None:
+def batch_mark_failed(batch: InboundBatch, reason: str) -> None:
     with transaction.atomic():
         InboundBatch.objects.filter(pk=batch.pk).update(
             status=InboundBatch.Status.FAILED, error=reason, finished_at=timezone.now()

@@ -1,0 +1,295 @@
+"""ID-synchronization files (SPEC §2.2): ``adobe_id_`` / ``c2c_id_`` batches.
+
+Each line holds one ID per DPID of the name, master first. The master column's IDs are read
+by the master data source's inbound ID type (DPID 0: platform UUIDs; otherwise usually
+DPUUIDs already mapped: a chained sync), and every other column's IDs are mapped to the
+master's profiles. Reading reuses the inbound machinery: streaming lines, COPY staging, one
+set-based statement per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from partners.inbound.lines import read_lines, user_id_problem
+from partners.inbound.names import parse_inbound_file_name
+from partners.inbound.parse import MAX_STORED_ERRORS
+from partners.inbound.sources import UnreadableFileError, open_plain
+from partners.inbound.stage import stage_rows
+from partners.models import DataSource, InboundBatch, InboundFile, Receipt
+from segments.membership import segment_memberships_refresh
+
+IDSYNC_TABLES = "idsync_stage, idsync_error, idsync_master, idsync_fresh, pending_applied"
+SAMPLE_PER_KIND = 10
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.received = 0
+        self.rejected = 0
+        self.errors: list[tuple[int, int, str, str, str]] = []
+
+    def reject(self, file_no: int, line_no: int, kind: str, reason: str, start: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_STORED_ERRORS:
+            self.errors.append((file_no, line_no, kind, reason, start))
+
+
+def _rows(
+    stream: IO[bytes],
+    *,
+    file_no: int,
+    columns: list[tuple[int, str, str]],
+    tally: _Tally,
+) -> Iterator[tuple[Any, ...]]:
+    """One staged row per (line, mapped column): (file_no, line_no, master ID, DPID, ID)."""
+    (_, master_type, master_format), mapped = columns[0], columns[1:]
+    for raw in read_lines(stream):
+        tally.received += 1
+        if raw.text is None:
+            tally.reject(file_no, raw.number, "format_error", raw.error or "unreadable", raw.start)
+            continue
+        text = raw.text
+        if text != text.rstrip(" \t"):
+            tally.reject(
+                file_no, raw.number, "format_error", "the line ends in a tab or a space", raw.start
+            )
+            continue
+        ids = text.split("\t")
+        if len(ids) != len(columns):
+            tally.reject(
+                file_no,
+                raw.number,
+                "format_error",
+                f"{len(ids)} columns, but the file name lists {len(columns)} DPIDs",
+                raw.start,
+            )
+            continue
+        problem = next((f"column {i + 1} is empty" for i, v in enumerate(ids) if not v), None)
+        problem = problem or user_id_problem(
+            ids[0], inbound_id_type=master_type, device_id_format=master_format
+        )
+        for index, (_, id_type, id_format) in enumerate(mapped, start=1):
+            if problem:
+                break
+            column_problem = user_id_problem(
+                ids[index], inbound_id_type=id_type, device_id_format=id_format
+            )
+            if column_problem:
+                problem = f"column {index + 1}: {column_problem}"
+        if problem:
+            tally.reject(file_no, raw.number, "invalid_id", problem, raw.start)
+            continue
+        for index, (dpid, _, _) in enumerate(mapped, start=1):
+            yield (file_no, raw.number, ids[0], dpid, ids[index], raw.start)
+
+
+def _run(sql: str, params: dict[str, Any] | None = None) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def idsync_batch_process(*, batch_id: int) -> Receipt:
+    """Apply an ID-sync batch, all or nothing; return its receipt."""
+    batch = InboundBatch.objects.get(pk=batch_id)
+    if batch.status == InboundBatch.Status.PROCESSED:
+        return batch.receipt
+    started = timezone.now()
+    InboundBatch.objects.filter(pk=batch.pk).update(
+        status=InboundBatch.Status.PROCESSING, started_at=started, error=""
+    )
+    try:
+        with transaction.atomic():
+            batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
+            if batch.status == InboundBatch.Status.PROCESSED:
+                return batch.receipt
+            return _process(batch, started=started)
+    except UnreadableFileError as exc:
+        from partners.inbound.services import InboundRejected, batch_mark_failed
+
+        batch_mark_failed(batch, str(exc))
+        raise InboundRejected(batch.key, str(exc)) from exc
+
+
+def _process(batch: InboundBatch, *, started: datetime) -> Receipt:
+    files = list(batch.files.order_by("split", "name"))
+    parsed = parse_inbound_file_name(files[0].name)
+    sources = DataSource.objects.in_bulk([d for d in parsed.column_dpids if d])
+    columns = [
+        (dpid, "uuid", "")
+        if dpid == 0
+        else (dpid, sources[dpid].inbound_id_type, sources[dpid].device_id_format)
+        for dpid in parsed.column_dpids
+    ]
+    master_dpid, master_type, _ = columns[0]
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {IDSYNC_TABLES}")
+        cursor.execute(
+            "CREATE TEMP TABLE idsync_stage (file_no int, line_no bigint, master_id text,"
+            " dpid int, id text, line_start text) ON COMMIT DROP"
+        )
+        cursor.execute(
+            "CREATE TEMP TABLE idsync_error (file_no int, line_no bigint, kind text,"
+            " reason text, line_start text) ON COMMIT DROP"
+        )
+    tally = _Tally()
+    for file_no, file in enumerate(files):
+        received_before = tally.received
+        try:
+            with open_plain(file.path, parse_inbound_file_name(file.name).compression) as stream:
+                stage_rows(
+                    "idsync_stage",
+                    "file_no, line_no, master_id, dpid, id, line_start",
+                    ["int4", "int8", "text", "int4", "text", "text"],
+                    _rows(stream, file_no=file_no, columns=columns, tally=tally),
+                )
+        except UnreadableFileError as exc:
+            raise UnreadableFileError(f"{file.name}: {exc}") from exc
+        if tally.received == received_before:
+            raise UnreadableFileError(f"{file.name}: the file holds no records")
+    stage_rows(
+        "idsync_error",
+        "file_no, line_no, kind, reason, line_start",
+        ["int4", "int8", "text", "text", "text"],
+        tally.errors,
+    )
+
+    now = timezone.now()
+    params: dict[str, Any] = {"master": master_dpid, "now": now, "batch": batch.pk}
+    if master_type == DataSource.InboundIDType.UUID:
+        _run(
+            """
+            INSERT INTO segments_profile (uuid, created_at)
+            SELECT DISTINCT master_id, now() FROM idsync_stage
+            ON CONFLICT (uuid) DO NOTHING
+            """
+        )
+        master_join = "JOIN segments_profile p ON p.uuid = s.master_id"
+        profile = "p.id"
+    else:
+        master_join = (
+            "JOIN partners_idmapping m ON m.data_source_id = %(master)s AND m.dpuuid = s.master_id"
+        )
+        profile = "m.profile_id"
+    _run(
+        f"""
+        CREATE TEMP TABLE idsync_master ON COMMIT DROP AS
+        SELECT s.file_no, s.line_no, s.dpid, s.id, {profile} AS profile_id
+        FROM idsync_stage s {master_join}
+        """,
+        params,
+    )
+    # Lines whose master ID maps to no profile (a chained sync of an unknown ID).
+    unmatched = _run(
+        """
+        INSERT INTO idsync_error (file_no, line_no, kind, reason, line_start)
+        SELECT DISTINCT s.file_no, s.line_no, 'no_matching_id',
+               'no ID mapping for the first column''s ID in data source ' || %(master)s,
+               s.line_start
+        FROM idsync_stage s
+        WHERE NOT EXISTS (SELECT 1 FROM idsync_master m
+                          WHERE m.file_no = s.file_no AND m.line_no = s.line_no)
+        """,
+        params,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE TEMP TABLE idsync_fresh ON COMMIT DROP AS
+            WITH upserted AS (
+                INSERT INTO partners_idmapping
+                    (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
+                SELECT DISTINCT dpid, id, profile_id, %(now)s::timestamptz, %(now)s::timestamptz
+                FROM idsync_master
+                ON CONFLICT (data_source_id, dpuuid, profile_id)
+                DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
+                RETURNING data_source_id, dpuuid, profile_id, (xmax = 0) AS created
+            )
+            SELECT * FROM upserted
+            """,
+            params,
+        )
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM idsync_fresh"
+        )
+        created, refreshed = cursor.fetchone() or (0, 0)
+    _pending_apply(now=int(now.timestamp()))
+
+    with connection.cursor() as cursor:
+        names = [f.name for f in files]
+        cursor.execute(
+            """
+            INSERT INTO partners_lineerror
+                (batch_id, file_name, line_number, kind, reason, line_start)
+            SELECT %(batch)s, (%(files)s::text[])[file_no + 1], line_no, kind, left(reason, 500),
+                   left(line_start, 100)
+            FROM idsync_error ORDER BY file_no, line_no LIMIT %(limit)s
+            """,
+            {"batch": batch.pk, "files": names, "limit": MAX_STORED_ERRORS},
+        )
+        cursor.execute(
+            """
+            SELECT (%(files)s::text[])[file_no + 1], line_no, kind, reason, line_start FROM (
+                SELECT *, row_number() OVER (PARTITION BY kind ORDER BY file_no, line_no) AS n
+                FROM idsync_error
+            ) e WHERE n <= %(sample)s ORDER BY kind, file_no, line_no
+            """,
+            {"files": names, "sample": SAMPLE_PER_KIND},
+        )
+        sample = [
+            {"file": f, "line": n, "kind": k, "reason": r, "start": s}
+            for f, n, k, r, s in cursor.fetchall()
+        ]
+    receipt = Receipt.objects.create(
+        batch=batch,
+        records_received=tally.received,
+        records_processed=tally.received,
+        mappings_created=created,
+        mappings_refreshed=refreshed,
+        rejected=tally.rejected + unmatched,
+        job_start=started,
+        job_end=timezone.now(),
+        errors_sample=sample,
+    )
+    batch.files.update(status=InboundFile.Status.PROCESSED)
+    InboundBatch.objects.filter(pk=batch.pk).update(
+        status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
+    )
+    return receipt
+
+
+def _pending_apply(*, now: int) -> None:
+    """Cross-device records that waited for a mapping created just now: realize them."""
+    _run(
+        """
+        CREATE TEMP TABLE pending_applied ON COMMIT DROP AS
+        SELECT pr.id, pr.target_id, pr.adds, pr.realized_at, f.profile_id
+        FROM partners_pendingrecord pr
+        JOIN idsync_fresh f ON f.data_source_id = pr.data_source_id AND f.dpuuid = pr.dpuuid
+        WHERE f.created
+        """
+    )
+    if not _run("DELETE FROM partners_pendingrecord WHERE id IN (SELECT id FROM pending_applied)"):
+        return
+    _run(
+        """
+        INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
+        SELECT profile_id, target_id,
+               jsonb_object_agg(sid::text, extract(epoch FROM realized_at)::bigint), now()
+        FROM (SELECT DISTINCT ON (profile_id, target_id, sid) profile_id, target_id, sid,
+                     realized_at
+              FROM pending_applied CROSS JOIN LATERAL unnest(adds) AS a(sid)
+              ORDER BY profile_id, target_id, sid, realized_at DESC) latest
+        GROUP BY profile_id, target_id
+        ON CONFLICT (profile_id, data_source_id)
+        DO UPDATE SET realized = segments_profiletraits.realized || EXCLUDED.realized,
+                      updated_at = EXCLUDED.updated_at
+        """
+    )
+    segment_memberships_refresh(profiles_table="pending_applied", now=now)
