@@ -80,6 +80,9 @@ if not DATABASE_URL:
         "`make demo` / `python -m portal.embedded run -- …`, which provides a private one."
     )
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Inbound batches stage millions of rows in temporary tables: let them live in memory.
+# (temp_buffers can only be set before a session's first temporary table, hence here.)
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c temp_buffers=256MB"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and RQ ---------------------------------------------------------------------------
@@ -94,6 +97,14 @@ RQ_QUEUES = {
     for name in RQ_QUEUE_NAMES
 }
 RQ = {"COMMIT_MODE": "on_db_commit"}
+# Inbound batches: seconds a batch may take, and RQ's retries after a failure or a crash.
+INBOUND_JOB_TIMEOUT = int(os.environ.get("INBOUND_JOB_TIMEOUT", "14400"))
+INBOUND_RETRY_MAX = int(os.environ.get("INBOUND_RETRY_MAX", "3"))
+INBOUND_RETRY_INTERVALS = [
+    int(s) for s in os.environ.get("INBOUND_RETRY_INTERVALS", "10,60,300").split(",")
+]
+# GnuPG home holding the platform's private key, for .pgp / .gpg inbound files.
+PGP_GNUPG_HOME = os.environ.get("PGP_GNUPG_HOME", "")
 
 # --- Auth, i18n ----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -144,8 +144,10 @@ class ProfileTraits(models.Model):
 
     pk = models.CompositePrimaryKey("profile", "data_source")
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="trait_sets")
+    # No database-level foreign key here: checking it costs an index lookup per upserted
+    # row on the hot path, and Django still cascades deletes of a data source.
     data_source = models.ForeignKey(
-        "partners.DataSource", on_delete=models.CASCADE, related_name="+"
+        "partners.DataSource", on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
     realized = models.JSONField(default=dict)
     updated_at = models.DateTimeField()
@@ -153,7 +155,6 @@ class ProfileTraits(models.Model):
     class Meta:
         verbose_name = "profile traits"
         verbose_name_plural = "profile traits"
-        indexes = [models.Index(fields=["data_source"], name="profiletraits_source")]
 
     def __str__(self) -> str:
         return f"{self.profile_id} in {self.data_source_id}: {len(self.realized)} traits"

@@ -68,3 +68,61 @@ def profile_live_traits(profile: Profile, *, now: datetime | None = None) -> lis
         if expires_at is None or expires_at > now:
             live.append(LiveTrait(sid, name, dpid, realized_at, expires_at))
     return sorted(live, key=lambda trait: trait.sid)
+
+
+class ProfileNotFound(LookupError):
+    pass
+
+
+def profiles_lookup(reference: str) -> list[Profile]:
+    """Profiles by a platform UUID, or by ``DPID:DPUUID`` (which may map to several)."""
+    dpid, colon, dpuuid = reference.partition(":")
+    if colon:
+        if not dpid.isdigit() or not dpuuid:
+            raise ProfileNotFound(f"'{reference}' is not DPID:DPUUID")
+        profiles = list(
+            Profile.objects.filter(
+                id_mappings__data_source_id=int(dpid), id_mappings__dpuuid=dpuuid
+            ).order_by("uuid")
+        )
+        if not profiles:
+            raise ProfileNotFound(f"no profile is mapped to DPUUID '{dpuuid}' of DPID {dpid}")
+        return profiles
+    profile = Profile.objects.filter(uuid=reference).first()
+    if profile is None:
+        raise ProfileNotFound(f"no profile has UUID '{reference}'")
+    return [profile]
+
+
+def profile_summary(profile: Profile) -> dict[str, object]:
+    """A profile's mappings, live traits and segments, as plain data."""
+    return {
+        "uuid": profile.uuid,
+        "mappings": [
+            {
+                "dpid": dpid,
+                "dpuuid": dpuuid,
+                "first_seen": first.isoformat(),
+                "last_seen": last.isoformat(),
+            }
+            for dpid, dpuuid, first, last in profile.id_mappings.order_by(
+                "data_source_id", "dpuuid"
+            ).values_list("data_source_id", "dpuuid", "first_seen_at", "last_seen_at")
+        ],
+        "traits": [
+            {
+                "sid": t.sid,
+                "name": t.name,
+                "dpid": t.dpid,
+                "realized": t.realized_at.isoformat(),
+                "expires": t.expires_at.isoformat() if t.expires_at else None,
+            }
+            for t in profile_live_traits(profile)
+        ],
+        "segments": [
+            {"sid": sid, "name": name, "since": joined.isoformat()}
+            for sid, name, joined in SegmentMembership.objects.filter(profile=profile)
+            .order_by("segment_id")
+            .values_list("segment_id", "segment__name", "joined_at")
+        ],
+    }

@@ -81,16 +81,32 @@ def apply_staged_batch(
         "cap": MAX_LINES_PER_USER,
     }
 
-    # The 200-lines-per-user cap: later lines of a user ID are not examined.
-    _run(
+    # Sorts and hashes over millions of staged rows: give this transaction room for them.
+    _run("SET LOCAL work_mem = '256MB'")
+    # Temporary tables are never auto-analyzed; without statistics the planner guesses badly.
+    _run("ANALYZE stage_line")
+    # The 200-lines-per-user cap: later lines of a user ID are not examined. Numbering every
+    # line costs a sort of the batch, so it is done only when some user ID goes over.
+    (over_cap,) = _one(
         """
-        CREATE TEMP TABLE line ON COMMIT DROP AS
-        SELECT s.*, row_number() OVER (PARTITION BY s.id_dpid, s.user_id ORDER BY s.ord)
-                    <= %(cap)s AS examined
-        FROM stage_line s
+        SELECT EXISTS (SELECT 1 FROM stage_line GROUP BY id_dpid, user_id
+                       HAVING count(*) > %(cap)s)
         """,
         p,
     )
+    if over_cap:
+        _run(
+            """
+            CREATE TEMP TABLE line ON COMMIT DROP AS
+            SELECT s.*, row_number() OVER (PARTITION BY s.id_dpid, s.user_id ORDER BY s.ord)
+                        <= %(cap)s AS examined
+            FROM stage_line s
+            """,
+            p,
+        )
+        _run("ANALYZE line")
+    else:
+        _run("CREATE TEMP VIEW line AS SELECT s.*, true AS examined FROM stage_line s")
 
     # ID resolution: one row per (line, profile); a DPUUID mapped to N profiles fans out.
     if platform_uuids:
@@ -114,6 +130,7 @@ def apply_staged_batch(
             WHERE l.examined AND l.id_problem IS NULL
         """
     _run(f"CREATE TEMP TABLE hit ON COMMIT DROP AS {resolve}")
+    _run("ANALYZE hit")
     resolved = (
         "(l.id_problem IS NULL AND l.examined)"
         if platform_uuids
@@ -121,7 +138,7 @@ def apply_staged_batch(
     )
     _run(
         f"""
-        CREATE TEMP TABLE line_outcome ON COMMIT DROP AS
+        CREATE TEMP VIEW line_outcome AS
         SELECT l.ord, l.file_no, l.line_no, l.user_id, l.line_start, l.examined, l.id_problem,
                l.signals, l.unused, l.failed, l.adds, l.removes, l.id_dpid,
                {resolved} AS resolved
@@ -151,9 +168,6 @@ def apply_staged_batch(
         FROM line_outcome
         """
     )
-    (result.total_realized_traits,) = _one(
-        "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
-    )
 
     # Every realization and removal, per profile, in batch order.
     _run(
@@ -166,6 +180,8 @@ def apply_staged_batch(
         FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.removes) AS r(sid)
         """
     )
+    _run("ANALYZE op")
+    (result.total_realized_traits,) = _one("SELECT count(*) FROM op WHERE is_add")
     _run(
         """
         CREATE TEMP TABLE old ON COMMIT DROP AS
@@ -208,27 +224,44 @@ def apply_staged_batch(
         )
         (result.total_devices,) = _one("SELECT count(*) FROM newmap")
     else:
-        # Each operation sees the state left by the previous one on the same (profile, trait).
+        # Per (profile, trait): is the last operation a realization? Most pairs only see
+        # realizations; only pairs with a removal need the operations in order.
+        _run(
+            """
+            CREATE TEMP TABLE pair ON COMMIT DROP AS
+            SELECT profile_id, sid,
+                   coalesce(max(ord) FILTER (WHERE is_add), -1)
+                       > coalesce(max(ord) FILTER (WHERE NOT is_add), -1) AS last_add,
+                   bool_or(NOT is_add) AS has_removal
+            FROM op GROUP BY profile_id, sid
+            """
+        )
+        # A removal counts when the profile held the trait just before it: the previous
+        # operation on the pair was a realization, or (for the first) the stored state.
         _run(
             f"""
-            CREATE TEMP TABLE seq ON COMMIT DROP AS
-            SELECT op.profile_id, op.sid, op.is_add,
-                   coalesce(lag(op.is_add) OVER w, coalesce({held.format(sid="op.sid")}, false))
-                       AS held_before,
-                   row_number() OVER (PARTITION BY op.profile_id, op.sid ORDER BY op.ord DESC)
-                       = 1 AS is_last
-            FROM op
-            LEFT JOIN old o ON o.profile_id = op.profile_id
-            LEFT JOIN ttl t ON t.sid = op.sid
-            WINDOW w AS (PARTITION BY op.profile_id, op.sid ORDER BY op.ord)
+            CREATE TEMP TABLE removal ON COMMIT DROP AS
+            SELECT q.profile_id, q.sid FROM (
+                SELECT op.profile_id, op.sid, op.is_add,
+                       coalesce(lag(op.is_add) OVER w, coalesce({held.format(sid="op.sid")}, false))
+                           AS held_before
+                FROM op
+                JOIN pair USING (profile_id, sid)
+                LEFT JOIN old o ON o.profile_id = op.profile_id
+                LEFT JOIN ttl t ON t.sid = op.sid
+                WHERE pair.has_removal
+                WINDOW w AS (PARTITION BY op.profile_id, op.sid ORDER BY op.ord)
+            ) q WHERE NOT q.is_add AND q.held_before
             """,
             p,
         )
-        result.total_removed_traits, result.total_devices = _one(
+        (result.total_removed_traits,) = _one("SELECT count(*) FROM removal")
+        (result.total_devices,) = _one(
             """
-            SELECT count(*) FILTER (WHERE NOT is_add AND held_before),
-                   count(DISTINCT profile_id) FILTER (WHERE is_add OR held_before)
-            FROM seq
+            SELECT count(*) FROM (
+                SELECT DISTINCT profile_id FROM op WHERE is_add
+                UNION SELECT profile_id FROM removal
+            ) d
             """
         )
         _run(
@@ -236,11 +269,10 @@ def apply_staged_batch(
             CREATE TEMP TABLE newmap ON COMMIT DROP AS
             WITH final AS (
                 SELECT profile_id,
-                       coalesce(array_agg(sid::text) FILTER (WHERE NOT is_add), '{}') AS gone,
-                       coalesce(jsonb_object_agg(sid::text, %(now)s) FILTER (WHERE is_add),
+                       coalesce(array_agg(sid::text) FILTER (WHERE NOT last_add), '{}') AS gone,
+                       coalesce(jsonb_object_agg(sid::text, %(now)s) FILTER (WHERE last_add),
                                 '{}') AS added
-                FROM seq WHERE is_last AND (is_add OR held_before)
-                GROUP BY profile_id
+                FROM pair GROUP BY profile_id
             )
             SELECT f.profile_id, (coalesce(o.realized, '{}') - f.gone) || f.added AS realized
             FROM final f LEFT JOIN old o USING (profile_id)

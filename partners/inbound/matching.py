@@ -32,22 +32,50 @@ class LineOutcome:
 
 
 class TraitCatalog:
+    CACHE_SIZE = 100_000
+
     def __init__(self, *, target_dpid: int, traits: Iterable[CatalogTrait]) -> None:
+        self._cache: dict[tuple[tuple[Signal, ...], bool], LineOutcome] = {}
         self.target_dpid = target_dpid
         self.realizable: set[int] = set()
         self.not_realizable: set[int] = set()
-        self.rules_by_key: dict[str, list[tuple[int, TraitRule]]] = defaultdict(list)
+        # Rules that read one key are decided by that key's values alone: they are matched
+        # per key (memoized on the values); rules over several keys per trait.
+        self.single_key_rules: dict[str, list[int]] = defaultdict(list)
+        self.rules_by_key: dict[str, list[int]] = defaultdict(list)
+        self._rules: dict[int, tuple[TraitRule, tuple[str, ...]]] = {}
+        self._key_verdicts: dict[
+            str, dict[tuple[str, ...], tuple[tuple[int, ...], frozenset[tuple[str, str]]]]
+        ] = defaultdict(dict)
+        # Per trait: the values of the keys its rule reads -> (matches, signals it uses).
+        self._verdicts: dict[
+            int, dict[tuple[tuple[str, ...], ...], tuple[bool, frozenset[tuple[str, str]]]]
+        ] = defaultdict(dict)
         for trait in traits:
             if trait.dpid == target_dpid and trait.onboarded:
                 self.realizable.add(trait.sid)
                 if trait.rule is not None:
-                    keys = {c.key for c in trait_rule_comparisons(trait.rule)}
-                    for key in keys:
-                        self.rules_by_key[key].append((trait.sid, trait.rule))
+                    keys = tuple(sorted({c.key for c in trait_rule_comparisons(trait.rule)}))
+                    self._rules[trait.sid] = (trait.rule, keys)
+                    if len(keys) == 1:
+                        self.single_key_rules[keys[0]].append(trait.sid)
+                    else:
+                        for key in keys:
+                            self.rules_by_key[key].append(trait.sid)
             else:
                 self.not_realizable.add(trait.sid)
 
     def match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
+        """Memoized on the line's signals: lines of a batch repeat the same combinations."""
+        key = (tuple(signals), overwrite)
+        outcome = self._cache.get(key)
+        if outcome is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            outcome = self._cache[key] = self._match(signals, overwrite=overwrite)
+        return outcome
+
+    def _match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
         adds: dict[int, None] = {}
         removes: dict[int, None] = {}
         unused = failed = 0
@@ -75,18 +103,64 @@ class TraitCatalog:
         if values:
             used: set[tuple[str, str]] = set()
             seen: set[int] = set()
-            for key in values:
-                for sid, rule in self.rules_by_key.get(key, ()):
+            for key, key_values in values.items():
+                if key in self.single_key_rules:
+                    matched, uses = self._key_verdict(key, key_values)
+                    for sid in matched:
+                        adds[sid] = None
+                        removes.pop(sid, None)
+                    used |= uses
+                for sid in self.rules_by_key.get(key, ()):
                     if sid in seen:
                         continue
                     seen.add(sid)
-                    if not trait_rule_matches(rule, values):
-                        continue
-                    adds[sid] = None
-                    removes.pop(sid, None)
-                    for comparison in trait_rule_comparisons(rule):
-                        for value in values.get(comparison.key, ()):
-                            if comparison_holds(comparison, value):
-                                used.add((comparison.key, value))
+                    matches, uses = self._verdict(sid, values)
+                    if matches:
+                        adds[sid] = None
+                        removes.pop(sid, None)
+                        used |= uses
             unused += sum(1 for k, vs in values.items() for v in vs if (k, v) not in used)
         return LineOutcome(tuple(adds), tuple(removes), len(signals), unused, failed)
+
+    def _key_verdict(
+        self, key: str, key_values: list[str]
+    ) -> tuple[tuple[int, ...], frozenset[tuple[str, str]]]:
+        """The one-key rules on ``key`` that its values satisfy, and the signals they use."""
+        memo = self._key_verdicts[key]
+        memo_key = tuple(key_values)
+        verdict = memo.get(memo_key)
+        if verdict is None:
+            matched: list[int] = []
+            uses: set[tuple[str, str]] = set()
+            line = {key: key_values}
+            for sid in self.single_key_rules[key]:
+                found, used = self._verdict(sid, line)
+                if found:
+                    matched.append(sid)
+                    uses |= used
+            if len(memo) >= 10_000:
+                memo.clear()
+            verdict = memo[memo_key] = (tuple(matched), frozenset(uses))
+        return verdict
+
+    def _verdict(
+        self, sid: int, values: dict[str, list[str]]
+    ) -> tuple[bool, frozenset[tuple[str, str]]]:
+        """Whether trait ``sid``'s rule matches, and which signals it uses. Memoized on the
+        values of the keys the rule reads, which repeat from line to line."""
+        rule, keys = self._rules[sid]
+        memo = self._verdicts[sid]
+        key = tuple(tuple(values.get(k, ())) for k in keys)
+        verdict = memo.get(key)
+        if verdict is None:
+            matches = trait_rule_matches(rule, values)
+            uses = frozenset(
+                (comparison.key, value)
+                for comparison in trait_rule_comparisons(rule)
+                for value in values.get(comparison.key, ())
+                if matches and comparison_holds(comparison, value)
+            )
+            if len(memo) >= 10_000:
+                memo.clear()
+            verdict = memo[key] = (matches, uses)
+        return verdict

@@ -7,7 +7,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import django_rq
+from django.conf import settings
 from django.db import transaction
+from rq import Retry
 from django.utils import timezone
 
 from partners.inbound.apply import apply_staged_batch, line_errors_store
@@ -20,6 +23,7 @@ from partners.inbound.stage import (
     ERROR_TYPES,
     LINE_COLUMNS,
     LINE_TYPES,
+    batch_relations_drop,
     stage_rows,
     staging_create,
 )
@@ -183,6 +187,24 @@ def inbound_files_register(*, paths: list[Path], partner: Partner | None = None)
     return Registration(batches, duplicates)
 
 
+def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
+    """Queue the batch for an RQ worker once the current transaction commits.
+
+    One job per batch (the job ID is the batch's), on the ``inbound`` queue, with RQ's own
+    retries: a worker that dies mid-batch leaves no trace in the database, and the retry
+    (found by a live worker's maintenance pass) processes the batch from the start.
+    """
+    queue = django_rq.get_queue("inbound")
+    queue.enqueue(
+        "partners.inbound.jobs.inbound_batch_process_job",
+        batch.pk,
+        job_id=f"inbound-batch-{batch.pk}",
+        job_timeout=settings.INBOUND_JOB_TIMEOUT,
+        retry=Retry(max=settings.INBOUND_RETRY_MAX, interval=settings.INBOUND_RETRY_INTERVALS),
+        description=f"Process inbound batch {batch.key} (#{batch.pk})",
+    )
+
+
 def _catalog(target: DataSource) -> TraitCatalog:
     traits = [
         CatalogTrait(
@@ -291,6 +313,7 @@ def _process_traits(batch: InboundBatch, *, started: object) -> Receipt:
     sample = line_errors_store(
         batch_id=batch.pk, file_names=[f.name for f in files], target_dpid=target.dpid
     )
+    batch_relations_drop()
     processed = tally.received - result.over_line_limit
     receipt = Receipt.objects.create(
         batch=batch,

@@ -51,17 +51,40 @@ def ord_of(file_no: int, line_no: int) -> int:
     return (file_no << 40) | line_no
 
 
-# Every temporary table a batch creates (stage, apply, membership). They drop at commit; a
-# caller that runs two batches in one outer transaction (tests) needs them dropped sooner.
-BATCH_TABLES = (
-    "stage_line, stage_error, line, hit, line_outcome, op, old, ttl, seq, newmap,"
-    " batch_error, touched_trait_map"
-)
+# Every temporary relation a batch creates (stage, apply, membership). Tables drop at commit;
+# views do not, so they are dropped when the batch is done; and a caller that runs two
+# batches in one transaction (tests, `ingest` of several batches) needs all of them gone.
+BATCH_RELATIONS = [
+    "stage_line",
+    "stage_error",
+    "line",
+    "line_outcome",
+    "hit",
+    "op",
+    "old",
+    "ttl",
+    "pair",
+    "removal",
+    "newmap",
+    "batch_error",
+    "touched_trait_map",
+]
+
+
+def batch_relations_drop() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, relkind FROM pg_class"
+            " WHERE relnamespace = pg_my_temp_schema() AND relname = ANY(%s)",
+            [BATCH_RELATIONS],
+        )
+        for name, kind in cursor.fetchall():
+            cursor.execute(f"DROP {'VIEW' if kind == 'v' else 'TABLE'} IF EXISTS {name} CASCADE")
 
 
 def staging_create() -> None:
+    batch_relations_drop()
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {BATCH_TABLES}")
         cursor.execute(STAGE_LINE)
         cursor.execute(STAGE_ERROR)
 

@@ -1,0 +1,75 @@
+"""A receipt as text and as JSON (the e-mail, the CLI and the API show the same thing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partners.models import InboundBatch, Receipt
+
+# SPEC §4: the counters, in this order, with these names.
+S2S_COUNTERS = (
+    ("records_received", "Records received"),
+    ("format_errors", "Format errors"),
+    ("invalid_ids", "Invalid ID"),
+    ("no_matching_ids", "No matching ID"),
+    ("no_trait_realized", "No trait realized"),
+    ("records_processed", "Records processed"),
+    ("stored_records", "Stored records"),
+    ("total_devices", "Total devices"),
+    ("total_signals", "Total signals"),
+    ("total_unused_signals", "Total unused signals"),
+    ("total_realized_traits", "Total realized traits"),
+    ("total_removed_traits", "Total removed traits"),
+    ("total_traits_failed_validation", "Total traits failed validation"),
+    ("total_users_with_failed_traits", "Total users with traits that failed validation"),
+)
+IDSYNC_COUNTERS = (
+    ("records_received", "Records received"),
+    ("mappings_created", "Mappings created"),
+    ("mappings_refreshed", "Mappings refreshed"),
+    ("rejected", "Rejected"),
+)
+
+
+def receipt_counters(receipt: Receipt) -> tuple[tuple[str, str], ...]:
+    return IDSYNC_COUNTERS if receipt.batch.kind == InboundBatch.Kind.ID_SYNC else S2S_COUNTERS
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    files = list(receipt.batch.files.order_by("split", "name").values_list("name", flat=True))
+    data: dict[str, Any] = {"files": files}
+    for field, _ in receipt_counters(receipt):
+        data[field] = getattr(receipt, field)
+    if receipt.batch.kind != InboundBatch.Kind.ID_SYNC:
+        data["job_start"] = receipt.job_start.isoformat()
+        data["job_end"] = receipt.job_end.isoformat()
+    data["errors"] = receipt.errors_sample
+    return data
+
+
+def receipt_text(receipt: Receipt) -> str:
+    batch = receipt.batch
+    target = batch.target
+    lines = [
+        f"Server-to-Server processing result: {batch.partner.name} (DPID {target.dpid})",
+        "",
+        "Files processed together:",
+        *(
+            f"  {name}"
+            for name in batch.files.order_by("split", "name").values_list("name", flat=True)
+        ),
+        "",
+    ]
+    width = max(len(label) for _, label in receipt_counters(receipt))
+    for field, label in receipt_counters(receipt):
+        lines.append(f"{label:<{width}}  {getattr(receipt, field):>12,}")
+    lines.append(f"{'Job start time':<{width}}  {receipt.job_start:%Y-%m-%d %H:%M:%S} UTC")
+    lines.append(f"{'Job end time':<{width}}  {receipt.job_end:%Y-%m-%d %H:%M:%S} UTC")
+    if receipt.errors_sample:
+        lines += ["", "Errors (the first 10 of each kind):"]
+        for error in receipt.errors_sample:
+            lines.append(
+                f"  {error['file']} line {error['line']}: {error['kind'].replace('_', ' ')}:"
+                f" {error['reason']} | {error['start'][:60]}"
+            )
+    return "\n".join(lines)
