@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -135,7 +136,7 @@ def _pipeline(files: list[Path], *, statements: int) -> tuple[float, int, int]:
 
     timings: list[tuple[float, str]] = []
 
-    def timed(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         started = time.perf_counter()
         try:
             return execute(sql, params, many, context)

@@ -216,7 +216,8 @@ def _process(batch: InboundBatch, *, started: datetime) -> Receipt:
             params,
         )
         cursor.execute(
-            "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM idsync_fresh"
+            "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created)"
+            " FROM idsync_fresh"
         )
         created, refreshed = cursor.fetchone() or (0, 0)
     _pending_apply(now=int(now.timestamp()))

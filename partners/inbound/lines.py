@@ -121,10 +121,7 @@ def parse_signal(token: str) -> Signal:
         removal = _REMOVAL.fullmatch(signal)
         if removal:
             return ("unsid", int(removal.group(1)))
-        if '"' in signal:
-            code = _unquote(signal, "code", signal)
-        else:
-            code = signal
+        code = _unquote(signal, "code", signal) if '"' in signal else signal
         if ":" in code and _SID.fullmatch(code.split(":", 1)[0]):
             raise LineFormatError(f"'{signal}': a trait removal is written SID:0 or SID:-1")
         return ("code", code.casefold())

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from rq import Retry
 from django.utils import timezone
+from rq import Retry
 
 from partners.inbound.apply import apply_staged_batch, line_errors_store
 from partners.inbound.lines import DEVICE_ID_TYPES
@@ -262,7 +263,7 @@ def batch_mark_failed(batch: InboundBatch, reason: str) -> None:
         batch.files.update(status=InboundFile.Status.FAILED, error=reason)
 
 
-def _process_traits(batch: InboundBatch, *, started: object) -> Receipt:
+def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
     files = list(batch.files.order_by("split", "name"))
     target = batch.target
     ids = batch.data_source

@@ -14,7 +14,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.conf import settings
 
@@ -65,7 +65,9 @@ def _gpg_decrypted(source: IO[bytes]) -> Iterator[IO[bytes]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert process.stdin and process.stdout and process.stderr
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
 
     def feed() -> None:
         assert process.stdin
@@ -107,7 +109,7 @@ def open_plain(path: str | Path, compression: Compression) -> Iterator[IO[bytes]
             compressed = _LimitedReader(raw, limit=MAX_COMPRESSED_BYTES, what="compressed file")
             source: IO[bytes] = io.BufferedReader(compressed, 1024 * 1024)
             if compression is Compression.GZIP:
-                inflated: IO[bytes] = gzip.GzipFile(fileobj=source, mode="rb")
+                inflated: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=source, mode="rb"))
             else:
                 inflated = stack.enter_context(_gpg_decrypted(source))
             limited = _LimitedReader(inflated, limit=MAX_UNCOMPRESSED_BYTES, what="file")

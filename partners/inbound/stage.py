@@ -91,8 +91,10 @@ def staging_create() -> None:
 
 def stage_rows(table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
     """COPY ``rows`` into a staging table (binary COPY: no text escaping of partner data)."""
-    with connection.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)

@@ -1,5 +1,23 @@
 from __future__ import annotations
 
+import gzip
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
+from partners.models import InboundBatch, InboundFile, LineError, PendingRecord
+from segments.models import Profile, ProfileTraits, Segment, SegmentMembership
+from tests.factories import (
+    DataSourceFactory,
+    IDMappingFactory,
+    ProfileFactory,
+    SegmentFactory,
+    TraitFactory,
+    random_uuid,
+)
 from tests.partners.inbound.conftest import Deliver, World, counters, expect
 
 
@@ -36,25 +54,6 @@ def test_the_spec_worked_example(world: World, deliver: Deliver) -> None:
         ("trait_failed_validation", 2),
     ]
 
-
-import gzip
-from datetime import timedelta
-from pathlib import Path
-
-import pytest
-from django.utils import timezone
-
-from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
-from partners.models import InboundBatch, InboundFile, LineError, PendingRecord
-from segments.models import Profile, ProfileTraits, SegmentMembership
-from tests.factories import (
-    DataSourceFactory,
-    IDMappingFactory,
-    ProfileFactory,
-    SegmentFactory,
-    TraitFactory,
-    random_uuid,
-)
 
 SYNC = "ftp_dpm_21_1700000000.sync"
 
@@ -111,7 +110,7 @@ def test_overwrite_replaces_the_users_traits_and_ignores_removals(
     world: World, deliver: Deliver
 ) -> None:
     TraitFactory.create(sid=12, data_source=world.source)
-    world.u3 = IDMappingFactory.create(data_source=world.source, dpuuid="u3").profile
+    u3 = IDMappingFactory.create(data_source=world.source, dpuuid="u3").profile
     # Day 1: incremental.
     deliver({SYNC: "u1\td_sid=10,d_sid=11\nu2\td_sid=10\nu3\td_sid=11\n"})
     # Day 2: u1 and u2 are sent in full; u3 is not in the file and keeps its traits.
@@ -120,7 +119,7 @@ def test_overwrite_replaces_the_users_traits_and_ignores_removals(
     )
     assert world.held(world.u1) == {12}
     assert world.held(world.u2) == {10, 11}
-    assert world.held(world.u3) == {11}
+    assert world.held(u3) == {11}
     assert counters(receipt) == expect(
         records_received=2,
         records_processed=2,
@@ -380,7 +379,7 @@ def test_segment_membership_follows_the_batch(world: World, deliver: Deliver) ->
     paused = SegmentFactory.create(sid=503, data_source=world.source, rule="11T", status="paused")
     deliver({SYNC: "u1\td_sid=10,d_sid=11\nu2\td_sid=11\n"})
 
-    def members(segment: object) -> set[int]:
+    def members(segment: Segment) -> set[int]:
         return set(
             SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True)
         )
