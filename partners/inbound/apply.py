@@ -113,8 +113,10 @@ def apply_staged_batch(
         _run(
             """
             INSERT INTO segments_profile (uuid, created_at)
-            SELECT DISTINCT user_id, now() FROM line
-            WHERE examined AND id_problem IS NULL AND cardinality(adds) > 0
+            SELECT DISTINCT l.user_id, now() FROM line l
+            WHERE l.examined AND l.id_problem IS NULL AND cardinality(l.adds) > 0
+              -- most of our own UUIDs are known: skip them before the insert, not in it
+              AND NOT EXISTS (SELECT 1 FROM segments_profile p WHERE p.uuid = l.user_id)
             ON CONFLICT (uuid) DO NOTHING
             """
         )
@@ -168,6 +170,11 @@ def apply_staged_batch(
         FROM line_outcome
         """
     )
+
+    (has_removals,) = _one("SELECT EXISTS (SELECT 1 FROM line WHERE cardinality(removes) > 0)")
+    if not overwrite and not has_removals:
+        _realizations_only_apply(result, p)
+        return _finish(result, p, keep_pending=keep_pending)
 
     # Every realization and removal, per profile, in batch order.
     _run(
@@ -279,6 +286,34 @@ def apply_staged_batch(
             """,
             p,
         )
+    return _finish(result, p, keep_pending=keep_pending and not overwrite)
+
+
+def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
+    """The common daily file: only realizations, so no operation order to respect."""
+    (result.total_realized_traits,) = _one(
+        "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
+    )
+    _run(
+        """
+        CREATE TEMP TABLE newmap ON COMMIT DROP AS
+        WITH added AS (
+            SELECT h.profile_id, jsonb_object_agg(a.sid::text, %(now)s) AS added
+            FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
+            GROUP BY h.profile_id
+        )
+        SELECT a.profile_id, coalesce(pt.realized, '{}') || a.added AS realized
+        FROM added a
+        LEFT JOIN segments_profiletraits pt
+               ON pt.profile_id = a.profile_id AND pt.data_source_id = %(target)s
+        """,
+        p,
+    )
+    (result.total_devices,) = _one("SELECT count(*) FROM newmap")
+
+
+def _finish(result: ApplyResult, p: dict[str, Any], *, keep_pending: bool) -> ApplyResult:
+    """Store the new trait maps, and keep unmatched cross-device records for later."""
     _run(
         """
         INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
@@ -289,7 +324,7 @@ def apply_staged_batch(
         p,
     )
 
-    if keep_pending and not overwrite:
+    if keep_pending:
         result.pending_records = _run(
             """
             INSERT INTO partners_pendingrecord
