@@ -6,7 +6,18 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from partners.models import DataSource, IDMapping, Partner, PartnerUser, ReceiptRecipient
+from partners.models import (
+    DataSource,
+    IDMapping,
+    InboundBatch,
+    InboundFile,
+    LineError,
+    Partner,
+    PartnerUser,
+    PendingRecord,
+    Receipt,
+    ReceiptRecipient,
+)
 from partners.selectors import (
     data_source_last_sync_expression,
     data_source_mapping_count_expression,
@@ -154,4 +165,65 @@ class IDMappingAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("=dpuuid", "=profile__uuid")
     search_help_text = "Look up a mapping by its exact DPUUID or platform UUID."
     list_filter = ("last_seen_at",)
+    show_full_result_count = False
+
+
+# --------------------------------------------------------------------------- the exchange
+
+
+class InboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = InboundFile
+    fields = ("name", "split", "size", "sha256", "status", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(InboundBatch)
+class InboundBatchAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("key", "partner", "target", "kind", "status", "created_at", "finished_at")
+    list_filter = ("status", "kind", "overwrite")
+    list_select_related = ("partner", "target")
+    search_fields = ("key", "=partner__pid", "=target__dpid")
+    date_hierarchy = "created_at"
+    inlines = (InboundFileInline,)
+
+
+@admin.register(InboundFile)
+class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("name", "partner", "batch", "size", "status", "received_at")
+    list_filter = ("status",)
+    list_select_related = ("partner", "batch")
+    search_fields = ("name", "sha256", "=partner__pid")
+
+
+@admin.register(Receipt)
+class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "batch",
+        "records_received",
+        "stored_records",
+        "format_errors",
+        "no_matching_ids",
+        "job_end",
+    )
+    list_select_related = ("batch",)
+    search_fields = ("batch__key", "=batch__partner__pid")
+    date_hierarchy = "job_end"
+
+
+@admin.register(LineError)
+class LineErrorAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("batch", "file_name", "line_number", "kind", "reason", "line_start")
+    list_filter = ("kind",)
+    list_select_related = ("batch",)
+    search_fields = ("file_name", "batch__key")
+    show_full_result_count = False
+
+
+@admin.register(PendingRecord)
+class PendingRecordAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("data_source", "dpuuid", "target", "adds", "realized_at")
+    list_select_related = ("data_source", "target")
+    search_fields = ("=dpuuid",)
     show_full_result_count = False

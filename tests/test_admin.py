@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib import admin
@@ -11,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from openpyxl import load_workbook
 
+from partners.inbound.services import inbound_batch_process, inbound_files_register
 from partners.models import DataSource
 from portal.demo import demo_workbook
 from segments.models import Trait
@@ -25,7 +27,17 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 MODELS: list[type[Model]] = list(admin.site._registry)
-VIEW_ONLY = {"idmapping", "profile", "segmentmembership", "dashboard"}
+VIEW_ONLY = {
+    "idmapping",
+    "profile",
+    "segmentmembership",
+    "dashboard",
+    "inboundbatch",
+    "inboundfile",
+    "receipt",
+    "lineerror",
+    "pendingrecord",
+}
 
 
 def admin_url(model: type[Model], view: str, *args: object) -> str:
@@ -33,13 +45,18 @@ def admin_url(model: type[Model], view: str, *args: object) -> str:
 
 
 @pytest.fixture
-def populated() -> None:
+def populated(tmp_path: Path) -> None:
     """A little of everything, so changelists render real rows and computed columns."""
     trait = TraitFactory.create()
     profile = ProfileFactory.create()
     realize(profile, trait)
-    IDMappingFactory.create(data_source=trait.data_source, profile=profile)
+    IDMappingFactory.create(data_source=trait.data_source, profile=profile, dpuuid="known")
     SegmentMembershipFactory.create(profile=profile)
+    trait.data_source.id_type = "cross_device"
+    trait.data_source.save()
+    path = tmp_path / f"ftp_dpm_{trait.data_source_id}_1700000000.sync"
+    path.write_text(f"known\td_sid={trait.sid}\nlater\td_sid={trait.sid}\nbad line\n")
+    inbound_batch_process(batch_id=inbound_files_register(paths=[path]).batches[0].pk)
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m._meta.model_name)
