@@ -294,25 +294,12 @@ def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
     (result.total_realized_traits,) = _one(
         "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
     )
-    # Most profiles are touched by one line: their new traits come straight from that line's
-    # array, without aggregating (realization times are stored as text: "1700000000").
     _run(
         """
         CREATE TEMP TABLE newmap ON COMMIT DROP AS
-        WITH touched AS (
-            SELECT h.profile_id, min(h.ord) AS ord, count(*) AS lines
-            FROM hit h JOIN line l USING (ord) WHERE cardinality(l.adds) > 0
-            GROUP BY h.profile_id
-        ), added AS (
-            SELECT t.profile_id,
-                   jsonb_object(l.adds::text[],
-                                array_fill(%(now)s::text, ARRAY[cardinality(l.adds)])) AS added
-            FROM touched t JOIN line l USING (ord) WHERE t.lines = 1
-            UNION ALL
-            SELECT h.profile_id, jsonb_object_agg(a.sid::text, %(now)s::text)
-            FROM touched t JOIN hit h USING (profile_id) JOIN line l ON l.ord = h.ord
-            CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
-            WHERE t.lines > 1
+        WITH added AS (
+            SELECT h.profile_id, jsonb_object_agg(a.sid::text, %(now)s) AS added
+            FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
             GROUP BY h.profile_id
         )
         SELECT a.profile_id, coalesce(pt.realized, '{}') || a.added AS realized
