@@ -399,3 +399,30 @@ def test_expired_traits_do_not_count_as_held(world: World, deliver: Deliver) -> 
     ProfileTraits.objects.filter(profile=world.u1).update(realized={"10": old})
     receipt = deliver({"ftp_dpm_21_1700086400.sync": "u1\td_unsid=10\n"})
     assert receipt.total_removed_traits == 0
+
+
+def test_a_gzip_bomb_is_stopped_at_the_uncompressed_limit(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real limit is 5 GB; the same check at 1 MB keeps the test small.
+    monkeypatch.setattr("partners.inbound.sources.MAX_UNCOMPRESSED_BYTES", 1024 * 1024)
+    path = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
+    with gzip.open(path, "wb") as out:
+        for _ in range(200):
+            out.write(b"u1\td_sid=10\n" * 1000)  # 2.4 MB inflated, a few KB compressed
+    batch = inbound_files_register(paths=[path]).batches[0]
+    with pytest.raises(InboundRejected, match=r"the file is larger than the [0-9.]+ GB limit"):
+        inbound_batch_process(batch_id=batch.pk)
+    assert not ProfileTraits.objects.exists()
+
+
+def test_one_endless_line_is_one_format_error(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(b"u1\t")
+        for _ in range(50):
+            out.write(b"d_sid=10," * 100_000)  # 45 MB on one line, never held whole
+        out.write(b"d_sid=10\nu2\td_sid=11\n")
+    receipt = inbound_batch_process(batch_id=inbound_files_register(paths=[path]).batches[0].pk)
+    assert (receipt.records_received, receipt.format_errors, receipt.stored_records) == (2, 1, 1)
+    assert world.held(world.u2) == {11}
