@@ -53,6 +53,7 @@ def _setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")  # required, never used
     import django
 
     django.setup()

@@ -9,8 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO
+from typing import IO, NamedTuple
 
 MAX_LINE_BYTES = 102_400
 LINE_START_CHARS = 80
@@ -29,8 +28,7 @@ class LineFormatError(ValueError):
 Signal = tuple[str, int] | tuple[str, str] | tuple[str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class RawLine:
+class RawLine(NamedTuple):  # a NamedTuple: millions are made, and it is the cheapest
     number: int  # 1-based physical line number in the file
     text: str | None  # decoded, without the line ending; None when unreadable
     error: str | None  # why the line could not be read

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from partners.inbound.lines import Signal
 from segments.rules import TraitRule, comparison_holds, trait_rule_comparisons, trait_rule_matches
@@ -22,10 +23,9 @@ class CatalogTrait:
     rule: TraitRule | None
 
 
-@dataclass(frozen=True, slots=True)
-class LineOutcome:
-    adds: tuple[int, ...]
-    removes: tuple[int, ...]
+class LineOutcome(NamedTuple):
+    adds: list[int]
+    removes: list[int]
     signals: int
     unused: int  # signals that map to no trait at all
     failed: int  # references to traits that may not be realized here (another data source)
@@ -76,30 +76,36 @@ class TraitCatalog:
         return outcome
 
     def _match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
+        realizable, not_realizable = self.realizable, self.not_realizable
         adds: dict[int, None] = {}
         removes: dict[int, None] = {}
         unused = failed = 0
-        values: dict[str, list[str]] = defaultdict(list)
+        values: dict[str, list[str]] = {}
         for signal in signals:
             kind = signal[0]
             if kind == "sid" or kind == "unsid":
-                sid = signal[1]
-                assert isinstance(sid, int)
-                if sid in self.realizable:
+                sid: Any = signal[1]
+                if sid in realizable:
                     if kind == "sid":
                         adds[sid] = None
-                        removes.pop(sid, None)
+                        if removes:
+                            removes.pop(sid, None)
                     elif not overwrite:  # .overwrite ignores removals
                         removes[sid] = None
                         adds.pop(sid, None)
-                elif sid in self.not_realizable:
+                elif sid in not_realizable:
                     failed += 1
                 else:
                     unused += 1
-            elif kind == "code":
-                values["ic"].append(str(signal[1]))
+                continue
+            key: Any
+            value: Any
+            key, value = ("ic", signal[1]) if kind == "code" else (signal[1], signal[2])  # type: ignore[misc]
+            listed = values.get(key)
+            if listed is None:
+                values[key] = [value]
             else:
-                values[str(signal[1])].append(str(signal[2]))  # type: ignore[misc]
+                listed.append(value)
         if values:
             used: set[tuple[str, str]] = set()
             seen: set[int] = set()
@@ -120,7 +126,7 @@ class TraitCatalog:
                         removes.pop(sid, None)
                         used |= uses
             unused += sum(1 for k, vs in values.items() for v in vs if (k, v) not in used)
-        return LineOutcome(tuple(adds), tuple(removes), len(signals), unused, failed)
+        return LineOutcome(list(adds), list(removes), len(signals), unused, failed)
 
     def _key_verdict(
         self, key: str, key_values: list[str]

@@ -91,7 +91,7 @@ def staged_line_rows(
             outcome.signals,
             outcome.unused,
             outcome.failed,
-            list(outcome.adds),
-            list(outcome.removes),
+            outcome.adds,
+            outcome.removes,
             raw.start,
         )
