@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -76,10 +78,11 @@ class DemoSeed:
     users: list[DemoUser]
 
 
-def demo_workbook() -> io.BytesIO:
+def workbook_bytes(sheets: Mapping[str, Any]) -> io.BytesIO:
+    """An XLSX workbook with one sheet per entry (its rows, header first), in memory."""
     workbook = Workbook()
     workbook.remove(workbook.active)  # type: ignore[arg-type]
-    for name, rows in DEMO_TAXONOMY.items():
+    for name, rows in sheets.items():
         sheet = workbook.create_sheet(name)
         for row in rows:
             sheet.append(row)
@@ -87,6 +90,10 @@ def demo_workbook() -> io.BytesIO:
     workbook.save(buffer)
     buffer.seek(0)
     return buffer
+
+
+def demo_workbook() -> io.BytesIO:
+    return workbook_bytes(DEMO_TAXONOMY)
 
 
 @transaction.atomic

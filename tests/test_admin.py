@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 
 from partners.inbound.services import inbound_batch_process, inbound_files_register
 from partners.models import DataSource
-from portal.demo import demo_workbook
+from portal.demo import demo_workbook, workbook_bytes
 from segments.models import Trait
 from tests.factories import (
     IDMappingFactory,
@@ -169,8 +169,6 @@ def test_taxonomy_page_exports_and_imports(admin_client: Client) -> None:
 
 
 def test_taxonomy_page_lists_every_problem(admin_client: Client) -> None:
-    from tests.segments.test_taxonomy import workbook_bytes
-
     bad = workbook_bytes({"Partners": [["pid", "slug", "name"], [0, "ok", "A"], [2, "b!", "B"]]})
     response = admin_client.post(reverse("admin:taxonomy"), {"workbook": _upload(bad.getvalue())})
     page = response.content.decode()

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
+from partners.inbound.apply import line_errors_persist
 from partners.inbound.lines import read_lines, user_id_problem
 from partners.inbound.names import parse_inbound_file_name
 from partners.inbound.parse import MAX_STORED_ERRORS
@@ -25,7 +26,6 @@ from partners.models import DataSource, InboundBatch, InboundFile, Receipt
 from segments.membership import segment_memberships_refresh
 
 IDSYNC_TABLES = "idsync_stage, idsync_error, idsync_master, idsync_fresh, pending_applied"
-SAMPLE_PER_KIND = 10
 
 
 class _Tally:
@@ -95,29 +95,8 @@ def _run(sql: str, params: dict[str, Any] | None = None) -> int:
         return int(cursor.rowcount)
 
 
-def idsync_batch_process(*, batch_id: int) -> Receipt:
-    """Apply an ID-sync batch, all or nothing; return its receipt."""
-    batch = InboundBatch.objects.get(pk=batch_id)
-    if batch.status == InboundBatch.Status.PROCESSED:
-        return batch.receipt
-    started = timezone.now()
-    InboundBatch.objects.filter(pk=batch.pk).update(
-        status=InboundBatch.Status.PROCESSING, started_at=started, error=""
-    )
-    try:
-        with transaction.atomic():
-            batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
-            if batch.status == InboundBatch.Status.PROCESSED:
-                return batch.receipt
-            return _process(batch, started=started)
-    except UnreadableFileError as exc:
-        from partners.inbound.services import InboundRejected, batch_mark_failed
-
-        batch_mark_failed(batch, str(exc))
-        raise InboundRejected(batch.key, str(exc)) from exc
-
-
-def _process(batch: InboundBatch, *, started: datetime) -> Receipt:
+def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
+    """Apply an ID-sync batch inside the caller's transaction (see inbound_batch_process)."""
     files = list(batch.files.order_by("split", "name"))
     parsed = parse_inbound_file_name(files[0].name)
     sources = DataSource.objects.in_bulk([d for d in parsed.column_dpids if d])
@@ -222,31 +201,9 @@ def _process(batch: InboundBatch, *, started: datetime) -> Receipt:
         created, refreshed = cursor.fetchone() or (0, 0)
     _pending_apply(now=int(now.timestamp()))
 
-    with connection.cursor() as cursor:
-        names = [f.name for f in files]
-        cursor.execute(
-            """
-            INSERT INTO partners_lineerror
-                (batch_id, file_name, line_number, kind, reason, line_start)
-            SELECT %(batch)s, (%(files)s::text[])[file_no + 1], line_no, kind, left(reason, 500),
-                   left(line_start, 100)
-            FROM idsync_error ORDER BY file_no, line_no LIMIT %(limit)s
-            """,
-            {"batch": batch.pk, "files": names, "limit": MAX_STORED_ERRORS},
-        )
-        cursor.execute(
-            """
-            SELECT (%(files)s::text[])[file_no + 1], line_no, kind, reason, line_start FROM (
-                SELECT *, row_number() OVER (PARTITION BY kind ORDER BY file_no, line_no) AS n
-                FROM idsync_error
-            ) e WHERE n <= %(sample)s ORDER BY kind, file_no, line_no
-            """,
-            {"files": names, "sample": SAMPLE_PER_KIND},
-        )
-        sample = [
-            {"file": f, "line": n, "kind": k, "reason": r, "start": s}
-            for f, n, k, r, s in cursor.fetchall()
-        ]
+    sample = line_errors_persist(
+        batch_id=batch.pk, file_names=[f.name for f in files], errors_table="idsync_error"
+    )
     receipt = Receipt.objects.create(
         batch=batch,
         records_received=tally.received,

@@ -369,24 +369,33 @@ def line_errors_store(
         """,
         {"target": target_dpid},
     )
+    return line_errors_persist(batch_id=batch_id, file_names=file_names, errors_table="batch_error")
+
+
+def line_errors_persist(
+    *, batch_id: int, file_names: list[str], errors_table: str
+) -> list[dict[str, Any]]:
+    """Keep a batch's rejected lines (the first 100,000, in file order) from a temporary
+    table (file_no, line_no, kind, reason, line_start); return the receipt's sample: the
+    first 10 of each kind."""
     params = {"batch": batch_id, "files": file_names, "limit": MAX_STORED_ERRORS}
     _run(
-        """
+        f"""
         INSERT INTO partners_lineerror
             (batch_id, file_name, line_number, kind, reason, line_start)
         SELECT %(batch)s, (%(files)s::text[])[file_no + 1], line_no, kind, left(reason, 500),
                left(line_start, 100)
-        FROM batch_error ORDER BY file_no, line_no, kind LIMIT %(limit)s
+        FROM {errors_table} ORDER BY file_no, line_no, kind LIMIT %(limit)s
         """,
         params,
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             SELECT (%(files)s::text[])[file_no + 1], line_no, kind, reason, line_start FROM (
                 SELECT *, row_number() OVER (PARTITION BY kind ORDER BY file_no, line_no) AS n
-                FROM batch_error
-            ) e WHERE n <= %(sample)s ORDER BY kind, file_no, line_no
+                FROM {errors_table}
+            ) e WHERE n <= %(sample)s
             """,
             {"files": file_names, "sample": SAMPLE_PER_KIND},
         )

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from rq import Retry
 
+from partners.idsync.files import idsync_batch_apply
 from partners.inbound.apply import apply_staged_batch, line_errors_store
 from partners.inbound.lines import DEVICE_ID_TYPES
 from partners.inbound.matching import CatalogTrait, TraitCatalog
@@ -226,7 +227,7 @@ def _id_source(source: DataSource) -> IDSource:
 
 
 def inbound_batch_process(*, batch_id: int) -> Receipt:
-    """Process a batch of trait files, all or nothing; return its receipt.
+    """Process a batch (trait files or ID-sync files), all or nothing; return its receipt.
 
     Safe to run twice: a processed batch returns its receipt, and a run that dies midway
     (even SIGKILL) rolls back entirely, so the next run starts from the old state.
@@ -234,10 +235,6 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
     batch = InboundBatch.objects.select_related("data_source", "target").get(pk=batch_id)
     if batch.status == InboundBatch.Status.PROCESSED:
         return batch.receipt
-    if batch.kind == InboundBatch.Kind.ID_SYNC:
-        from partners.idsync.files import idsync_batch_process
-
-        return idsync_batch_process(batch_id=batch_id)
     started = timezone.now()
     InboundBatch.objects.filter(pk=batch.pk).update(
         status=InboundBatch.Status.PROCESSING, started_at=started, error=""
@@ -249,13 +246,15 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
             batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
             if batch.status == InboundBatch.Status.PROCESSED:
                 return batch.receipt
+            if batch.kind == InboundBatch.Kind.ID_SYNC:
+                return idsync_batch_apply(batch, started=started)
             return _process_traits(batch, started=started)
     except UnreadableFileError as exc:
-        batch_mark_failed(batch, str(exc))
+        _batch_mark_failed(batch, str(exc))
         raise InboundRejected(batch.key, str(exc)) from exc
 
 
-def batch_mark_failed(batch: InboundBatch, reason: str) -> None:
+def _batch_mark_failed(batch: InboundBatch, reason: str) -> None:
     with transaction.atomic():
         InboundBatch.objects.filter(pk=batch.pk).update(
             status=InboundBatch.Status.FAILED, error=reason, finished_at=timezone.now()

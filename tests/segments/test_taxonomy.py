@@ -7,27 +7,14 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from openpyxl import Workbook, load_workbook
+from openpyxl import load_workbook
 
 from partners.models import DataSource, Partner, ReceiptRecipient
-from portal.demo import DEMO_TAXONOMY, demo_workbook
+from portal.demo import DEMO_TAXONOMY, demo_workbook, workbook_bytes
 from segments.models import Segment, Trait
 from segments.taxonomy import TaxonomyImportError, taxonomy_export, taxonomy_import
 
 pytestmark = pytest.mark.django_db
-
-
-def workbook_bytes(sheets: dict[str, Any]) -> io.BytesIO:
-    book = Workbook()
-    book.remove(book.active)  # type: ignore[arg-type]
-    for name, rows in sheets.items():
-        sheet = book.create_sheet(name)
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    book.save(buffer)
-    buffer.seek(0)
-    return buffer
 
 
 def exported() -> dict[str, list[tuple[Any, ...]]]:
