@@ -32,7 +32,7 @@ class LineOutcome(NamedTuple):
 
 
 class TraitCatalog:
-    CACHE_SIZE = 100_000
+    CACHE_SIZE = 10_000  # whole-line outcomes; bounded so memory stays flat on any file size
 
     def __init__(self, *, target_dpid: int, traits: Iterable[CatalogTrait]) -> None:
         self._cache: dict[tuple[tuple[Signal, ...], bool], LineOutcome] = {}
