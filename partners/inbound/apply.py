@@ -174,7 +174,7 @@ def apply_staged_batch(
     (has_removals,) = _one("SELECT EXISTS (SELECT 1 FROM line WHERE cardinality(removes) > 0)")
     if not overwrite and not has_removals:
         _realizations_only_apply(result, p)
-        return _finish(result, p, keep_pending=keep_pending)
+        return _pending_keep(result, p, keep_pending=keep_pending)
 
     # Every realization and removal, per profile, in batch order.
     _run(
@@ -286,34 +286,6 @@ def apply_staged_batch(
             """,
             p,
         )
-    return _finish(result, p, keep_pending=keep_pending and not overwrite)
-
-
-def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
-    """The common daily file: only realizations, so no operation order to respect."""
-    (result.total_realized_traits,) = _one(
-        "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
-    )
-    _run(
-        """
-        CREATE TEMP TABLE newmap ON COMMIT DROP AS
-        WITH added AS (
-            SELECT h.profile_id, jsonb_object_agg(a.sid::text, %(now)s) AS added
-            FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
-            GROUP BY h.profile_id
-        )
-        SELECT a.profile_id, coalesce(pt.realized, '{}') || a.added AS realized
-        FROM added a
-        LEFT JOIN segments_profiletraits pt
-               ON pt.profile_id = a.profile_id AND pt.data_source_id = %(target)s
-        """,
-        p,
-    )
-    (result.total_devices,) = _one("SELECT count(*) FROM newmap")
-
-
-def _finish(result: ApplyResult, p: dict[str, Any], *, keep_pending: bool) -> ApplyResult:
-    """Store the new trait maps, and keep unmatched cross-device records for later."""
     _run(
         """
         INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
@@ -323,7 +295,39 @@ def _finish(result: ApplyResult, p: dict[str, Any], *, keep_pending: bool) -> Ap
         """,
         p,
     )
+    return _pending_keep(result, p, keep_pending=keep_pending and not overwrite)
 
+
+def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
+    """The common daily file: only realizations, so no operation order to respect."""
+    (result.total_realized_traits,) = _one(
+        "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
+    )
+    # Merged in the upsert itself: no read of the stored maps, no copy of the new ones.
+    _run(
+        """
+        CREATE TEMP TABLE newmap ON COMMIT DROP AS
+        WITH added AS (
+            SELECT h.profile_id, jsonb_object_agg(a.sid::text, %(now)s) AS added
+            FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
+            GROUP BY h.profile_id
+        ), stored AS (
+            INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
+            SELECT profile_id, %(target)s, added, now() FROM added
+            ON CONFLICT (profile_id, data_source_id)
+            DO UPDATE SET realized = segments_profiletraits.realized || EXCLUDED.realized,
+                          updated_at = EXCLUDED.updated_at
+            RETURNING profile_id
+        )
+        SELECT profile_id FROM stored
+        """,
+        p,
+    )
+    (result.total_devices,) = _one("SELECT count(*) FROM newmap")
+
+
+def _pending_keep(result: ApplyResult, p: dict[str, Any], *, keep_pending: bool) -> ApplyResult:
+    """Keep unmatched records of a cross-device data source until their mapping arrives."""
     if keep_pending:
         result.pending_records = _run(
             """

@@ -140,14 +140,24 @@ class TraitCatalog:
             uses: set[tuple[str, str]] = set()
             line = {key: key_values}
             for sid in self.single_key_rules[key]:
-                found, used = self._verdict(sid, line)
-                if found:
+                rule, _ = self._rules[sid]
+                if trait_rule_matches(rule, line):
                     matched.append(sid)
-                    uses |= used
+                    uses |= self._uses(rule, line)
             if len(memo) >= 10_000:
                 memo.clear()
             verdict = memo[memo_key] = (tuple(matched), frozenset(uses))
         return verdict
+
+    @staticmethod
+    def _uses(rule: TraitRule, values: dict[str, list[str]]) -> frozenset[tuple[str, str]]:
+        """The (key, value) signals that satisfy a comparison of a matching rule."""
+        return frozenset(
+            (comparison.key, value)
+            for comparison in trait_rule_comparisons(rule)
+            for value in values.get(comparison.key, ())
+            if comparison_holds(comparison, value)
+        )
 
     def _verdict(
         self, sid: int, values: dict[str, list[str]]
@@ -160,12 +170,7 @@ class TraitCatalog:
         verdict = memo.get(key)
         if verdict is None:
             matches = trait_rule_matches(rule, values)
-            uses = frozenset(
-                (comparison.key, value)
-                for comparison in trait_rule_comparisons(rule)
-                for value in values.get(comparison.key, ())
-                if matches and comparison_holds(comparison, value)
-            )
+            uses = self._uses(rule, values) if matches else frozenset()
             if len(memo) >= 10_000:
                 memo.clear()
             verdict = memo[key] = (matches, uses)
