@@ -22,7 +22,7 @@ from partners.inbound.names import parse_inbound_file_name
 from partners.inbound.parse import MAX_STORED_ERRORS
 from partners.inbound.sources import UnreadableFileError, open_plain
 from partners.inbound.stage import stage_rows
-from partners.models import DataSource, InboundBatch, InboundFile, Receipt
+from partners.models import DataSource, InboundBatch, Receipt
 from segments.membership import segment_memberships_refresh
 
 IDSYNC_TABLES = "idsync_stage, idsync_error, idsync_master, idsync_fresh, pending_applied"
@@ -214,10 +214,6 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
         job_start=started,
         job_end=timezone.now(),
         errors_sample=sample,
-    )
-    batch.files.update(status=InboundFile.Status.PROCESSED)
-    InboundBatch.objects.filter(pk=batch.pk).update(
-        status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
     )
     return receipt
 

@@ -51,11 +51,8 @@ class Registration:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def _data_source(dpid: int, name: str) -> DataSource:
@@ -246,9 +243,15 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
             batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
             if batch.status == InboundBatch.Status.PROCESSED:
                 return batch.receipt
-            if batch.kind == InboundBatch.Kind.ID_SYNC:
-                return idsync_batch_apply(batch, started=started)
-            return _process_traits(batch, started=started)
+            apply = (
+                idsync_batch_apply if batch.kind == InboundBatch.Kind.ID_SYNC else _process_traits
+            )
+            receipt = apply(batch, started=started)
+            batch.files.update(status=InboundFile.Status.PROCESSED)
+            InboundBatch.objects.filter(pk=batch.pk).update(
+                status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
+            )
+            return receipt
     except UnreadableFileError as exc:
         _batch_mark_failed(batch, str(exc))
         raise InboundRejected(batch.key, str(exc)) from exc
@@ -340,9 +343,5 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
         job_start=started,
         job_end=timezone.now(),
         errors_sample=sample,
-    )
-    batch.files.update(status=InboundFile.Status.PROCESSED)
-    InboundBatch.objects.filter(pk=batch.pk).update(
-        status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
     )
     return receipt
