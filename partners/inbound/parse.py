@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -18,6 +19,12 @@ from partners.inbound.matching import TraitCatalog
 from partners.inbound.stage import ord_of
 
 MAX_STORED_ERRORS = 100_000
+
+
+@functools.lru_cache(maxsize=65_536)
+def array_literal(sids: tuple[int, ...]) -> str:
+    """A PostgreSQL int[] literal, ``{10,11}`` (memoized: lines share trait lists)."""
+    return "{" + ",".join(map(str, sids)) + "}"
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def staged_line_rows(
             outcome.signals,
             outcome.unused,
             outcome.failed,
-            outcome.adds,
-            outcome.removes,
+            array_literal(outcome.adds),
+            array_literal(outcome.removes),
             raw.start,
         )
