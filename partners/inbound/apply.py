@@ -15,11 +15,6 @@ from django.db import connection
 from partners.inbound.parse import MAX_STORED_ERRORS
 
 MAX_LINES_PER_USER = 200
-# The staged columns, with the trait lists cast from their text literals.
-LINE_SELECT = (
-    "s.ord, s.file_no, s.line_no, s.id_dpid, s.user_id, s.id_problem, s.signals, s.unused,"
-    " s.failed, s.adds::int[] AS adds, s.removes::int[] AS removes, s.line_start"
-)
 SAMPLE_PER_KIND = 10
 
 # Error kinds, in the order the receipt lists them.
@@ -101,18 +96,17 @@ def apply_staged_batch(
     )
     if over_cap:
         _run(
-            f"""
+            """
             CREATE TEMP TABLE line ON COMMIT DROP AS
-            SELECT {LINE_SELECT},
-                   row_number() OVER (PARTITION BY s.id_dpid, s.user_id ORDER BY s.ord)
-                       <= %(cap)s AS examined
+            SELECT s.*, row_number() OVER (PARTITION BY s.id_dpid, s.user_id ORDER BY s.ord)
+                        <= %(cap)s AS examined
             FROM stage_line s
             """,
             p,
         )
         _run("ANALYZE line")
     else:
-        _run(f"CREATE TEMP VIEW line AS SELECT {LINE_SELECT}, true AS examined FROM stage_line s")
+        _run("CREATE TEMP VIEW line AS SELECT s.*, true AS examined FROM stage_line s")
 
     # ID resolution: one row per (line, profile); a DPUUID mapped to N profiles fans out.
     if platform_uuids:

@@ -24,8 +24,8 @@ class CatalogTrait:
 
 
 class LineOutcome(NamedTuple):
-    adds: tuple[int, ...]
-    removes: tuple[int, ...]
+    adds: list[int]
+    removes: list[int]
     signals: int
     unused: int  # signals that map to no trait at all
     failed: int  # references to traits that may not be realized here (another data source)
@@ -126,7 +126,7 @@ class TraitCatalog:
                         removes.pop(sid, None)
                         used |= uses
             unused += sum(1 for k, vs in values.items() for v in vs if (k, v) not in used)
-        return LineOutcome(tuple(adds), tuple(removes), len(signals), unused, failed)
+        return LineOutcome(list(adds), list(removes), len(signals), unused, failed)
 
     def _key_verdict(
         self, key: str, key_values: list[str]

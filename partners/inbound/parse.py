@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -19,12 +18,6 @@ from partners.inbound.matching import TraitCatalog
 from partners.inbound.stage import ord_of
 
 MAX_STORED_ERRORS = 100_000
-
-
-@functools.lru_cache(maxsize=65_536)
-def array_literal(sids: tuple[int, ...]) -> str:
-    """A PostgreSQL int[] literal, ``{10,11}`` (memoized: lines share trait lists)."""
-    return "{" + ",".join(map(str, sids)) + "}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +91,7 @@ def staged_line_rows(
             outcome.signals,
             outcome.unused,
             outcome.failed,
-            array_literal(outcome.adds),
-            array_literal(outcome.removes),
+            outcome.adds,
+            outcome.removes,
             raw.start,
         )
