@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Expression, Max, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Expression, Max, OuterRef, Subquery
 
 from partners.models import IDMapping
+from portal.db import count_subquery
 
 
 def data_source_mapping_count_expression() -> Expression:
     """Per data source row: its number of ID mappings (a subquery: only shown rows pay)."""
-    mappings = (
-        IDMapping.objects.filter(data_source=OuterRef("pk"))
-        .order_by()
-        .values("data_source")
-        .annotate(n=Count("*"))
-        .values("n")
-    )
-    return Coalesce(Subquery(mappings), 0)
+    return count_subquery(IDMapping.objects.filter(data_source=OuterRef("pk")), per="data_source")
 
 
 def data_source_last_sync_expression() -> Subquery:

@@ -75,6 +75,17 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise RuleError("unterminated string", start + 1)
 
 
+def _read_operator(text: str, start: int, chars: str, allowed: set[str]) -> tuple[Token, int]:
+    """Read a run of operator characters; return its token and the index after it."""
+    end = start
+    while end < len(text) and text[end] in chars:
+        end += 1
+    symbol = text[start:end]
+    if symbol not in allowed:
+        raise RuleError(f"unknown operator '{symbol}'", start + 1)
+    return Token("op", _SYMBOL_OPERATORS[symbol], start + 1), end
+
+
 def _tokenize_trait_rule(text: str) -> list[Token]:
     tokens: list[Token] = []
     i = 0
@@ -90,14 +101,8 @@ def _tokenize_trait_rule(text: str) -> list[Token]:
             value, i = _read_quoted(text, i)
             tokens.append(Token("string", value, column))
         elif ch in "=!<>~":
-            j = i
-            while j < len(text) and text[j] in "=!<>~":
-                j += 1
-            symbol = text[i:j]
-            if symbol not in _SYMBOL_OPERATORS:
-                raise RuleError(f"unknown operator '{symbol}'", column)
-            tokens.append(Token("op", _SYMBOL_OPERATORS[symbol], column))
-            i = j
+            token, i = _read_operator(text, i, "=!<>~", set(_SYMBOL_OPERATORS))
+            tokens.append(token)
         elif ch.isalnum() or ch in "_-.+":
             j = i
             while j < len(text) and (text[j].isalnum() or text[j] in "_-.+:"):
@@ -128,14 +133,8 @@ def _tokenize_segment_rule(text: str) -> list[Token]:
             tokens.append(Token(ch, ch, column))
             i += 1
         elif ch in "=!<>":
-            j = i
-            while j < len(text) and text[j] in "=!<>":
-                j += 1
-            symbol = text[i:j]
-            if symbol not in {"<=", ">=", "=>", "<", ">"}:
-                raise RuleError(f"unknown operator '{symbol}'", column)
-            tokens.append(Token("op", _SYMBOL_OPERATORS[symbol], column))
-            i = j
+            token, i = _read_operator(text, i, "=!<>", {"<=", ">=", "=>", "<", ">"})
+            tokens.append(token)
         elif ch.isalnum() or ch == "_":
             j = i
             while j < len(text) and (text[j].isalnum() or text[j] == "_"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, Expression, IntegerField, OuterRef, Subquery
+from django.db.models import Expression, IntegerField, OuterRef
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
 
+from portal.db import count_subquery
 from segments.models import Profile, ProfileTraits, SegmentMembership, Trait
 
 # A realization is live while realized + TTL days is in the future; a TTL of 0 never expires.
@@ -33,14 +33,7 @@ def trait_live_population_expression() -> Expression:
 
 
 def segment_population_expression() -> Expression:
-    members = (
-        SegmentMembership.objects.filter(segment=OuterRef("pk"))
-        .order_by()
-        .values("segment")
-        .annotate(n=Count("*"))
-        .values("n")
-    )
-    return Coalesce(Subquery(members), 0)
+    return count_subquery(SegmentMembership.objects.filter(segment=OuterRef("pk")), per="segment")
 
 
 @dataclass(frozen=True)
