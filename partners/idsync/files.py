@@ -16,6 +16,7 @@ from typing import IO, Any
 from django.db import connection
 from django.utils import timezone
 
+from partners.idsync.mappings import id_mappings_enforce_caps
 from partners.inbound.apply import line_errors_persist
 from partners.inbound.lines import read_lines, user_id_problem
 from partners.inbound.names import parse_inbound_file_name
@@ -199,6 +200,7 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
             " FROM idsync_fresh"
         )
         created, refreshed = cursor.fetchone() or (0, 0)
+    id_mappings_enforce_caps(touched_table="idsync_fresh")
     _pending_apply(now=int(now.timestamp()))
 
     sample = line_errors_persist(

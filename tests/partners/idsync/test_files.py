@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE
 from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
 from partners.models import IDMapping, LineError, PendingRecord, Receipt
 from segments.models import Profile, ProfileTraits
-from tests.factories import DataSourceFactory, PartnerFactory, TraitFactory
+from tests.factories import (
+    DataSourceFactory,
+    IDMappingFactory,
+    PartnerFactory,
+    ProfileFactory,
+    TraitFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -121,3 +130,23 @@ def test_idsync_names_are_checked(sources: None, tmp_path: Path) -> None:
     path.write_text(f"{SAMPLE_UUIDS[0]}\tx\n")
     with pytest.raises(InboundRejected, match="DPID 55555 is not a data source we know"):
         inbound_files_register(paths=[path])
+
+
+def test_mapping_caps_evict_the_least_recently_seen(sources: None, tmp_path: Path) -> None:
+    profile = ProfileFactory.create(uuid=SAMPLE_UUIDS[0])
+    long_ago = timezone.now() - timedelta(days=30)
+    for i in range(MAX_DPUUIDS_PER_PROFILE):
+        IDMappingFactory.create(
+            data_source_id=12345,
+            dpuuid=f"old-{i}",
+            profile=profile,
+            first_seen_at=long_ago + timedelta(minutes=i),
+            last_seen_at=long_ago + timedelta(minutes=i),
+        )
+    path = tmp_path / "adobe_id_0_12345_1476312152.sync"
+    path.write_text(f"{SAMPLE_UUIDS[0]}\tnewest\n")
+    process(path)
+    kept = set(IDMapping.objects.filter(profile=profile).values_list("dpuuid", flat=True))
+    assert len(kept) == MAX_DPUUIDS_PER_PROFILE
+    assert "newest" in kept
+    assert "old-0" not in kept  # the least recently seen went
