@@ -143,11 +143,23 @@ class ProfileTraits(models.Model):
     """
 
     pk = models.CompositePrimaryKey("profile", "data_source")
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="trait_sets")
-    # No database-level foreign key here: checking it costs an index lookup per upserted
-    # row on the hot path, and Django still cascades deletes of a data source.
+    # A batch upserts one row here per touched profile, so every per-row cost counts: no
+    # database foreign keys (a deferred check per row at commit; Django still cascades
+    # deletes made through the ORM) and no index beyond the primary key, which already
+    # serves lookups by profile.
+    profile = models.ForeignKey(
+        Profile,
+        on_delete=models.CASCADE,
+        related_name="trait_sets",
+        db_constraint=False,
+        db_index=False,
+    )
     data_source = models.ForeignKey(
-        "partners.DataSource", on_delete=models.CASCADE, related_name="+", db_constraint=False
+        "partners.DataSource",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     realized = models.JSONField(default=dict)
     updated_at = models.DateTimeField()

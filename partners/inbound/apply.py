@@ -289,7 +289,7 @@ def apply_staged_batch(
     _run(
         """
         INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
-        SELECT profile_id, %(target)s, realized, now() FROM newmap
+        SELECT profile_id, %(target)s, realized, now() FROM newmap ORDER BY profile_id
         ON CONFLICT (profile_id, data_source_id)
         DO UPDATE SET realized = EXCLUDED.realized, updated_at = EXCLUDED.updated_at
         """,
@@ -314,6 +314,7 @@ def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
         ), stored AS (
             INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
             SELECT profile_id, %(target)s, added, now() FROM added
+            ORDER BY profile_id  -- in key order: the primary-key index is filled left to right
             ON CONFLICT (profile_id, data_source_id)
             DO UPDATE SET realized = segments_profiletraits.realized || EXCLUDED.realized,
                           updated_at = EXCLUDED.updated_at
