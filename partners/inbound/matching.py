@@ -32,10 +32,7 @@ class LineOutcome(NamedTuple):
 
 
 class TraitCatalog:
-    CACHE_SIZE = 10_000  # whole-line outcomes; bounded so memory stays flat on any file size
-
     def __init__(self, *, target_dpid: int, traits: Iterable[CatalogTrait]) -> None:
-        self._cache: dict[tuple[tuple[Signal, ...], bool], LineOutcome] = {}
         self.target_dpid = target_dpid
         self.realizable: set[int] = set()
         self.not_realizable: set[int] = set()
@@ -66,16 +63,9 @@ class TraitCatalog:
                 self.not_realizable.add(trait.sid)
 
     def match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
-        """Memoized on the line's signals: lines of a batch repeat the same combinations."""
-        key = (tuple(signals), overwrite)
-        outcome = self._cache.get(key)
-        if outcome is None:
-            if len(self._cache) >= self.CACHE_SIZE:
-                self._cache.clear()
-            outcome = self._cache[key] = self._match(signals, overwrite=overwrite)
-        return outcome
-
-    def _match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
+        """What one line realizes and removes, and how many of its signals are unused or
+        failed validation. (Not memoized per line: whole lines rarely repeat, and the
+        lookup cost more than it saved; signals and rule verdicts are memoized.)"""
         realizable, not_realizable = self.realizable, self.not_realizable
         adds: dict[int, None] = {}
         removes: dict[int, None] = {}
