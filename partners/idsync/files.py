@@ -20,25 +20,12 @@ from partners.idsync.mappings import id_mappings_enforce_caps
 from partners.inbound.apply import line_errors_persist
 from partners.inbound.lines import read_lines, user_id_problem
 from partners.inbound.names import parse_inbound_file_name
-from partners.inbound.parse import MAX_STORED_ERRORS
-from partners.inbound.sources import UnreadableFileError, open_plain
-from partners.inbound.stage import stage_rows
+from partners.inbound.parse import ParseTally
+from partners.inbound.stage import files_stage, sql_run
 from partners.models import DataSource, InboundBatch, Receipt
 from segments.membership import segment_memberships_refresh
 
 IDSYNC_TABLES = "idsync_stage, idsync_error, idsync_master, idsync_fresh, pending_applied"
-
-
-class _Tally:
-    def __init__(self) -> None:
-        self.received = 0
-        self.rejected = 0
-        self.errors: list[tuple[int, int, str, str, str]] = []
-
-    def reject(self, file_no: int, line_no: int, kind: str, reason: str, start: str) -> None:
-        self.rejected += 1
-        if len(self.errors) < MAX_STORED_ERRORS:
-            self.errors.append((file_no, line_no, kind, reason, start))
 
 
 def _rows(
@@ -46,7 +33,7 @@ def _rows(
     *,
     file_no: int,
     columns: list[tuple[int, str, str]],
-    tally: _Tally,
+    tally: ParseTally,
 ) -> Iterator[tuple[Any, ...]]:
     """One staged row per (line, mapped column): (file_no, line_no, master ID, DPID, ID)."""
     (_, master_type, master_format), mapped = columns[0], columns[1:]
@@ -90,12 +77,6 @@ def _rows(
             yield (file_no, raw.number, ids[0], dpid, ids[index], raw.start)
 
 
-def _run(sql: str, params: dict[str, Any] | None = None) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
-
 def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
     """Apply an ID-sync batch inside the caller's transaction (see inbound_batch_process)."""
     files = list(batch.files.order_by("split", "name"))
@@ -118,32 +99,21 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
             "CREATE TEMP TABLE idsync_error (file_no int, line_no bigint, kind text,"
             " reason text, line_start text) ON COMMIT DROP"
         )
-    tally = _Tally()
-    for file_no, file in enumerate(files):
-        received_before = tally.received
-        try:
-            with open_plain(file.path, parse_inbound_file_name(file.name).compression) as stream:
-                stage_rows(
-                    "idsync_stage",
-                    "file_no, line_no, master_id, dpid, id, line_start",
-                    ["int4", "int8", "text", "int4", "text", "text"],
-                    _rows(stream, file_no=file_no, columns=columns, tally=tally),
-                )
-        except UnreadableFileError as exc:
-            raise UnreadableFileError(f"{file.name}: {exc}") from exc
-        if tally.received == received_before:
-            raise UnreadableFileError(f"{file.name}: the file holds no records")
-    stage_rows(
-        "idsync_error",
-        "file_no, line_no, kind, reason, line_start",
-        ["int4", "int8", "text", "text", "text"],
-        tally.errors,
+    tally = ParseTally()
+    files_stage(
+        files,
+        table="idsync_stage",
+        columns="file_no, line_no, master_id, dpid, id, line_start",
+        types=["int4", "int8", "text", "int4", "text", "text"],
+        rows=lambda file_no, stream: _rows(stream, file_no=file_no, columns=columns, tally=tally),
+        tally=tally,
+        errors_table="idsync_error",
     )
 
     now = timezone.now()
     params: dict[str, Any] = {"master": master_dpid, "now": now, "batch": batch.pk}
     if master_type == DataSource.InboundIDType.UUID:
-        _run(
+        sql_run(
             """
             INSERT INTO segments_profile (uuid, created_at)
             SELECT DISTINCT master_id, now() FROM idsync_stage
@@ -157,7 +127,7 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
             "JOIN partners_idmapping m ON m.data_source_id = %(master)s AND m.dpuuid = s.master_id"
         )
         profile = "m.profile_id"
-    _run(
+    sql_run(
         f"""
         CREATE TEMP TABLE idsync_master ON COMMIT DROP AS
         SELECT s.file_no, s.line_no, s.dpid, s.id, {profile} AS profile_id
@@ -166,7 +136,7 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
         params,
     )
     # Lines whose master ID maps to no profile (a chained sync of an unknown ID).
-    unmatched = _run(
+    unmatched = sql_run(
         """
         INSERT INTO idsync_error (file_no, line_no, kind, reason, line_start)
         SELECT DISTINCT s.file_no, s.line_no, 'no_matching_id',
@@ -222,7 +192,7 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
 
 def _pending_apply(*, now: int) -> None:
     """Cross-device records that waited for a mapping created just now: realize them."""
-    _run(
+    sql_run(
         """
         CREATE TEMP TABLE pending_applied ON COMMIT DROP AS
         SELECT pr.id, pr.target_id, pr.adds, pr.realized_at, f.profile_id
@@ -231,9 +201,11 @@ def _pending_apply(*, now: int) -> None:
         WHERE f.created
         """
     )
-    if not _run("DELETE FROM partners_pendingrecord WHERE id IN (SELECT id FROM pending_applied)"):
+    if not sql_run(
+        "DELETE FROM partners_pendingrecord WHERE id IN (SELECT id FROM pending_applied)"
+    ):
         return
-    _run(
+    sql_run(
         """
         INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
         SELECT profile_id, target_id,

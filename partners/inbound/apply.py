@@ -13,6 +13,7 @@ from typing import Any
 from django.db import connection
 
 from partners.inbound.parse import MAX_STORED_ERRORS
+from partners.inbound.stage import sql_run
 
 MAX_LINES_PER_USER = 200
 
@@ -67,12 +68,6 @@ def _one(sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def _run(sql: str, params: dict[str, Any] | None = None) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
-
 def apply_staged_batch(
     *,
     batch_id: int,
@@ -97,9 +92,9 @@ def apply_staged_batch(
     }
 
     # Sorts and hashes over millions of staged rows: give this transaction room for them.
-    _run("SET LOCAL work_mem = '256MB'")
+    sql_run("SET LOCAL work_mem = '256MB'")
     # Temporary tables are never auto-analyzed; without statistics the planner guesses badly.
-    _run("ANALYZE stage_line")
+    sql_run("ANALYZE stage_line")
     # The 200-lines-per-user cap: later lines of a user ID are not examined. Numbering every
     # line costs a sort of the batch, so it is done only when some user ID goes over.
     (over_cap,) = _one(
@@ -110,7 +105,7 @@ def apply_staged_batch(
         p,
     )
     if over_cap:
-        _run(
+        sql_run(
             """
             CREATE TEMP TABLE line ON COMMIT DROP AS
             SELECT s.*, row_number() OVER (PARTITION BY s.id_dpid, s.user_id ORDER BY s.ord)
@@ -119,13 +114,13 @@ def apply_staged_batch(
             """,
             p,
         )
-        _run("ANALYZE line")
+        sql_run("ANALYZE line")
     else:
-        _run("CREATE TEMP VIEW line AS SELECT s.*, true AS examined FROM stage_line s")
+        sql_run("CREATE TEMP VIEW line AS SELECT s.*, true AS examined FROM stage_line s")
 
     # ID resolution: one row per (line, profile); a DPUUID mapped to N profiles fans out.
     if platform_uuids:
-        _run(
+        sql_run(
             """
             INSERT INTO segments_profile (uuid, created_at)
             SELECT DISTINCT l.user_id, now() FROM line l
@@ -146,14 +141,14 @@ def apply_staged_batch(
             JOIN partners_idmapping m ON m.data_source_id = l.id_dpid AND m.dpuuid = l.user_id
             WHERE l.examined AND l.id_problem IS NULL
         """
-    _run(f"CREATE TEMP TABLE hit ON COMMIT DROP AS {resolve}")
-    _run("ANALYZE hit")
+    sql_run(f"CREATE TEMP TABLE hit ON COMMIT DROP AS {resolve}")
+    sql_run("ANALYZE hit")
     resolved = (
         "(l.id_problem IS NULL AND l.examined)"
         if platform_uuids
         else "(l.ord IN (SELECT ord FROM hit))"
     )
-    _run(
+    sql_run(
         f"""
         CREATE TEMP TABLE line_outcome ON COMMIT DROP AS
         SELECT l.ord, l.file_no, l.line_no, l.user_id, l.line_start, l.examined, l.id_problem,
@@ -194,7 +189,7 @@ def apply_staged_batch(
         return _pending_keep(result, p, keep_pending=keep_pending)
 
     # Every realization and removal, per profile, in batch order.
-    _run(
+    sql_run(
         """
         CREATE TEMP TABLE op ON COMMIT DROP AS
         SELECT h.profile_id, a.sid, true AS is_add, l.ord
@@ -204,9 +199,9 @@ def apply_staged_batch(
         FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.removes) AS r(sid)
         """
     )
-    _run("ANALYZE op")
+    sql_run("ANALYZE op")
     (result.total_realized_traits,) = _one("SELECT count(*) FROM op WHERE is_add")
-    _run(
+    sql_run(
         """
         CREATE TEMP TABLE old ON COMMIT DROP AS
         SELECT pt.profile_id, pt.realized FROM segments_profiletraits pt
@@ -215,7 +210,7 @@ def apply_staged_batch(
         """,
         p,
     )
-    _run(
+    sql_run(
         """
         CREATE TEMP TABLE ttl ON COMMIT DROP AS
         SELECT sid, ttl_days FROM segments_trait WHERE data_source_id = %(target)s
@@ -229,7 +224,7 @@ def apply_staged_batch(
     )
     if overwrite:
         # The listed traits replace all of the user's traits of the target data source.
-        _run(
+        sql_run(
             f"""
             CREATE TEMP TABLE newmap ON COMMIT DROP AS
             SELECT profile_id, {_trait_map("sid")} AS realized
@@ -250,7 +245,7 @@ def apply_staged_batch(
     else:
         # Per (profile, trait): is the last operation a realization? Most pairs only see
         # realizations; only pairs with a removal need the operations in order.
-        _run(
+        sql_run(
             """
             CREATE TEMP TABLE pair ON COMMIT DROP AS
             SELECT profile_id, sid,
@@ -262,7 +257,7 @@ def apply_staged_batch(
         )
         # A removal counts when the profile held the trait just before it: the previous
         # operation on the pair was a realization, or (for the first) the stored state.
-        _run(
+        sql_run(
             f"""
             CREATE TEMP TABLE removal ON COMMIT DROP AS
             SELECT q.profile_id, q.sid FROM (
@@ -288,7 +283,7 @@ def apply_staged_batch(
             ) d
             """
         )
-        _run(
+        sql_run(
             f"""
             CREATE TEMP TABLE newmap ON COMMIT DROP AS
             WITH final AS (
@@ -302,7 +297,7 @@ def apply_staged_batch(
             """,
             p,
         )
-    _run(
+    sql_run(
         """
         INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
         SELECT profile_id, %(target)s, realized, now() FROM newmap ORDER BY profile_id
@@ -320,7 +315,7 @@ def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
         "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
     )
     # Merged in the upsert itself: no read of the stored maps, no copy of the new ones.
-    _run(
+    sql_run(
         f"""
         CREATE TEMP TABLE newmap ON COMMIT DROP AS
         WITH added AS (
@@ -346,7 +341,7 @@ def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
 def _pending_keep(result: ApplyResult, p: dict[str, Any], *, keep_pending: bool) -> ApplyResult:
     """Keep unmatched records of a cross-device data source until their mapping arrives."""
     if keep_pending:
-        result.pending_records = _run(
+        result.pending_records = sql_run(
             """
             INSERT INTO partners_pendingrecord
                 (data_source_id, dpuuid, target_id, adds, realized_at, batch_id)
@@ -363,7 +358,7 @@ def line_errors_store(
     *, batch_id: int, file_names: list[str], target_dpid: int
 ) -> list[dict[str, Any]]:
     """Keep the batch's rejected lines (bounded) and return the receipt's sample of them."""
-    _run(
+    sql_run(
         """
         CREATE TEMP TABLE batch_error ON COMMIT DROP AS
         SELECT file_no, line_no, kind, reason, line_start FROM stage_error
@@ -400,7 +395,7 @@ def line_errors_persist(
     table (file_no, line_no, kind, reason, line_start); return the receipt's sample: the
     first 10 of each kind."""
     params = {"batch": batch_id, "files": file_names, "limit": MAX_STORED_ERRORS}
-    _run(
+    sql_run(
         f"""
         INSERT INTO partners_lineerror
             (batch_id, file_name, line_number, kind, reason, line_start)

@@ -31,14 +31,16 @@ class IDSource:
 
 @dataclass
 class ParseTally:
+    """Lines read, and lines rejected while reading (kept up to MAX_STORED_ERRORS)."""
+
     received: int = 0
-    format_errors: int = 0
+    rejected: int = 0
     errors: list[tuple[int, int, str, str, str]] = field(default_factory=list)
 
-    def format_error(self, file_no: int, line_no: int, reason: str, start: str) -> None:
-        self.format_errors += 1
+    def reject(self, file_no: int, line_no: int, kind: str, reason: str, start: str) -> None:
+        self.rejected += 1
         if len(self.errors) < MAX_STORED_ERRORS:
-            self.errors.append((file_no, line_no, "format_error", reason, start))
+            self.errors.append((file_no, line_no, kind, reason, start))
 
 
 def staged_line_rows(
@@ -57,7 +59,9 @@ def staged_line_rows(
     for raw in read_lines(stream):
         tally.received += 1
         if raw.text is None:
-            tally.format_error(file_no, raw.number, raw.error or "unreadable line", raw.start)
+            tally.reject(
+                file_no, raw.number, "format_error", raw.error or "unreadable line", raw.start
+            )
             continue
         source = id_source
         try:
@@ -73,7 +77,7 @@ def staged_line_rows(
             else:
                 user_id, signals = parse_inbound_line(raw.text)
         except LineFormatError as exc:
-            tally.format_error(file_no, raw.number, str(exc), raw.start)
+            tally.reject(file_no, raw.number, "format_error", str(exc), raw.start)
             continue
         problem = user_id_problem(
             user_id,

@@ -20,13 +20,12 @@ from partners.inbound.lines import DEVICE_ID_TYPES
 from partners.inbound.matching import CatalogTrait, TraitCatalog
 from partners.inbound.names import FileKind, FileNameError, InboundFileName, parse_inbound_file_name
 from partners.inbound.parse import IDSource, ParseTally, staged_line_rows
-from partners.inbound.sources import UnreadableFileError, open_plain
+from partners.inbound.sources import UnreadableFileError
 from partners.inbound.stage import (
-    ERROR_TYPES,
     LINE_COLUMNS,
     LINE_TYPES,
     batch_relations_drop,
-    stage_rows,
+    files_stage,
     staging_create,
 )
 from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
@@ -278,31 +277,24 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
     now = int(timezone.now().timestamp())
     tally = ParseTally()
     staging_create()
-    for file_no, file in enumerate(files):
-        parsed = parse_inbound_file_name(file.name)
-        received_before = tally.received
-        try:
-            with open_plain(file.path, parsed.compression) as stream:
-                rows = staged_line_rows(
-                    stream,
-                    file_no=file_no,
-                    device_file=parsed.kind is FileKind.DEVICE_TRAITS,
-                    id_source=_id_source(ids),
-                    device_sources=device_sources,
-                    catalog=catalog,
-                    overwrite=batch.overwrite,
-                    tally=tally,
-                )
-                stage_rows("stage_line", LINE_COLUMNS, LINE_TYPES, rows)
-        except UnreadableFileError as exc:
-            raise UnreadableFileError(f"{file.name}: {exc}") from exc
-        if tally.received == received_before:
-            raise UnreadableFileError(f"{file.name}: the file holds no records")
-    stage_rows(
-        "stage_error",
-        "file_no, line_no, kind, reason, line_start",
-        ERROR_TYPES,
-        tally.errors,
+    id_source = _id_source(ids)
+    files_stage(
+        files,
+        table="stage_line",
+        columns=LINE_COLUMNS,
+        types=LINE_TYPES,
+        rows=lambda file_no, stream: staged_line_rows(
+            stream,
+            file_no=file_no,
+            device_file=batch.kind == InboundBatch.Kind.DEVICE_TRAITS,
+            id_source=id_source,
+            device_sources=device_sources,
+            catalog=catalog,
+            overwrite=batch.overwrite,
+            tally=tally,
+        ),
+        tally=tally,
+        errors_table="stage_error",
     )
     result = apply_staged_batch(
         batch_id=batch.pk,
@@ -321,13 +313,13 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
     receipt = Receipt.objects.create(
         batch=batch,
         records_received=tally.received,
-        format_errors=tally.format_errors,
+        format_errors=tally.rejected,
         invalid_ids=result.invalid_ids,
         no_matching_ids=result.no_matching_ids,
         no_trait_realized=result.no_trait_realized,
         records_processed=processed,
         stored_records=processed
-        - tally.format_errors
+        - tally.rejected
         - result.invalid_ids
         - result.no_matching_ids
         - result.no_trait_realized,

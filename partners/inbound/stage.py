@@ -6,10 +6,17 @@ behind, and the retry starts from a clean slate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from django.db import connection
+
+from partners.inbound.names import parse_inbound_file_name
+from partners.inbound.sources import UnreadableFileError, open_plain
+
+if TYPE_CHECKING:
+    from partners.inbound.parse import ParseTally
+    from partners.models import InboundFile
 
 # One row per well-formed line. ``ord`` orders every line of the batch (file, then line).
 STAGE_LINE = """
@@ -43,6 +50,7 @@ LINE_COLUMNS = (
 )
 LINE_TYPES = ["int8", "int4", "int8", "int4", "text", "text", "int4", "int4", "int4"]
 LINE_TYPES += ["int4[]", "int4[]", "text"]
+ERROR_COLUMNS = "file_no, line_no, kind, reason, line_start"
 ERROR_TYPES = ["int4", "int8", "text", "text", "text"]
 
 
@@ -98,3 +106,35 @@ def stage_rows(table: str, columns: str, types: list[str], rows: Iterable[tuple[
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+def files_stage(
+    files: Sequence[InboundFile],
+    *,
+    table: str,
+    columns: str,
+    types: list[str],
+    rows: Callable[[int, IO[bytes]], Iterable[tuple[Any, ...]]],
+    tally: ParseTally,
+    errors_table: str,
+) -> None:
+    """Stream every file of a batch (plain bytes) into ``table``, in batch order, then the
+    lines rejected while reading into ``errors_table``. A file that cannot be read, or
+    holds no records, fails the whole batch with its name in the message."""
+    for file_no, file in enumerate(files):
+        received_before = tally.received
+        try:
+            with open_plain(file.path, parse_inbound_file_name(file.name).compression) as stream:
+                stage_rows(table, columns, types, rows(file_no, stream))
+        except UnreadableFileError as exc:
+            raise UnreadableFileError(f"{file.name}: {exc}") from exc
+        if tally.received == received_before:
+            raise UnreadableFileError(f"{file.name}: the file holds no records")
+    stage_rows(errors_table, ERROR_COLUMNS, ERROR_TYPES, tally.errors)
+
+
+def sql_run(sql: str, params: dict[str, Any] | None = None) -> int:
+    """Run one statement on the batch's connection; return the rows it touched."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
