@@ -315,12 +315,17 @@ def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:
         "SELECT coalesce(sum(cardinality(l.adds)), 0) FROM hit h JOIN line l USING (ord)"
     )
     # Merged in the upsert itself: no read of the stored maps, no copy of the new ones.
+    # The map is built from each line's SID array as text, without unnesting the SIDs:
+    # measured 2.0 s against 3.6 s for the 2.7M SIDs of 500k lines.
+    entry = "'\":' || %(now)s || ',\"'"
     sql_run(
         f"""
         CREATE TEMP TABLE newmap ON COMMIT DROP AS
         WITH added AS (
-            SELECT h.profile_id, {_trait_map("a.sid")} AS added
-            FROM hit h JOIN line l USING (ord) CROSS JOIN LATERAL unnest(l.adds) AS a(sid)
+            SELECT h.profile_id,
+                   ('{{"' || string_agg(array_to_string(l.adds, {entry}), {entry})
+                    || '":' || %(now)s || '}}')::jsonb AS added
+            FROM hit h JOIN line l USING (ord) WHERE cardinality(l.adds) > 0
             GROUP BY h.profile_id
         ), stored AS (
             INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)

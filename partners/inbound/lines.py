@@ -151,12 +151,11 @@ def parse_signal(token: str) -> Signal:
 
 
 def parse_signals(text: str) -> list[Signal]:
-    tokens = _split_outside_quotes(text, ",") if '"' in text else text.split(",")
-    return [parse_signal(token) for token in tokens]
+    return [parse_signal(token) for token in split_signals(text)]
 
 
-def parse_inbound_line(text: str) -> tuple[str, list[Signal]]:
-    """``<USER ID><TAB><signals>`` → (user ID, signals). Raises :class:`LineFormatError`."""
+def split_inbound_line(text: str) -> tuple[str, str]:
+    """``<USER ID><TAB><signals>`` → (user ID, signals text). Raises :class:`LineFormatError`."""
     user_id, tab, rest = text.partition("\t")
     if not tab:
         raise LineFormatError("no tab between the user ID and the signals")
@@ -166,6 +165,17 @@ def parse_inbound_line(text: str) -> tuple[str, list[Signal]]:
         raise LineFormatError("spaces around the user ID")
     if not rest.strip():
         raise LineFormatError("no signals after the user ID")
+    return user_id, rest
+
+
+def split_signals(text: str) -> list[str]:
+    """The signal tokens of a line's signals text (commas inside quotes do not split)."""
+    return _split_outside_quotes(text, ",") if '"' in text else text.split(",")
+
+
+def parse_inbound_line(text: str) -> tuple[str, list[Signal]]:
+    """``<USER ID><TAB><signals>`` → (user ID, signals). Raises :class:`LineFormatError`."""
+    user_id, rest = split_inbound_line(text)
     return user_id, parse_signals(rest)
 
 

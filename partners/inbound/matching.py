@@ -11,8 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from partners.inbound.lines import Signal
+from partners.inbound.lines import Signal, parse_signal, split_signals
 from segments.rules import TraitRule, comparison_holds, trait_rule_comparisons, trait_rule_matches
+
+
+# What one signal does on its own: (ADD | REMOVE | FAILED | UNUSED, sid) for trait
+# references, (VALUE, key, value) for key-value pairs and codes (rules decide those).
+ADD, REMOVE, FAILED, UNUSED, VALUE = "add", "remove", "failed", "unused", "value"
+Effect = tuple[str, int] | tuple[str, str, str]
+MAX_MEMOIZED_TOKENS = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,10 @@ class TraitCatalog:
         self.single_key_rules: dict[str, list[int]] = defaultdict(list)
         self.rules_by_key: dict[str, list[int]] = defaultdict(list)
         self._rules: dict[int, tuple[TraitRule, tuple[str, ...]]] = {}
+        self._effects: dict[str, Effect] = {}
+        self._key_outcomes: dict[str, dict[tuple[str, ...], tuple[tuple[int, ...], int]]] = (
+            defaultdict(dict)
+        )
         self._key_verdicts: dict[
             str, dict[tuple[str, ...], tuple[tuple[int, ...], frozenset[tuple[str, str]]]]
         ] = defaultdict(dict)
@@ -62,41 +73,74 @@ class TraitCatalog:
             else:
                 self.not_realizable.add(trait.sid)
 
+    def match_text(self, text: str, *, overwrite: bool) -> LineOutcome:
+        """What a line's signals text realizes and removes. Raises :class:`LineFormatError`.
+
+        Each distinct token's effect is memoized: a batch repeats the same few thousand
+        tokens millions of times, so most lines are a few dictionary lookups."""
+        effects = self._effects
+        if len(effects) > MAX_MEMOIZED_TOKENS:
+            effects.clear()
+        return self._outcome(
+            [effects.get(token) or self._token_effect(token) for token in split_signals(text)],
+            overwrite=overwrite,
+        )
+
     def match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
-        """What one line realizes and removes, and how many of its signals are unused or
-        failed validation. (Not memoized per line: whole lines rarely repeat, and the
-        lookup cost more than it saved; signals and rule verdicts are memoized.)"""
-        realizable, not_realizable = self.realizable, self.not_realizable
+        """What already parsed signals realize and remove (legacy device lines)."""
+        return self._outcome([self._signal_effect(s) for s in signals], overwrite=overwrite)
+
+    def _token_effect(self, token: str) -> Effect:
+        effect = self._effects[token] = self._signal_effect(parse_signal(token))
+        return effect
+
+    def _signal_effect(self, signal: Signal) -> Effect:
+        kind = signal[0]
+        if kind == "sid" or kind == "unsid":
+            sid: Any = signal[1]
+            if sid in self.realizable:
+                return (ADD if kind == "sid" else REMOVE, sid)
+            return (FAILED, sid) if sid in self.not_realizable else (UNUSED, sid)
+        if kind == "code":
+            return (VALUE, "ic", signal[1])
+        return (VALUE, signal[1], signal[2])  # type: ignore[misc]
+
+    def _outcome(self, effects: list[Effect], *, overwrite: bool) -> LineOutcome:
+        """Signals in line order: a later realization or removal of a trait wins."""
         adds: dict[int, None] = {}
         removes: dict[int, None] = {}
         unused = failed = 0
         values: dict[str, list[str]] = {}
-        for signal in signals:
-            kind = signal[0]
-            if kind == "sid" or kind == "unsid":
-                sid: Any = signal[1]
-                if sid in realizable:
-                    if kind == "sid":
-                        adds[sid] = None
-                        if removes:
-                            removes.pop(sid, None)
-                    elif not overwrite:  # .overwrite ignores removals
-                        removes[sid] = None
-                        adds.pop(sid, None)
-                elif sid in not_realizable:
-                    failed += 1
+        for effect in effects:
+            kind = effect[0]
+            if kind is ADD:
+                adds[effect[1]] = None
+                if removes:
+                    removes.pop(effect[1], None)
+            elif kind is VALUE:
+                listed = values.get(effect[1])
+                if listed is None:
+                    values[effect[1]] = [effect[2]]  # type: ignore[misc]
                 else:
-                    unused += 1
-                continue
-            key: Any
-            value: Any
-            key, value = ("ic", signal[1]) if kind == "code" else (signal[1], signal[2])  # type: ignore[misc]
-            listed = values.get(key)
-            if listed is None:
-                values[key] = [value]
+                    listed.append(effect[2])  # type: ignore[misc]
+            elif kind is REMOVE:
+                if not overwrite:  # .overwrite ignores removals
+                    removes[effect[1]] = None
+                    adds.pop(effect[1], None)
+            elif kind is FAILED:
+                failed += 1
             else:
-                listed.append(value)
-        if values:
+                unused += 1
+        if values and not self.rules_by_key.keys() & values.keys():
+            # Only one-key rules read these keys: each key's verdict is memoized whole.
+            for key, key_values in values.items():
+                matched, key_unused = self._key_outcome(key, key_values)
+                for sid in matched:
+                    adds[sid] = None
+                    if removes:
+                        removes.pop(sid, None)
+                unused += key_unused
+        elif values:
             used: set[tuple[str, str]] = set()
             seen: set[int] = set()
             for key, key_values in values.items():
@@ -116,7 +160,26 @@ class TraitCatalog:
                         removes.pop(sid, None)
                         used |= uses
             unused += sum(1 for k, vs in values.items() for v in vs if (k, v) not in used)
-        return LineOutcome(list(adds), list(removes), len(signals), unused, failed)
+        return LineOutcome(list(adds), list(removes), len(effects), unused, failed)
+
+    def _key_outcome(self, key: str, key_values: list[str]) -> tuple[tuple[int, ...], int]:
+        """The one-key rules on ``key`` that its values satisfy, and how many of the values
+        no rule uses."""
+        memo = self._key_outcomes[key]
+        memo_key = tuple(key_values)
+        outcome = memo.get(memo_key)
+        if outcome is None:
+            if key in self.single_key_rules:
+                matched, uses = self._key_verdict(key, key_values)
+            else:
+                matched, uses = (), frozenset()
+            if len(memo) >= 10_000:
+                memo.clear()
+            outcome = memo[memo_key] = (
+                matched,
+                sum(1 for value in key_values if (key, value) not in uses),
+            )
+        return outcome
 
     def _key_verdict(
         self, key: str, key_values: list[str]

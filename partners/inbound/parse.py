@@ -10,8 +10,8 @@ from partners.inbound.lines import (
     DEVICE_ID_TYPES,
     LineFormatError,
     parse_device_line,
-    parse_inbound_line,
     read_lines,
+    split_inbound_line,
     user_id_problem,
 )
 from partners.inbound.matching import TraitCatalog
@@ -74,8 +74,10 @@ def staged_line_rows(
                         f"'{id_type}' after '{device_type}': one file holds one ID type"
                     )
                 source = device_sources[DEVICE_ID_TYPES[id_type]]
+                outcome = catalog.match(signals, overwrite=overwrite)
             else:
-                user_id, signals = parse_inbound_line(raw.text)
+                user_id, text = split_inbound_line(raw.text)
+                outcome = catalog.match_text(text, overwrite=overwrite)
         except LineFormatError as exc:
             tally.reject(file_no, raw.number, "format_error", str(exc), raw.start)
             continue
@@ -84,7 +86,6 @@ def staged_line_rows(
             inbound_id_type=source.inbound_id_type,
             device_id_format=source.device_id_format,
         )
-        outcome = catalog.match(signals, overwrite=overwrite)
         yield (
             ord_of(file_no, raw.number),
             file_no,
