@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 from partners.inbound.lines import Signal, parse_signal, split_signals
 from segments.rules import TraitRule, comparison_holds, trait_rule_comparisons, trait_rule_matches
 
-
 # What one signal does on its own: (ADD | REMOVE | FAILED | UNUSED, sid) for trait
 # references, (VALUE, key, value) for key-value pairs and codes (rules decide those).
 ADD, REMOVE, FAILED, UNUSED, VALUE = "add", "remove", "failed", "unused", "value"
