@@ -17,7 +17,7 @@ from segments.rules import TraitRule, comparison_holds, trait_rule_comparisons, 
 # What one signal does on its own: (ADD | REMOVE | FAILED | UNUSED, sid) for trait
 # references, (VALUE, key, value) for key-value pairs and codes (rules decide those).
 ADD, REMOVE, FAILED, UNUSED, VALUE = "add", "remove", "failed", "unused", "value"
-Effect = tuple[str, int] | tuple[str, str, str]
+Effect = tuple[Any, ...]  # loosely typed: it is unpacked in the hottest loop
 MAX_MEMOIZED_TOKENS = 200_000
 
 
@@ -119,9 +119,9 @@ class TraitCatalog:
             elif kind is VALUE:
                 listed = values.get(effect[1])
                 if listed is None:
-                    values[effect[1]] = [effect[2]]  # type: ignore[misc]
+                    values[effect[1]] = [effect[2]]
                 else:
-                    listed.append(effect[2])  # type: ignore[misc]
+                    listed.append(effect[2])
             elif kind is REMOVE:
                 if not overwrite:  # .overwrite ignores removals
                     removes[effect[1]] = None
