@@ -99,6 +99,9 @@ RQ_QUEUES = {
 RQ = {"COMMIT_MODE": "on_db_commit"}
 # Inbound batches: seconds a batch may take, and RQ's retries after a failure or a crash.
 INBOUND_JOB_TIMEOUT = int(os.environ.get("INBOUND_JOB_TIMEOUT", "14400"))
+# Batches of at least this many bytes (as delivered) are parsed by several processes.
+INBOUND_PARSE_PROCESSES = int(os.environ.get("INBOUND_PARSE_PROCESSES", str(os.cpu_count() or 1)))
+INBOUND_PARALLEL_MIN_BYTES = int(os.environ.get("INBOUND_PARALLEL_MIN_BYTES", str(1024 * 1024)))
 INBOUND_RETRY_MAX = int(os.environ.get("INBOUND_RETRY_MAX", "3"))
 INBOUND_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("INBOUND_RETRY_INTERVALS", "10,60,300").split(",")

@@ -1,13 +1,24 @@
-"""From a file's plain bytes to staging rows: the per-line work, in Python, streaming."""
+"""From a file's plain bytes to staging rows: the per-line work, in Python, streaming.
+
+Lines are read in order (bounded, SPEC §3.2) and parsed in blocks: by a pool of parse
+processes for a big batch, so every core parses while this process feeds COPY, or in
+process for a small one. A block comes back as COPY text for ``stage_line`` plus its
+rejected lines.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from multiprocessing.pool import AsyncResult, Pool
+from typing import IO, NamedTuple
 
 from partners.inbound.lines import (
     DEVICE_ID_TYPES,
+    LINE_START_CHARS,
     LineFormatError,
     parse_device_line,
     read_lines,
@@ -43,60 +54,173 @@ class ParseTally:
             self.errors.append((file_no, line_no, kind, reason, start))
 
 
-def staged_line_rows(
-    stream: IO[bytes],
+BLOCK_LINES = 5_000  # lines parsed per task: big enough to amortize the hand-off
+_NULL = "\\N"
+
+
+@dataclass(frozen=True)
+class LineContext:
+    """How the lines of one file are read (sent with each block to a parse process)."""
+
+    file_no: int
+    device_file: bool
+    id_source: IDSource
+    device_sources: dict[int, IDSource]
+    overwrite: bool
+
+
+class BlockResult(NamedTuple):
+    copy_text: str  # stage_line rows in COPY text format
+    rejected: list[tuple[int, int, str, str, str]]  # (file_no, line_no, kind, reason, start)
+    device_type: str | None  # the ID type of a legacy device file, once seen
+
+
+def _copy_escaped(text: str) -> str:
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return text
+
+
+def line_block_parse(
+    lines: list[tuple[int, str]],
     *,
-    file_no: int,
-    device_file: bool,
-    id_source: IDSource,
-    device_sources: dict[int, IDSource],
+    context: LineContext,
     catalog: TraitCatalog,
-    overwrite: bool,
-    tally: ParseTally,
-) -> Iterator[tuple[Any, ...]]:
-    """Yield one staging row per well-formed line; count and keep the malformed ones."""
-    device_type: str | None = None
-    for raw in read_lines(stream):
-        tally.received += 1
-        if raw.text is None:
-            tally.reject(
-                file_no, raw.number, "format_error", raw.error or "unreadable line", raw.start
-            )
-            continue
-        source = id_source
+    device_type: str | None = None,
+) -> BlockResult:
+    """Parse and match a block of a file's lines ((line number, text) pairs). Pure."""
+    file_no = context.file_no
+    overwrite = context.overwrite
+    rejected: list[tuple[int, int, str, str, str]] = []
+    out: list[str] = []
+    for number, text in lines:
+        source = context.id_source
         try:
-            if device_file:
-                id_type, user_id, signals = parse_device_line(raw.text)
+            if "\x00" in text:
+                raise LineFormatError("the line holds a NUL character")
+            if context.device_file:
+                id_type, user_id, signals = parse_device_line(text)
                 if device_type is None:
                     device_type = id_type
                 elif id_type != device_type:
                     raise LineFormatError(
                         f"'{id_type}' after '{device_type}': one file holds one ID type"
                     )
-                source = device_sources[DEVICE_ID_TYPES[id_type]]
+                source = context.device_sources[DEVICE_ID_TYPES[id_type]]
                 outcome = catalog.match(signals, overwrite=overwrite)
             else:
-                user_id, text = split_inbound_line(raw.text)
-                outcome = catalog.match_text(text, overwrite=overwrite)
+                user_id, signals_text = split_inbound_line(text)
+                outcome = catalog.match_text(signals_text, overwrite=overwrite)
         except LineFormatError as exc:
-            tally.reject(file_no, raw.number, "format_error", str(exc), raw.start)
+            rejected.append((file_no, number, "format_error", str(exc), text[:LINE_START_CHARS]))
             continue
         problem = user_id_problem(
             user_id,
             inbound_id_type=source.inbound_id_type,
             device_id_format=source.device_id_format,
         )
-        yield (
-            ord_of(file_no, raw.number),
-            file_no,
-            raw.number,
-            source.dpid,
-            user_id,
-            problem,
-            outcome.signals,
-            outcome.unused,
-            outcome.failed,
-            outcome.adds,
-            outcome.removes,
-            raw.start,
+        adds, removes, signal_count, unused, failed = outcome
+        out.append(
+            f"{ord_of(file_no, number)}\t{file_no}\t{number}\t{source.dpid}"
+            f"\t{_copy_escaped(user_id)}\t{_NULL if problem is None else problem}"
+            f"\t{signal_count}\t{unused}\t{failed}"
+            f"\t{{{','.join(map(str, adds))}}}\t{{{','.join(map(str, removes))}}}"
+            f"\t{_copy_escaped(text[:LINE_START_CHARS])}\n"
         )
+    return BlockResult("".join(out), rejected, device_type)
+
+
+# A parse process holds the batch's catalog (sent once, when the pool starts), and its
+# memos of token effects and rule verdicts warm up over the blocks it parses.
+_process_catalog: TraitCatalog | None = None
+
+
+def _parse_process_init(catalog: TraitCatalog) -> None:
+    global _process_catalog
+    _process_catalog = catalog
+
+
+def _parse_process_block(lines: list[tuple[int, str]], context: LineContext) -> BlockResult:
+    assert _process_catalog is not None
+    return line_block_parse(lines, context=context, catalog=_process_catalog)
+
+
+@contextmanager
+def line_parse_pool(catalog: TraitCatalog, *, processes: int) -> Iterator[Pool | None]:
+    """Processes that parse blocks of lines in parallel (none when ``processes`` is 0).
+
+    Started with ``spawn``: a forked copy of a process holding a database connection is a
+    hazard, and the parse needs nothing but the catalog.
+    """
+    if processes <= 0:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes, initializer=_parse_process_init, initargs=(catalog,)) as pool:
+        yield pool
+
+
+def staged_line_text(
+    stream: IO[bytes],
+    *,
+    context: LineContext,
+    catalog: TraitCatalog,
+    tally: ParseTally,
+    pool: Pool | None,
+) -> Iterator[str]:
+    """Yield ``stage_line`` rows as COPY text, block by block in file order; count and keep
+    the rejected lines in ``tally``.
+
+    Lines are read here (streaming, bounded) and parsed by ``pool`` when there is one, a
+    few blocks ahead, so that parse processes work while this one feeds COPY; without a
+    pool (small batches, and legacy device files, whose lines depend on the first one)
+    they are parsed in process.
+    """
+
+    def blocks() -> Iterator[list[tuple[int, str]]]:
+        block: list[tuple[int, str]] = []
+        for raw in read_lines(stream):
+            tally.received += 1
+            if raw.text is None:
+                tally.reject(
+                    context.file_no,
+                    raw.number,
+                    "format_error",
+                    raw.error or "unreadable",
+                    raw.start,
+                )
+                continue
+            block.append((raw.number, raw.text))
+            if len(block) >= BLOCK_LINES:
+                yield block
+                block = []
+        if block:
+            yield block
+
+    def taken(result: BlockResult) -> str:
+        for error in result.rejected:
+            tally.reject(*error)
+        return result.copy_text
+
+    if pool is None or context.device_file:
+        device_type: str | None = None
+        for block in blocks():
+            result = line_block_parse(
+                block, context=context, catalog=catalog, device_type=device_type
+            )
+            device_type = result.device_type
+            yield taken(result)
+        return
+    # Bounded read-ahead: memory stays flat however long the file is.
+    pending: deque[AsyncResult[BlockResult]] = deque()
+    for block in blocks():
+        pending.append(pool.apply_async(_parse_process_block, (block, context)))
+        if len(pending) > 4 * getattr(pool, "_processes", 1):
+            yield taken(pending.popleft().get())
+    while pending:
+        yield taken(pending.popleft().get())

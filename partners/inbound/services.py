@@ -19,11 +19,16 @@ from partners.inbound.apply import apply_staged_batch, line_errors_store
 from partners.inbound.lines import DEVICE_ID_TYPES
 from partners.inbound.matching import CatalogTrait, TraitCatalog
 from partners.inbound.names import FileKind, FileNameError, InboundFileName, parse_inbound_file_name
-from partners.inbound.parse import IDSource, ParseTally, staged_line_rows
+from partners.inbound.parse import (
+    IDSource,
+    LineContext,
+    ParseTally,
+    line_parse_pool,
+    staged_line_text,
+)
 from partners.inbound.sources import UnreadableFileError
 from partners.inbound.stage import (
     LINE_COLUMNS,
-    LINE_TYPES,
     batch_relations_drop,
     files_stage,
     staging_create,
@@ -277,25 +282,30 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
     now = int(timezone.now().timestamp())
     tally = ParseTally()
     staging_create()
-    id_source = _id_source(ids)
-    files_stage(
-        files,
-        table="stage_line",
-        columns=LINE_COLUMNS,
-        types=LINE_TYPES,
-        rows=lambda file_no, stream: staged_line_rows(
-            stream,
-            file_no=file_no,
-            device_file=batch.kind == InboundBatch.Kind.DEVICE_TRAITS,
-            id_source=id_source,
-            device_sources=device_sources,
-            catalog=catalog,
-            overwrite=batch.overwrite,
+    # A big batch is parsed by several processes while this one feeds COPY.
+    big = sum(f.size for f in files) >= settings.INBOUND_PARALLEL_MIN_BYTES
+    with line_parse_pool(catalog, processes=settings.INBOUND_PARSE_PROCESSES if big else 0) as pool:
+        files_stage(
+            files,
+            table="stage_line",
+            columns=LINE_COLUMNS,
+            types=None,
+            rows=lambda file_no, stream: staged_line_text(
+                stream,
+                context=LineContext(
+                    file_no=file_no,
+                    device_file=batch.kind == InboundBatch.Kind.DEVICE_TRAITS,
+                    id_source=_id_source(ids),
+                    device_sources=device_sources,
+                    overwrite=batch.overwrite,
+                ),
+                catalog=catalog,
+                tally=tally,
+                pool=pool,
+            ),
             tally=tally,
-        ),
-        tally=tally,
-        errors_table="stage_error",
-    )
+            errors_table="stage_error",
+        )
     result = apply_staged_batch(
         batch_id=batch.pk,
         target_dpid=target.dpid,

@@ -48,8 +48,6 @@ LINE_COLUMNS = (
     "ord, file_no, line_no, id_dpid, user_id, id_problem, signals, unused, failed, adds,"
     " removes, line_start"
 )
-LINE_TYPES = ["int8", "int4", "int8", "int4", "text", "text", "int4", "int4", "int4"]
-LINE_TYPES += ["int4[]", "int4[]", "text"]
 ERROR_COLUMNS = "file_no, line_no, kind, reason, line_start"
 ERROR_TYPES = ["int4", "int8", "text", "text", "text"]
 
@@ -108,24 +106,39 @@ def stage_rows(table: str, columns: str, types: list[str], rows: Iterable[tuple[
             copy.write_row(row)
 
 
+def stage_text(table: str, columns: str, blocks: Iterable[str]) -> None:
+    """COPY blocks of rows already in COPY text format (escaped by their maker)."""
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        for block in blocks:
+            copy.write(block)
+
+
 def files_stage(
     files: Sequence[InboundFile],
     *,
     table: str,
     columns: str,
-    types: list[str],
-    rows: Callable[[int, IO[bytes]], Iterable[tuple[Any, ...]]],
+    types: list[str] | None,
+    rows: Callable[[int, IO[bytes]], Iterable[Any]],
     tally: ParseTally,
     errors_table: str,
 ) -> None:
     """Stream every file of a batch (plain bytes) into ``table``, in batch order, then the
-    lines rejected while reading into ``errors_table``. A file that cannot be read, or
-    holds no records, fails the whole batch with its name in the message."""
+    lines rejected while reading into ``errors_table``. ``rows`` yields row tuples of
+    ``types``, or with ``types`` None, blocks of rows in COPY text format. A file that
+    cannot be read, or holds no records, fails the whole batch with its name in the message.
+    """
     for file_no, file in enumerate(files):
         received_before = tally.received
         try:
             with open_plain(file.path, parse_inbound_file_name(file.name).compression) as stream:
-                stage_rows(table, columns, types, rows(file_no, stream))
+                if types is None:
+                    stage_text(table, columns, rows(file_no, stream))
+                else:
+                    stage_rows(table, columns, types, rows(file_no, stream))
         except UnreadableFileError as exc:
             raise UnreadableFileError(f"{file.name}: {exc}") from exc
         if tally.received == received_before:
