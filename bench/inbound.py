@@ -126,8 +126,8 @@ def _write_files(folder: Path, records: int) -> list[Path]:
     return [uuid_file, dpuuid_file]
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def _pipeline(files: list[Path], *, statements: int) -> tuple[float, int, int]:
@@ -206,6 +206,8 @@ def main() -> None:
     print(f"floor:     {floor:8.1f} s  {records / floor:10,.0f} records/s")
     print(f"ratio:     {elapsed / floor:8.2f} x the floor")
     print(f"peak RSS:  {rss:8.0f} MB (before the pipeline: {rss_before:.0f} MB)")
+    # The parse processes (a big batch is parsed by a pool): the largest of them.
+    print(f"  parse processes: {_peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB each at most")
 
 
 if __name__ == "__main__":

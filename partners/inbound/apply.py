@@ -119,17 +119,8 @@ def apply_staged_batch(
         sql_run("CREATE TEMP VIEW line AS SELECT s.*, true AS examined FROM stage_line s")
 
     # ID resolution: one row per (line, profile); a DPUUID mapped to N profiles fans out.
+    # A line's SIDs travel with its hits: the realizations read ``hit`` alone.
     if platform_uuids:
-        sql_run(
-            """
-            INSERT INTO segments_profile (uuid, created_at)
-            SELECT DISTINCT l.user_id, now() FROM line l
-            WHERE l.examined AND l.id_problem IS NULL AND cardinality(l.adds) > 0
-              -- most of our own UUIDs are known: skip them before the insert, not in it
-              AND NOT EXISTS (SELECT 1 FROM segments_profile p WHERE p.uuid = l.user_id)
-            ON CONFLICT (uuid) DO NOTHING
-            """
-        )
         resolve = """
             SELECT l.ord, p.id AS profile_id, l.adds FROM line l
             JOIN segments_profile p ON p.uuid = l.user_id
@@ -141,26 +132,44 @@ def apply_staged_batch(
             JOIN partners_idmapping m ON m.data_source_id = l.id_dpid AND m.dpuuid = l.user_id
             WHERE l.examined AND l.id_problem IS NULL
         """
-    # A line's SIDs travel with its hits: the realizations read ``hit`` alone.
     sql_run(f"CREATE TEMP TABLE hit ON COMMIT DROP AS {resolve}")
-    sql_run("ANALYZE hit")
+    # The valid lines that found no profile: usually few, so they are listed apart rather
+    # than every line flagged.
+    sql_run(
+        """
+        CREATE TEMP TABLE unresolved ON COMMIT DROP AS
+        SELECT l.ord FROM line l
+        WHERE l.examined AND l.id_problem IS NULL
+          AND NOT EXISTS (SELECT 1 FROM hit h WHERE h.ord = l.ord)
+        """
+    )
     if platform_uuids:
-        # Every valid UUID resolves (profiles were made for it): no lookup needed.
+        # Our own UUIDs all resolve: a profile is made for each new one that realizes a trait.
         sql_run(
             """
-            CREATE TEMP VIEW line_outcome AS
-            SELECT l.*, (l.id_problem IS NULL AND l.examined) AS resolved FROM line l
+            INSERT INTO segments_profile (uuid, created_at)
+            SELECT DISTINCT l.user_id, now() FROM unresolved u JOIN line l USING (ord)
+            WHERE cardinality(l.adds) > 0
+            ON CONFLICT (uuid) DO NOTHING
             """
         )
-    else:
-        # A table, not a view: the counters and the error list scan it, and a view would
-        # rebuild the resolved-line lookup for each scan.
         sql_run(
             """
-            CREATE TEMP TABLE line_outcome ON COMMIT DROP AS
-            SELECT l.*, l.ord IN (SELECT ord FROM hit) AS resolved FROM line l
+            INSERT INTO hit
+            SELECT l.ord, p.id, l.adds FROM unresolved u JOIN line l USING (ord)
+            JOIN segments_profile p ON p.uuid = l.user_id
             """
         )
+        sql_run("TRUNCATE unresolved")
+    sql_run("ANALYZE hit")
+    sql_run(
+        """
+        CREATE TEMP VIEW line_outcome AS
+        SELECT l.*, (l.examined AND l.id_problem IS NULL
+                     AND l.ord NOT IN (SELECT ord FROM unresolved)) AS resolved
+        FROM line l
+        """
+    )
     (
         result.over_line_limit,
         result.invalid_ids,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, cast
 
 MAX_LINE_BYTES = 102_400
 LINE_START_CHARS = 80
@@ -35,33 +35,73 @@ class RawLine(NamedTuple):  # a NamedTuple: millions are made, and it is the che
     start: str  # the first characters, for error reports
 
 
-def read_lines(stream: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[RawLine]:
-    """Yield the non-blank lines of ``stream`` with their physical line numbers.
+class OverlongLine(NamedTuple):
+    """A line cut off while reading because it is too long: only its start is kept."""
+
+    start: str
+
+
+# A block of consecutive physical lines: the number of the first, then each line's bytes
+# (without "\n"), or OverlongLine for a line too long to be held.
+LineBlock = tuple[int, list["bytes | OverlongLine"]]
+
+
+def read_line_blocks(
+    stream: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES, block_bytes: int = 1 << 19
+) -> Iterator[LineBlock]:
+    """Split ``stream`` into blocks of physical lines, reading ``block_bytes`` at a time.
+
+    Cheap (the splitting is done in C), so one process can feed several that decode and
+    parse the blocks (:func:`decode_lines`). Bounded: a line that grows past ``max_bytes``
+    without ending is cut off and the rest of it skipped, never held whole.
+    """
+    number = 1  # the number of the line that ``carry`` begins
+    carry = b""
+    skipping = False  # inside an over-long line, until its end
+    read = stream.read
+    while True:
+        data = read(block_bytes)
+        if not data:
+            break
+        if skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                continue
+            data = data[end + 1 :]
+            skipping = False
+            number += 1
+        complete = (carry + data).split(b"\n") if carry else data.split(b"\n")
+        carry = complete.pop()  # the unfinished last line (b"" after a final "\n")
+        lines = cast("list[bytes | OverlongLine]", complete)  # an over-long line may join
+        if len(carry) > max_bytes + 2:  # too long even with its "\r\n" still to come
+            lines.append(OverlongLine(carry[:LINE_START_CHARS].decode("utf-8", "replace")))
+            carry = b""
+            skipping = True
+        if lines:
+            yield number, lines
+            number += len(lines) - (1 if skipping else 0)
+    if carry and not skipping:
+        yield number, [carry]
+
+
+def decode_lines(
+    first: int, lines: list[bytes | OverlongLine], *, max_bytes: int = MAX_LINE_BYTES
+) -> Iterator[RawLine]:
+    """The non-blank lines of a block, decoded, with their physical line numbers.
 
     CRLF and LF both end a line; a UTF-8 BOM and a missing final newline are fine. A line
     over ``max_bytes`` (without its ending) or not valid UTF-8 is yielded with an error.
     """
-    number = 0
-    readline = stream.readline
-    limit = max_bytes + 2  # room for "\r\n"
-    while True:
-        chunk = readline(limit)
-        if not chunk:
-            return
+    number = first - 1
+    for raw in lines:
         number += 1
-        if number == 1 and chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM) :]
-        if chunk[-1:] == b"\n":
-            raw = chunk[:-2] if chunk[-2:-1] == b"\r" else chunk[:-1]
-        elif len(chunk) >= limit:
-            # Over-long: skip the rest of it in bounded reads, never holding it whole.
-            start = chunk[:LINE_START_CHARS].decode("utf-8", "replace")
-            while chunk and chunk[-1:] != b"\n":
-                chunk = readline(max_bytes)
-            yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", start)
+        if isinstance(raw, OverlongLine):
+            yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", raw.start)
             continue
-        else:
-            raw = chunk[:-1] if chunk[-1:] == b"\r" else chunk
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if raw[-1:] == b"\r":
+            raw = raw[:-1]
         if len(raw) > max_bytes:
             start = raw[:LINE_START_CHARS].decode("utf-8", "replace")
             yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", start)
@@ -75,6 +115,13 @@ def read_lines(stream: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES) -> Iterato
         if not text or text.isspace():
             continue  # blank lines are not records
         yield RawLine(number, text, None, text[:LINE_START_CHARS])
+
+
+def read_lines(stream: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[RawLine]:
+    """Yield the non-blank lines of ``stream`` with their physical line numbers
+    (:func:`read_line_blocks` then :func:`decode_lines`)."""
+    for first, lines in read_line_blocks(stream, max_bytes=max_bytes):
+        yield from decode_lines(first, lines, max_bytes=max_bytes)
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:

@@ -11,17 +11,18 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult, Pool
 from typing import IO, NamedTuple
 
 from partners.inbound.lines import (
     DEVICE_ID_TYPES,
-    LINE_START_CHARS,
+    LineBlock,
     LineFormatError,
+    decode_lines,
     parse_device_line,
-    read_lines,
+    read_line_blocks,
     split_inbound_line,
     user_id_problem,
 )
@@ -54,7 +55,7 @@ class ParseTally:
             self.errors.append((file_no, line_no, kind, reason, start))
 
 
-BLOCK_LINES = 5_000  # lines parsed per task: big enough to amortize the hand-off
+READ_AHEAD_BLOCKS = 8  # blocks handed to the parse processes before waiting for the first
 _NULL = "\\N"
 
 
@@ -71,6 +72,7 @@ class LineContext:
 
 class BlockResult(NamedTuple):
     copy_text: str  # stage_line rows in COPY text format
+    received: int  # lines (not blank)
     rejected: list[tuple[int, int, str, str, str]]  # (file_no, line_no, kind, reason, start)
     device_type: str | None  # the ID type of a legacy device file, once seen
 
@@ -87,18 +89,23 @@ def _copy_escaped(text: str) -> str:
 
 
 def line_block_parse(
-    lines: list[tuple[int, str]],
+    block: LineBlock,
     *,
     context: LineContext,
     catalog: TraitCatalog,
     device_type: str | None = None,
 ) -> BlockResult:
-    """Parse and match a block of a file's lines ((line number, text) pairs). Pure."""
+    """Decode, parse and match a block of a file's lines. Pure."""
     file_no = context.file_no
     overwrite = context.overwrite
+    received = 0
     rejected: list[tuple[int, int, str, str, str]] = []
     out: list[str] = []
-    for number, text in lines:
+    for number, text, error, start in decode_lines(*block):
+        received += 1
+        if text is None:
+            rejected.append((file_no, number, "format_error", error or "unreadable line", start))
+            continue
         source = context.id_source
         try:
             if "\x00" in text:
@@ -117,7 +124,7 @@ def line_block_parse(
                 user_id, signals_text = split_inbound_line(text)
                 outcome = catalog.match_text(signals_text, overwrite=overwrite)
         except LineFormatError as exc:
-            rejected.append((file_no, number, "format_error", str(exc), text[:LINE_START_CHARS]))
+            rejected.append((file_no, number, "format_error", str(exc), start))
             continue
         problem = user_id_problem(
             user_id,
@@ -130,9 +137,9 @@ def line_block_parse(
             f"\t{_copy_escaped(user_id)}\t{_NULL if problem is None else problem}"
             f"\t{signal_count}\t{unused}\t{failed}"
             f"\t{{{','.join(map(str, adds))}}}\t{{{','.join(map(str, removes))}}}"
-            f"\t{_copy_escaped(text[:LINE_START_CHARS])}\n"
+            f"\t{_copy_escaped(start)}\n"
         )
-    return BlockResult("".join(out), rejected, device_type)
+    return BlockResult("".join(out), received, rejected, device_type)
 
 
 # A parse process holds the batch's catalog (sent once, when the pool starts), and its
@@ -145,23 +152,28 @@ def _parse_process_init(catalog: TraitCatalog) -> None:
     _process_catalog = catalog
 
 
-def _parse_process_block(lines: list[tuple[int, str]], context: LineContext) -> BlockResult:
+def _parse_process_block(block: LineBlock, context: LineContext) -> BlockResult:
     assert _process_catalog is not None
-    return line_block_parse(lines, context=context, catalog=_process_catalog)
+    return line_block_parse(block, context=context, catalog=_process_catalog)
 
 
 @contextmanager
-def line_parse_pool(catalog: TraitCatalog, *, processes: int) -> Iterator[Pool | None]:
+def line_parse_pool(catalog: TraitCatalog, *, processes: int) -> Iterator[Executor | None]:
     """Processes that parse blocks of lines in parallel (none when ``processes`` is 0).
 
     Started with ``spawn``: a forked copy of a process holding a database connection is a
-    hazard, and the parse needs nothing but the catalog.
+    hazard, and the parse needs nothing but the catalog. A process that dies breaks the
+    pool, and the batch fails with that error (then RQ retries it) instead of waiting.
     """
     if processes <= 0:
         yield None
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes, initializer=_parse_process_init, initargs=(catalog,)) as pool:
+    with ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_parse_process_init,
+        initargs=(catalog,),
+    ) as pool:
         yield pool
 
 
@@ -171,45 +183,26 @@ def staged_line_text(
     context: LineContext,
     catalog: TraitCatalog,
     tally: ParseTally,
-    pool: Pool | None,
+    pool: Executor | None,
 ) -> Iterator[str]:
     """Yield ``stage_line`` rows as COPY text, block by block in file order; count and keep
     the rejected lines in ``tally``.
 
-    Lines are read here (streaming, bounded) and parsed by ``pool`` when there is one, a
-    few blocks ahead, so that parse processes work while this one feeds COPY; without a
-    pool (small batches, and legacy device files, whose lines depend on the first one)
-    they are parsed in process.
+    The stream is cut into blocks of lines here (streaming, bounded); the blocks are decoded
+    and parsed by ``pool`` when there is one, a few blocks ahead, so that the parse
+    processes work while this one feeds COPY. Without a pool (small batches, and legacy
+    device files, whose lines depend on the first one) they are parsed in process.
     """
 
-    def blocks() -> Iterator[list[tuple[int, str]]]:
-        block: list[tuple[int, str]] = []
-        for raw in read_lines(stream):
-            tally.received += 1
-            if raw.text is None:
-                tally.reject(
-                    context.file_no,
-                    raw.number,
-                    "format_error",
-                    raw.error or "unreadable",
-                    raw.start,
-                )
-                continue
-            block.append((raw.number, raw.text))
-            if len(block) >= BLOCK_LINES:
-                yield block
-                block = []
-        if block:
-            yield block
-
     def taken(result: BlockResult) -> str:
+        tally.received += result.received
         for error in result.rejected:
             tally.reject(*error)
         return result.copy_text
 
     if pool is None or context.device_file:
         device_type: str | None = None
-        for block in blocks():
+        for block in read_line_blocks(stream):
             result = line_block_parse(
                 block, context=context, catalog=catalog, device_type=device_type
             )
@@ -217,10 +210,10 @@ def staged_line_text(
             yield taken(result)
         return
     # Bounded read-ahead: memory stays flat however long the file is.
-    pending: deque[AsyncResult[BlockResult]] = deque()
-    for block in blocks():
-        pending.append(pool.apply_async(_parse_process_block, (block, context)))
-        if len(pending) > 4 * getattr(pool, "_processes", 1):
-            yield taken(pending.popleft().get())
+    pending: deque[Future[BlockResult]] = deque()
+    for block in read_line_blocks(stream):
+        pending.append(pool.submit(_parse_process_block, block, context))
+        if len(pending) > READ_AHEAD_BLOCKS:
+            yield taken(pending.popleft().result())
     while pending:
-        yield taken(pending.popleft().get())
+        yield taken(pending.popleft().result())

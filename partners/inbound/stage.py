@@ -66,6 +66,7 @@ BATCH_RELATIONS = [
     "line",
     "line_outcome",
     "hit",
+    "unresolved",
     "op",
     "old",
     "ttl",
