@@ -22,6 +22,7 @@ import random
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,32 @@ def _write_files(folder: Path, records: int) -> list[Path]:
     return [uuid_file, dpuuid_file]
 
 
-def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _ChildrenRSS(threading.Thread):
+    """Samples the resident memory of this process's children (the parse processes), summed,
+    every 0.1 s. (ru_maxrss of children is no use: a spawned child briefly counts its
+    parent's pages between fork and exec.)"""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mb = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        parent = f"PPid:\t{os.getpid()}\n"
+        while not self.stop.wait(0.1):
+            total = 0
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                if parent in status and "python" in status.split("\n", 1)[0]:
+                    total += int(status.split("VmRSS:")[1].split()[0])
+            self.peak_mb = max(self.peak_mb, total / 1024)
 
 
 def _pipeline(files: list[Path], *, statements: int) -> tuple[float, int, int]:
@@ -196,7 +221,10 @@ def main() -> None:
         size = sum(p.stat().st_size for p in files)
         print(f"files: {args.records:,} records, {size / 1e6:.1f} MB gzip", flush=True)
         rss_before = _peak_rss_mb()
+        children = _ChildrenRSS()
+        children.start()
         elapsed, records, signals = _pipeline(files, statements=args.statements)
+        children.stop.set()
         rss = _peak_rss_mb()
         floor = _floor(files)
     print(
@@ -205,9 +233,10 @@ def main() -> None:
     )
     print(f"floor:     {floor:8.1f} s  {records / floor:10,.0f} records/s")
     print(f"ratio:     {elapsed / floor:8.2f} x the floor")
-    print(f"peak RSS:  {rss:8.0f} MB (before the pipeline: {rss_before:.0f} MB)")
-    # The parse processes (a big batch is parsed by a pool): the largest of them.
-    print(f"  parse processes: {_peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB each at most")
+    print(
+        f"peak RSS:  {rss + children.peak_mb:8.0f} MB: this process {rss:.0f} MB (before the"
+        f" pipeline: {rss_before:.0f} MB), its parse processes {children.peak_mb:.0f} MB together"
+    )
 
 
 if __name__ == "__main__":

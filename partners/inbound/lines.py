@@ -90,7 +90,8 @@ def decode_lines(
     """The non-blank lines of a block, decoded, with their physical line numbers.
 
     CRLF and LF both end a line; a UTF-8 BOM and a missing final newline are fine. A line
-    over ``max_bytes`` (without its ending) or not valid UTF-8 is yielded with an error.
+    over ``max_bytes`` (without its ending), not valid UTF-8 or holding a NUL character is
+    yielded with an error.
     """
     number = first - 1
     for raw in lines:
@@ -114,6 +115,10 @@ def decode_lines(
             continue
         if not text or text.isspace():
             continue  # blank lines are not records
+        if "\x00" in text:  # PostgreSQL text cannot hold it: refused here, shown as U+FFFD
+            start = text[:LINE_START_CHARS].replace("\x00", "\ufffd")
+            yield RawLine(number, None, "the line holds a NUL character", start)
+            continue
         yield RawLine(number, text, None, text[:LINE_START_CHARS])
 
 

@@ -52,11 +52,6 @@ ERROR_COLUMNS = "file_no, line_no, kind, reason, line_start"
 ERROR_TYPES = ["int4", "int8", "text", "text", "text"]
 
 
-def ord_of(file_no: int, line_no: int) -> int:
-    """A batch-wide line order: files in batch order, lines in file order."""
-    return (file_no << 40) | line_no
-
-
 # Every temporary relation a batch creates (stage, apply, membership). Tables drop at commit;
 # views do not, so they are dropped when the batch is done; and a caller that runs two
 # batches in one transaction (tests, `ingest` of several batches) needs all of them gone.

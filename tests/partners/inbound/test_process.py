@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -426,3 +427,42 @@ def test_one_endless_line_is_one_format_error(world: World, tmp_path: Path) -> N
     receipt = inbound_batch_process(batch_id=inbound_files_register(paths=[path]).batches[0].pk)
     assert (receipt.records_received, receipt.format_errors, receipt.stored_records) == (2, 1, 1)
     assert world.held(world.u2) == {11}
+
+
+def test_a_line_with_a_nul_character_is_a_format_error(world: World, deliver: Deliver) -> None:
+    receipt = deliver({SYNC: "u1\td_sid=10\nu2\td_sid=11,x=a\x00b\n"})
+    assert (receipt.format_errors, receipt.stored_records) == (1, 1)
+    assert receipt.errors_sample[0]["reason"] == "the line holds a NUL character"
+
+
+def test_parse_processes_give_the_same_result_as_one_process(
+    world: World, deliver: Deliver, settings: Any
+) -> None:
+    """A big batch is parsed by a pool of processes, block by block: same receipt, same
+    rejected lines, same stored traits as parsing in process."""
+    TraitFactory.create(sid=12, data_source=world.source, rule="age >= 30")
+    lines = []
+    for n in range(40_000):  # ~0.9 MB: several blocks of lines
+        user = ("u1", "u2", "u9", "u:1")[n % 4]
+        signals = ("d_sid=10", "d_sid=11,age=31", "d_sid=90", "age=20,zz=1", ",")[n % 5]
+        lines.append(f"{user}\t{signals}\n" if n % 997 else "no tab here\n")
+    content = "".join(lines)
+
+    def run(stamp: int, *, processes: int) -> tuple[Any, ...]:
+        settings.INBOUND_PARSE_PROCESSES = processes
+        settings.INBOUND_PARALLEL_MIN_BYTES = 0
+        ProfileTraits.objects.all().delete()
+        receipt = deliver({f"ftp_dpm_21_{stamp}.sync": content})
+        errors = list(
+            LineError.objects.filter(batch=receipt.batch)
+            .order_by("line_number", "kind")
+            .values_list("line_number", "kind", "reason", "line_start")
+        )
+        sample = [{k: v for k, v in e.items() if k != "file"} for e in receipt.errors_sample]
+        held = (world.held(world.u1), world.held(world.u2))
+        return counters(receipt), sample, errors, held
+
+    in_process = run(1700000000, processes=0)
+    assert in_process[0]["records_received"] == 40_000
+    assert in_process[0]["format_errors"] > 40  # the tab-less lines and the empty signals
+    assert run(1700000001, processes=2) == in_process
