@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from partners.models import (
     DataSource,
@@ -16,8 +22,12 @@ from partners.models import (
     PartnerUser,
     PendingRecord,
     Receipt,
+    ReceiptDelivery,
     ReceiptRecipient,
 )
+from partners.receipts.render import receipt_text
+from partners.receipts.services import receipt_delivery_request, receipt_recipients
+from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
 from partners.selectors import (
     data_source_last_sync_expression,
     data_source_mapping_count_expression,
@@ -197,19 +207,155 @@ class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("name", "sha256", "=partner__pid")
 
 
+class ReceiptDeliveryInline(admin.TabularInline):
+    model = ReceiptDelivery
+    fields = ("created_at", "recipients", "status", "attempts", "sent_at", "error", "requested_by")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class HasErrorsFilter(admin.SimpleListFilter):
+    title = "has errors"
+    parameter_name = "has_errors"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        rejected = (
+            Q(format_errors__gt=0)
+            | Q(invalid_ids__gt=0)
+            | Q(no_matching_ids__gt=0)
+            | Q(no_trait_realized__gt=0)
+            | Q(rejected__gt=0)
+        )
+        if self.value() == "yes":
+            return queryset.filter(rejected)
+        if self.value() == "no":
+            return queryset.exclude(rejected)
+        return queryset
+
+
+class ResendForm(forms.Form):
+    email = forms.EmailField(
+        required=False,
+        help_text="One address; leave empty to send again to every recipient of the receipt.",
+    )
+
+
 @admin.register(Receipt)
 class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "batch",
+        "partner",
+        "data_source",
         "records_received",
         "stored_records",
         "format_errors",
         "no_matching_ids",
         "job_end",
+        "last_delivery",
     )
-    list_select_related = ("batch",)
+    list_filter = (
+        ("batch__partner", admin.RelatedOnlyFieldListFilter),
+        ("batch__target", admin.RelatedOnlyFieldListFilter),
+        "batch__kind",
+        "deliveries__status",
+        HasErrorsFilter,
+        "job_end",
+    )
+    list_select_related = ("batch__partner", "batch__target")
     search_fields = ("batch__key", "=batch__partner__pid")
     date_hierarchy = "job_end"
+    inlines = (ReceiptDeliveryInline,)
+    actions = ("resend_to_all",)
+    change_form_template = "admin/partners/receipt/change_form.html"
+
+    @admin.display(ordering="batch__partner__name")
+    def partner(self, receipt: Receipt) -> str:
+        return str(receipt.batch.partner)
+
+    @admin.display(description="DPID", ordering="batch__target_id")
+    def data_source(self, receipt: Receipt) -> int:
+        return receipt.batch.target_id
+
+    @admin.display(description="e-mail")
+    def last_delivery(self, receipt: Receipt) -> str:
+        delivery = receipt.deliveries.first()
+        return delivery.get_status_display() if delivery else "—"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # read-only; the re-send and download actions are their own views
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<int:pk>/workbook/",
+                self.admin_site.admin_view(self.workbook_view),
+                name="partners_receipt_workbook",
+            ),
+            path(
+                "<int:pk>/resend/",
+                self.admin_site.admin_view(self.resend_view),
+                name="partners_receipt_resend",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        receipt = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if receipt is not None:
+            extra["receipt_text"] = receipt_text(receipt)
+            extra["has_line_errors"] = receipt.batch.line_errors.exists()
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def workbook_view(self, request: HttpRequest, pk: int) -> FileResponse:
+        receipt = get_object_or_404(Receipt.objects.select_related("batch"), pk=pk)
+        if not self.has_view_permission(request, receipt):
+            raise PermissionDenied
+        stream = io.BytesIO()
+        receipt_workbook_write(receipt, stream)
+        stream.seek(0)
+        return FileResponse(stream, as_attachment=True, filename=receipt_workbook_name(receipt))
+
+    def resend_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        receipt = get_object_or_404(Receipt.objects.select_related("batch"), pk=pk)
+        if not self.has_view_permission(request, receipt):
+            raise PermissionDenied
+        form = ResendForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            email = form.cleaned_data["email"]
+            delivery = receipt_delivery_request(
+                receipt=receipt,
+                recipients=[email] if email else None,
+                requested_by=request.user.get_username(),
+            )
+            self.message_user(
+                request, f"Receipt queued for {', '.join(delivery.recipients)}.", messages.SUCCESS
+            )
+            return redirect("admin:partners_receipt_change", receipt.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Re-send {receipt}",
+            "receipt": receipt,
+            "recipients": receipt_recipients(receipt),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/partners/receipt/resend.html", context)
+
+    @admin.action(description="Re-send the selected receipts to all their recipients")
+    def resend_to_all(self, request: HttpRequest, queryset: QuerySet[Receipt]) -> None:
+        for receipt in queryset.select_related("batch"):
+            receipt_delivery_request(receipt=receipt, requested_by=request.user.get_username())
+        self.message_user(request, f"{queryset.count()} receipt(s) queued.", messages.SUCCESS)
 
 
 @admin.register(LineError)

@@ -388,3 +388,31 @@ class PendingRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.data_source_id}:{self.dpuuid} pending"
+
+
+class ReceiptDelivery(models.Model):
+    """One sending of a receipt e-mail: made with the receipt, sent by an RQ job after the
+    batch commits; a failed send stays here with its error, retried by RQ or re-sent."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    receipt = models.ForeignKey(Receipt, on_delete=models.CASCADE, related_name="deliveries")
+    recipients = ArrayField(models.EmailField(), help_text="Every address of this sending.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_by = models.CharField(
+        max_length=150, blank=True, help_text="Who asked for a re-send (empty: automatic)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "receipt deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.receipt} to {', '.join(self.recipients)} ({self.status})"

@@ -169,6 +169,15 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "s2s-portal@localhost"
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # The internal partner-solutions team: gets every receipt and every alert.
 PARTNER_SOLUTIONS_EMAILS = env_list("PARTNER_SOLUTIONS_EMAILS", "partner-solutions@localhost")
+# Links in e-mails point here (the portal as partners and staff reach it).
+PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "http://localhost:8000").rstrip("/")
+# The error workbook is attached up to this size; bigger, the e-mail links to it.
+RECEIPT_ATTACHMENT_MAX_BYTES = int(os.environ.get("RECEIPT_ATTACHMENT_MAX_BYTES", str(5 * 1024**2)))
+# Receipt e-mails: RQ's retries of a failed send (SMTP down, refused, ...).
+NOTIFY_RETRY_MAX = int(os.environ.get("NOTIFY_RETRY_MAX", "5"))
+NOTIFY_RETRY_INTERVALS = [
+    int(s) for s in os.environ.get("NOTIFY_RETRY_INTERVALS", "30,120,600,1800,3600").split(",")
+]
 
 # --- Security behind a proxy ------------------------------------------------------------------
 if env_bool("SECURE_PROXY_SSL_HEADER"):

@@ -34,6 +34,7 @@ from partners.inbound.stage import (
     staging_create,
 )
 from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
+from partners.receipts.services import receipt_delivery_request
 from segments.membership import segment_memberships_refresh
 from segments.models import Trait
 from segments.rules import parse_trait_rule
@@ -251,6 +252,7 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
                 idsync_batch_apply if batch.kind == InboundBatch.Kind.ID_SYNC else _process_traits
             )
             receipt = apply(batch, started=started)
+            receipt_delivery_request(receipt=receipt)  # e-mailed once the batch commits
             batch.files.update(status=InboundFile.Status.PROCESSED)
             InboundBatch.objects.filter(pk=batch.pk).update(
                 status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end

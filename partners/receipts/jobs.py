@@ -1,0 +1,15 @@
+"""RQ jobs of receipts: thin, they load by ID and call one service."""
+
+from __future__ import annotations
+
+from partners.models import ReceiptDelivery
+from partners.receipts.services import receipt_delivery_send
+
+
+def receipt_delivery_send_job(delivery_id: int) -> None:
+    delivery = (
+        ReceiptDelivery.objects.select_related("receipt__batch").filter(pk=delivery_id).first()
+    )
+    if delivery is None:
+        return  # the receipt was deleted since
+    receipt_delivery_send(delivery=delivery)

@@ -1,0 +1,120 @@
+"""Receipt e-mails: who gets them, what they say, and their sending through RQ."""
+
+from __future__ import annotations
+
+import io
+
+import django_rq
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from rq import Retry
+
+from partners.models import Receipt, ReceiptDelivery, ReceiptRecipient
+from partners.receipts.render import receipt_counters
+from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def receipt_recipients(receipt: Receipt) -> list[str]:
+    """The internal partner-solutions list always; the partner's enabled recipients (all
+    receipts, or only those of their data source) when the partner has receipts enabled."""
+    batch = receipt.batch
+    addresses = list(settings.PARTNER_SOLUTIONS_EMAILS)
+    if batch.partner.receipts_enabled:
+        sources = {batch.target_id, batch.data_source_id} - {None}
+        partner_addresses = (
+            ReceiptRecipient.objects.filter(partner=batch.partner, enabled=True)
+            .filter(Q(data_source__isnull=True) | Q(data_source__in=sources))
+            .order_by("email")
+            .values_list("email", flat=True)
+        )
+        addresses += [a for a in partner_addresses if a not in addresses]
+    return addresses
+
+
+def receipt_subject(receipt: Receipt) -> str:
+    batch = receipt.batch
+    return f"Server-to-Server processing result: {batch.partner.name} (DPID {batch.target.dpid})"
+
+
+def receipt_email_build(receipt: Receipt, *, recipients: list[str]) -> EmailMultiAlternatives:
+    """The e-mail of a receipt (SPEC §4): text and HTML parts, the error workbook attached
+    when it is small enough, otherwise linked."""
+    batch = receipt.batch
+    workbook = io.BytesIO()
+    if batch.line_errors.exists():
+        receipt_workbook_write(receipt, workbook)
+    attach = 0 < workbook.tell() <= settings.RECEIPT_ATTACHMENT_MAX_BYTES
+    base = settings.PORTAL_BASE_URL
+    context = {
+        "receipt": receipt,
+        "batch": batch,
+        "partner": batch.partner,
+        "files": list(batch.files.order_by("split", "name").values_list("name", flat=True)),
+        "counters": [
+            (label, getattr(receipt, field)) for field, label in receipt_counters(receipt)
+        ],
+        "errors": [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample],
+        "has_errors": workbook.tell() > 0,
+        "attached": attach,
+        "receipt_url": base + reverse("admin:partners_receipt_change", args=[receipt.pk]),
+        "workbook_url": base + reverse("admin:partners_receipt_workbook", args=[receipt.pk]),
+    }
+    message = EmailMultiAlternatives(
+        subject=receipt_subject(receipt),
+        body=render_to_string("receipts/email.txt", context),
+        to=recipients,
+    )
+    message.attach_alternative(render_to_string("receipts/email.html", context), "text/html")
+    if attach:
+        message.attach(receipt_workbook_name(receipt), workbook.getvalue(), XLSX)
+    return message
+
+
+def receipt_delivery_request(
+    *, receipt: Receipt, recipients: list[str] | None = None, requested_by: str = ""
+) -> ReceiptDelivery:
+    """Record a sending of the receipt and queue it for an RQ worker once the current
+    transaction commits (a rolled-back batch sends nothing)."""
+    delivery = ReceiptDelivery.objects.create(
+        receipt=receipt,
+        recipients=recipients or receipt_recipients(receipt),
+        requested_by=requested_by,
+    )
+    transaction.on_commit(lambda: _delivery_enqueue(delivery.pk))
+    return delivery
+
+
+def _delivery_enqueue(delivery_id: int) -> None:
+    django_rq.get_queue("notify").enqueue(
+        "partners.receipts.jobs.receipt_delivery_send_job",
+        delivery_id,
+        job_id=f"receipt-delivery-{delivery_id}",
+        retry=Retry(max=settings.NOTIFY_RETRY_MAX, interval=settings.NOTIFY_RETRY_INTERVALS),
+        description=f"Send receipt e-mail #{delivery_id}",
+    )
+
+
+def receipt_delivery_send(*, delivery: ReceiptDelivery) -> None:
+    """Send one delivery. A failure is recorded on it and raised again, so that RQ retries
+    the job; the receipt and the batch are never touched."""
+    if delivery.status == ReceiptDelivery.Status.SENT:
+        return
+    delivery.attempts += 1
+    try:
+        receipt_email_build(delivery.receipt, recipients=delivery.recipients).send()
+    except Exception as exc:
+        delivery.status = ReceiptDelivery.Status.FAILED
+        delivery.error = f"{type(exc).__name__}: {exc}"[:2000]
+        delivery.save(update_fields=["status", "error", "attempts"])
+        raise
+    delivery.status = ReceiptDelivery.Status.SENT
+    delivery.error = ""
+    delivery.sent_at = timezone.now()
+    delivery.save(update_fields=["status", "error", "attempts", "sent_at"])

@@ -1,0 +1,169 @@
+"""Receipt e-mails: content, recipients, the error workbook, re-sending and failed sends."""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any
+
+import django_rq
+import pytest
+from django.core import mail
+from django.db import transaction
+from openpyxl import load_workbook
+from rq import SimpleWorker
+from rq.job import Job
+
+from partners.models import Receipt, ReceiptDelivery
+from partners.receipts.jobs import receipt_delivery_send_job
+from partners.receipts.services import receipt_recipients
+from tests.factories import ReceiptRecipientFactory
+from tests.partners.inbound.conftest import Deliver, World
+
+WORKED_EXAMPLE = {
+    "ftp_dpm_21_1700000000.sync": "u1\td_sid=10,d_sid=11\n"
+    "u2\td_sid=90,zz=1\n"
+    "u9\td_sid=10\n"
+    "u1 d_sid=10\n"
+}
+
+
+@pytest.fixture
+def receipt(world: World, deliver: Deliver, settings: Any) -> Receipt:
+    settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
+    settings.PORTAL_BASE_URL = "https://portal.test"
+    return deliver(WORKED_EXAMPLE)
+
+
+def _send(receipt: Receipt) -> mail.EmailMultiAlternatives:
+    delivery = receipt.deliveries.get()
+    mail.outbox.clear()
+    receipt_delivery_send_job(delivery.pk)
+    (message,) = mail.outbox
+    return message  # type: ignore[return-value]
+
+
+def test_the_e_mail_of_the_spec_worked_example(receipt: Receipt, world: World) -> None:
+    message = _send(receipt)
+    partner = world.partner
+    assert message.subject == (f"Server-to-Server processing result: {partner.name} (DPID 21)")
+    body = message.body
+    assert f"Hello {partner.name} (PID {partner.pk})," in body
+    assert "  ftp_dpm_21_1700000000.sync\n" in body
+    expected = {
+        "Records received": 4,
+        "Format errors": 1,
+        "Invalid ID": 0,
+        "No matching ID": 1,
+        "No trait realized": 1,
+        "Records processed": 4,
+        "Stored records": 1,
+        "Total devices": 1,
+        "Total signals": 5,
+        "Total unused signals": 1,
+        "Total realized traits": 2,
+        "Total removed traits": 0,
+        "Total traits failed validation": 1,
+        "Total users with traits that failed validation": 1,
+    }
+    counter_lines = [line for line in body.splitlines() if line[:48].rstrip() in expected]
+    assert [(line[:48].rstrip(), int(line[48:])) for line in counter_lines] == list(
+        expected.items()
+    )  # every counter, in the SPEC's order, with its value
+    assert "Job start time" in body
+    assert "Job end time" in body
+    assert "ftp_dpm_21_1700000000.sync line 4: format error - no tab" in body
+    assert "ftp_dpm_21_1700000000.sync line 3: no matching id - no ID mapping" in body
+    assert f"https://portal.test/admin/partners/receipt/{receipt.pk}/change/" in body
+    html, mime = message.alternatives[0]
+    assert mime == "text/html"
+    assert '>Stored records</th><td style="text-align: right;">1</td>' in html
+    assert receipt.deliveries.get().status == ReceiptDelivery.Status.SENT
+
+
+def test_recipients_internal_always_partner_when_enabled_narrowed_by_data_source(
+    receipt: Receipt, world: World
+) -> None:
+    partner = world.partner
+    ReceiptRecipientFactory.create(partner=partner, email="all@partner.test")
+    ReceiptRecipientFactory.create(
+        partner=partner, email="ds21@partner.test", data_source=world.source
+    )
+    ReceiptRecipientFactory.create(
+        partner=partner, email="ds22@partner.test", data_source=world.other
+    )
+    ReceiptRecipientFactory.create(partner=partner, email="off@partner.test", enabled=False)
+    partner.receipts_enabled = False
+    partner.save()
+    assert receipt_recipients(Receipt.objects.get(pk=receipt.pk)) == ["solutions@platform.test"]
+    partner.receipts_enabled = True
+    partner.save()
+    assert receipt_recipients(Receipt.objects.get(pk=receipt.pk)) == [
+        "solutions@platform.test",
+        "all@partner.test",
+        "ds21@partner.test",
+    ]
+
+
+def test_the_attached_workbook_lists_every_rejected_line(receipt: Receipt) -> None:
+    message = _send(receipt)
+    ((name, content, mime),) = message.attachments
+    assert name == "errors-ftp_dpm_21_1700000000.sync.xlsx"
+    assert mime.endswith("spreadsheetml.sheet")
+    book = load_workbook(io.BytesIO(content), read_only=True)
+    rows = list(book["Rejected lines"].iter_rows(values_only=True))
+    assert rows[0] == ("File", "Line", "Error", "Reason", "Start of the line")
+    assert [(r[1], r[2]) for r in rows[1:]] == [
+        (2, "no trait realized"),
+        (2, "trait failed validation"),
+        (3, "no matching id"),
+        (4, "format error"),
+    ]
+    summary = {r[0]: r[1] for r in book["Summary"].iter_rows(values_only=True) if len(r) > 1}
+    assert summary["Stored records"] == 1
+    assert summary["Records received"] == 4
+
+
+def test_a_big_workbook_is_linked_not_attached(receipt: Receipt, settings: Any) -> None:
+    settings.RECEIPT_ATTACHMENT_MAX_BYTES = 100
+    message = _send(receipt)
+    assert message.attachments == []
+    assert f"https://portal.test/admin/partners/receipt/{receipt.pk}/workbook/" in message.body
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_failing_smtp_server_loses_nothing_and_rq_retries(
+    receipt: Receipt, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    queue = django_rq.get_queue("notify")
+    queue.empty()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", _closed_port()
+    settings.NOTIFY_RETRY_INTERVALS = [600]
+    delivery = receipt.deliveries.get()
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        from partners.receipts.services import _delivery_enqueue
+
+        _delivery_enqueue(delivery.pk)
+    job = Job.fetch(f"receipt-delivery-{delivery.pk}", connection=queue.connection)
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    delivery.refresh_from_db()
+    assert delivery.status == ReceiptDelivery.Status.FAILED
+    assert "ConnectionRefusedError" in delivery.error
+    assert Receipt.objects.filter(pk=receipt.pk).exists()  # the processing stands
+    job.refresh()
+    assert job.retries_left == settings.NOTIFY_RETRY_MAX - 1  # RQ will try again...
+    assert job.id in queue.scheduled_job_registry  # ...in 10 minutes
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    mail.outbox.clear()
+    queue.scheduled_job_registry.requeue(job)  # the 10 minutes are up
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (ReceiptDelivery.Status.SENT, 2)
+    assert len(mail.outbox) == 1
