@@ -76,6 +76,7 @@ def test_the_e_mail_of_the_spec_worked_example(receipt: Receipt, world: World) -
     assert "ftp_dpm_21_1700000000.sync line 3: no matching id - no ID mapping" in body
     assert f"https://portal.test/admin/partners/receipt/{receipt.pk}/change/" in body
     html, mime = message.alternatives[0]
+    assert isinstance(html, str)
     assert mime == "text/html"
     assert '>Stored records</th><td style="text-align: right;">1</td>' in html
     assert receipt.deliveries.get().status == ReceiptDelivery.Status.SENT
