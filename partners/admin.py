@@ -10,7 +10,8 @@ from django.db.models import Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from partners.models import (
     DataSource,
@@ -28,6 +29,7 @@ from partners.models import (
 from partners.receipts.render import receipt_text
 from partners.receipts.services import receipt_delivery_request, receipt_recipients
 from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
+from partners.reports import partner_onboarding_summary
 from partners.selectors import (
     data_source_last_sync_expression,
     data_source_mapping_count_expression,
@@ -68,13 +70,38 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     list_filter = ("active", "receipts_enabled")
     search_fields = ("=pid", "name", "slug", "contact_email")
     immutable_fields = ("pid",)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "last_batch", "success_last_30_days")
     inlines = (DataSourceInline, PartnerUserInline, ReceiptRecipientInline)
     fieldsets = (
         (None, {"fields": ("pid", "name", "slug", "active", "contact_email")}),
-        ("Receipts", {"fields": ("receipts_enabled",)}),
+        ("Receipts", {"fields": ("receipts_enabled", "last_batch", "success_last_30_days")}),
         ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    @admin.display(description="Last batch")
+    def last_batch(self, partner: Partner) -> str:
+        receipt = partner_onboarding_summary(partner).last_receipt
+        if receipt is None:
+            return "—"
+        url = reverse("admin:partners_receipt_change", args=[receipt.pk])
+        return format_html(
+            '<a href="{}">{}</a> — {:%Y-%m-%d %H:%M} UTC, {} of {} records stored',
+            url,
+            receipt.batch.key,
+            receipt.job_end,
+            receipt.stored_records,
+            receipt.records_received,
+        )
+
+    @admin.display(description="Success, last 30 days")
+    def success_last_30_days(self, partner: Partner) -> str:
+        summary = partner_onboarding_summary(partner)
+        if summary.success_percent is None:
+            return "no records in the last 30 days"
+        return (
+            f"{summary.success_percent} % ({summary.stored:,} of {summary.received:,}"
+            " records stored)"
+        )
 
 
 class IsGlobalFilter(admin.SimpleListFilter):

@@ -16,9 +16,15 @@ class PortalAdminSite(admin.AdminSite):
     index_title = "Partners, data sources, traits and segments"
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
+        from partners import admin_views as partners_views
         from segments import admin_views
 
         tools = [
+            path(
+                "tools/onboarding-report/",
+                self.admin_view(partners_views.onboarding_report_view),
+                name="onboarding_report",
+            ),
             path(
                 "tools/taxonomy/",
                 self.admin_view(admin_views.taxonomy_view),
@@ -36,23 +42,29 @@ class PortalAdminSite(admin.AdminSite):
         self, request: HttpRequest, app_label: str | None = None
     ) -> list[dict[str, Any]]:
         app_list = super().get_app_list(request, app_label)
-        if app_label is None and request.user.has_perm("segments.view_trait"):
-            url = reverse("admin:taxonomy", current_app=self.name)
+        tools = []
+        if request.user.has_perm("segments.view_trait"):
+            tools.append(("Taxonomy workbook (XLSX import / export)", "taxonomy"))
+        if request.user.has_perm("partners.view_receipt"):
+            tools.append(("Onboarding status report", "onboarding_report"))
+        if app_label is None and tools:
+            models = [
+                {
+                    "name": name,
+                    "object_name": url_name,
+                    "admin_url": reverse(f"admin:{url_name}", current_app=self.name),
+                    "view_only": True,
+                    "perms": {"view": True},
+                }
+                for name, url_name in tools
+            ]
             app_list.append(
                 {
                     "name": "Tools",
                     "app_label": "tools",
-                    "app_url": url,
+                    "app_url": models[0]["admin_url"],
                     "has_module_perms": True,
-                    "models": [
-                        {
-                            "name": "Taxonomy workbook (XLSX import / export)",
-                            "object_name": "taxonomy",
-                            "admin_url": url,
-                            "view_only": True,
-                            "perms": {"view": True},
-                        }
-                    ],
+                    "models": models,
                 }
             )
         return app_list

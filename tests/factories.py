@@ -8,7 +8,15 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from partners.models import DataSource, IDMapping, Partner, PartnerUser, ReceiptRecipient
+from partners.models import (
+    DataSource,
+    IDMapping,
+    InboundBatch,
+    Partner,
+    PartnerUser,
+    Receipt,
+    ReceiptRecipient,
+)
 from segments.models import Profile, ProfileTraits, Segment, SegmentMembership, Trait
 
 
@@ -126,3 +134,41 @@ class SegmentMembershipFactory(factory.django.DjangoModelFactory[SegmentMembersh
     profile = factory.SubFactory(ProfileFactory)
     segment = factory.SubFactory(SegmentFactory)
     joined_at = factory.LazyFunction(timezone.now)
+
+
+class InboundBatchFactory(factory.django.DjangoModelFactory[InboundBatch]):
+    class Meta:
+        model = InboundBatch
+
+    key = factory.Sequence(lambda n: f"ftp_dpm_21_{1700000000 + n}.sync")
+    kind = InboundBatch.Kind.TRAITS
+    partner = factory.SubFactory(PartnerFactory)
+    target = factory.SubFactory(DataSourceFactory, partner=factory.SelfAttribute("..partner"))
+    data_source = factory.SelfAttribute("target")
+    status = InboundBatch.Status.PROCESSED
+
+
+class ReceiptFactory(factory.django.DjangoModelFactory[Receipt]):
+    """A receipt whose counters add up: received = stored + the error kinds given."""
+
+    class Meta:
+        model = Receipt
+
+    batch = factory.SubFactory(InboundBatchFactory)
+    records_received = factory.LazyAttribute(
+        lambda r: (
+            r.stored_records
+            + r.format_errors
+            + r.invalid_ids
+            + r.no_matching_ids
+            + r.no_trait_realized
+        )
+    )
+    records_processed = factory.SelfAttribute("records_received")
+    stored_records = 100
+    format_errors = 0
+    invalid_ids = 0
+    no_matching_ids = 0
+    no_trait_realized = 0
+    job_start = factory.LazyFunction(timezone.now)
+    job_end = factory.SelfAttribute("job_start")

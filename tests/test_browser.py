@@ -97,3 +97,46 @@ def test_a_bad_trait_rule_is_shown_next_to_the_field(staff_page: Any, live_serve
     error = page.locator(".field-rule .errorlist").inner_text()
     assert error == "unexpected token 'ANDD' at column 10"
     assert not Trait.objects.filter(sid=77).exists()
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def test_onboarding_report_chart_click_a_day_see_its_table(
+    staff_page: Any, live_server: Any
+) -> None:
+    from tests.partners.test_reports import seed_week
+
+    seed_week()
+    page = staff_page
+    page.click("text=Onboarding status report")
+    page.fill("#id_start", "2026-11-16")
+    page.fill("#id_end", "2026-11-22")
+    page.click("input[value='Show']")
+    page.wait_for_function("window.reportChart !== undefined")
+    chart = page.evaluate(
+        "() => ({labels: reportChart.data.labels, stored: reportChart.data.datasets[0].data,"
+        " failed: reportChart.data.datasets[1].data, width: reportChart.width})"
+    )
+    assert chart["labels"][0] == "2026-11-16"
+    assert len(chart["labels"]) == 7
+    assert chart["stored"][2] == 500  # Wednesday: only DPID 32 sent
+    assert chart["width"] > 300  # drawn on the page
+    assert page.locator("#report-table tbody tr:visible").count() == 13
+
+    # Click Wednesday's bar where Chart.js drew it.
+    x, y = page.evaluate(
+        "() => { const bar = reportChart.getDatasetMeta(0).data[2];"
+        " const box = reportChart.canvas.getBoundingClientRect();"
+        " return [box.left + bar.x, box.top + (bar.y + bar.base) / 2]; }"
+    )
+    page.mouse.click(x, y)
+    page.wait_for_selector("#report-table-title:has-text('Day 2026-11-18')")
+    visible = page.locator("#report-table tbody tr:visible")
+    assert visible.count() == 1
+    assert visible.first.inner_text().startswith("2026-11-18\t32")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "onboarding-report.png"), full_page=True)
+
+    page.click("#report-show-all")
+    assert page.locator("#report-table tbody tr:visible").count() == 13

@@ -1,0 +1,73 @@
+"""Staff tools of the partners app in the admin: the onboarding status report."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from partners.models import DataSource
+from partners.reports import (
+    REPORT_COUNTERS,
+    onboarding_report_days,
+    onboarding_report_rows,
+    onboarding_report_xlsx,
+)
+
+MAX_DAYS = 366
+
+
+class ReportForm(forms.Form):
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    data_sources = forms.ModelMultipleChoiceField(
+        queryset=DataSource.objects.filter(partner__isnull=False).order_by("dpid"),
+        required=False,
+        help_text="None chosen: every data source.",
+    )
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        start, end = data.get("start"), data.get("end")
+        if start and end:
+            if start > end:
+                raise forms.ValidationError("The first day is after the last day.")
+            if (end - start).days >= MAX_DAYS:
+                raise forms.ValidationError(f"Choose at most {MAX_DAYS} days.")
+        return data
+
+
+def onboarding_report_view(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("partners.view_receipt"):
+        raise PermissionDenied
+    today = timezone.now().date()
+    form = ReportForm(request.GET or {"start": today - timedelta(days=6), "end": today})
+    context = {
+        **admin.site.each_context(request),
+        "title": "Onboarding status report",
+        "form": form,
+        "counters": REPORT_COUNTERS,
+    }
+    if form.is_valid():
+        start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        dpids = [source.dpid for source in form.cleaned_data["data_sources"]]
+        rows = onboarding_report_rows(start=start, end=end, dpids=dpids)
+        if request.GET.get("format") == "xlsx":
+            response = HttpResponse(
+                onboarding_report_xlsx(rows),
+                content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            )
+            name = f"onboarding-{start:%Y%m%d}-{end:%Y%m%d}.xlsx"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        context["rows"] = rows
+        context["days"] = onboarding_report_days(rows, start=start, end=end)
+        query = request.GET.copy()
+        query["format"] = "xlsx"
+        context["xlsx_query"] = query.urlencode()
+    return TemplateResponse(request, "admin/onboarding_report.html", context)

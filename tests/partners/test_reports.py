@@ -1,0 +1,124 @@
+"""The onboarding status report adds up against the receipts of a seeded week."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from openpyxl import load_workbook
+
+from partners.models import InboundBatch, Receipt
+from partners.reports import (
+    onboarding_report_days,
+    onboarding_report_rows,
+    partner_onboarding_summary,
+)
+from tests.factories import DataSourceFactory, InboundBatchFactory, PartnerFactory, ReceiptFactory
+
+pytestmark = pytest.mark.django_db
+MONDAY = date(2026, 11, 16)
+
+
+def seed_week() -> dict[str, Any]:
+    """Two data sources over a week: a batch a day each (none on Wednesday for 31), two on
+    Friday for 32, and one ID-sync batch, which the report leaves out."""
+    partner = PartnerFactory.create(name="Acme Data")
+    s31 = DataSourceFactory.create(dpid=31, partner=partner, name="Acme web")
+    s32 = DataSourceFactory.create(dpid=32, partner=partner, name="Acme app")
+    for day in range(7):
+        at = datetime(2026, 11, 16 + day, 6, 0, tzinfo=UTC)
+        if day != 2:
+            batch = InboundBatchFactory.create(partner=partner, target=s31)
+            ReceiptFactory.create(
+                batch=batch,
+                job_start=at,
+                stored_records=1000 + day,
+                format_errors=day,
+                no_matching_ids=10,
+                total_realized_traits=5 * day,
+                total_unused_signals=3,
+            )
+        for hour in (8, 20) if day == 4 else (8,):
+            batch = InboundBatchFactory.create(partner=partner, target=s32)
+            ReceiptFactory.create(
+                batch=batch,
+                job_start=at.replace(hour=hour),
+                stored_records=500,
+                invalid_ids=day,
+                no_trait_realized=1,
+            )
+    sync = InboundBatchFactory.create(partner=partner, target=s31, kind=InboundBatch.Kind.ID_SYNC)
+    ReceiptFactory.create(
+        batch=sync, job_start=datetime(2026, 11, 18, tzinfo=UTC), stored_records=7
+    )
+    return {"partner": partner, "s31": s31, "s32": s32}
+
+
+def test_the_report_adds_up_against_the_receipts() -> None:
+    seed_week()
+    rows = onboarding_report_rows(start=MONDAY, end=MONDAY + timedelta(days=6))
+    trait_receipts = Receipt.objects.exclude(batch__kind=InboundBatch.Kind.ID_SYNC)
+    for field in (
+        "records_received",
+        "stored_records",
+        "format_errors",
+        "invalid_ids",
+        "no_matching_ids",
+        "no_trait_realized",
+        "total_realized_traits",
+        "total_unused_signals",
+    ):
+        assert sum(r.counts[field] for r in rows) == sum(
+            getattr(receipt, field) for receipt in trait_receipts
+        ), field
+    assert [(r.day.day, r.dpid, r.batches) for r in rows[:6]] == [
+        (16, 31, 1),
+        (16, 32, 1),
+        (17, 31, 1),
+        (17, 32, 1),
+        (18, 32, 1),
+        (19, 31, 1),
+    ]
+    friday_32 = next(r for r in rows if r.day == date(2026, 11, 20) and r.dpid == 32)
+    assert friday_32.batches == 2
+    assert friday_32.counts["records_received"] == 2 * (500 + 4 + 1)
+    assert friday_32.success_percent == round(100 * 1000 / 1010, 1)
+    days = onboarding_report_days(rows, start=MONDAY, end=MONDAY + timedelta(days=7))
+    assert len(days) == 8  # every day of the range, the empty Monday after too
+    assert days[2] == {"day": "2026-11-18", "stored": 500, "failed": 2 + 1}
+    assert days[7] == {"day": "2026-11-23", "stored": 0, "failed": 0}
+    only_31 = onboarding_report_rows(start=MONDAY, end=MONDAY + timedelta(days=6), dpids=[31])
+    assert {r.dpid for r in only_31} == {31}
+    assert len(only_31) == 6
+
+
+def test_the_report_page_and_its_xlsx_export(admin_client: Client) -> None:
+    seed_week()
+    query = "?start=2026-11-16&end=2026-11-22"
+    page = admin_client.get(f"/admin/tools/onboarding-report/{query}")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert 'id="report-chart"' in text
+    assert "partners/vendor/chart.umd.min.js" in text
+    assert text.count('<tr data-day="') == 13  # 6 days of DPID 31, 7 of 32 (one row a day)
+    export = admin_client.get(f"/admin/tools/onboarding-report/{query}&format=xlsx")
+    book = load_workbook(io.BytesIO(export.content), read_only=True)
+    rows = list(book["Onboarding status"].iter_rows(values_only=True))
+    assert rows[0][:5] == ("Day", "DPID", "Data source", "Batches", "Records received")
+    assert len(rows) == 1 + 13
+    bad = admin_client.get("/admin/tools/onboarding-report/?start=2026-11-22&end=2026-11-16")
+    assert "The first day is after the last day." in bad.content.decode()
+
+
+def test_partner_summary_on_its_admin_page(admin_client: Client) -> None:
+    world = seed_week()
+    summary = partner_onboarding_summary(world["partner"], days=10_000)
+    assert summary.received == summary.stored + sum(
+        r.records_received - r.stored_records
+        for r in Receipt.objects.exclude(batch__kind=InboundBatch.Kind.ID_SYNC)
+    )
+    page = admin_client.get(f"/admin/partners/partner/{world['partner'].pk}/change/")
+    assert "Success, last 30 days" in page.content.decode()
