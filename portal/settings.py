@@ -173,6 +173,10 @@ PARTNER_SOLUTIONS_EMAILS = env_list("PARTNER_SOLUTIONS_EMAILS", "partner-solutio
 PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "http://localhost:8000").rstrip("/")
 # The error workbook is attached up to this size; bigger, the e-mail links to it.
 RECEIPT_ATTACHMENT_MAX_BYTES = int(os.environ.get("RECEIPT_ATTACHMENT_MAX_BYTES", str(5 * 1024**2)))
+# Alerts to the partner-solutions list: a trait batch with more than this share of failed
+# records, and (`manage.py alerts_check`, daily) data sources silent for this many days.
+ALERT_FAILED_SHARE = float(os.environ.get("ALERT_FAILED_SHARE", "0.2"))
+ALERT_SILENT_DAYS = int(os.environ.get("ALERT_SILENT_DAYS", "3"))
 # Receipt e-mails: RQ's retries of a failed send (SMTP down, refused, ...).
 NOTIFY_RETRY_MAX = int(os.environ.get("NOTIFY_RETRY_MAX", "5"))
 NOTIFY_RETRY_INTERVALS = [

@@ -34,6 +34,7 @@ from partners.inbound.stage import (
     staging_create,
 )
 from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
+from partners.receipts.alerts import receipt_failure_alert
 from partners.receipts.services import receipt_delivery_request
 from segments.membership import segment_memberships_refresh
 from segments.models import Trait
@@ -253,6 +254,7 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
             )
             receipt = apply(batch, started=started)
             receipt_delivery_request(receipt=receipt)  # e-mailed once the batch commits
+            receipt_failure_alert(receipt=receipt)
             batch.files.update(status=InboundFile.Status.PROCESSED)
             InboundBatch.objects.filter(pk=batch.pk).update(
                 status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
