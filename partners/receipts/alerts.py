@@ -32,7 +32,8 @@ def _alert_enqueue(*, subject: str, body: str) -> None:
             body=body,
             retry=Retry(max=settings.NOTIFY_RETRY_MAX, interval=settings.NOTIFY_RETRY_INTERVALS),
             description=f"Alert: {subject}"[:200],
-        )
+        ),
+        robust=True,  # an alert that cannot be queued must not fail the committed batch
     )
 
 

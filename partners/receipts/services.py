@@ -87,7 +87,9 @@ def receipt_delivery_request(
         recipients=recipients or receipt_recipients(receipt),
         requested_by=requested_by,
     )
-    transaction.on_commit(lambda: _delivery_enqueue(delivery.pk))
+    # robust: Redis being down must not fail the committed batch; the delivery stays pending
+    # on the receipt page, where it can be re-sent.
+    transaction.on_commit(lambda: _delivery_enqueue(delivery.pk), robust=True)
     return delivery
 
 
