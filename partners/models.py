@@ -416,3 +416,20 @@ class ReceiptDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.receipt} to {', '.join(self.recipients)} ({self.status})"
+
+
+class IDSyncOptOut(models.Model):
+    """A visitor who opted out of a partner's ID sync: that DPUUID is never mapped again."""
+
+    data_source = models.ForeignKey(DataSource, on_delete=models.CASCADE, related_name="opt_outs")
+    dpuuid = models.CharField("DPUUID", max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "ID-sync opt-out"
+        constraints = [
+            models.UniqueConstraint(fields=["data_source", "dpuuid"], name="idsyncoptout_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.data_source_id}:{self.dpuuid}"

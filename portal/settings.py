@@ -183,6 +183,14 @@ NOTIFY_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("NOTIFY_RETRY_INTERVALS", "30,120,600,1800,3600").split(",")
 ]
 
+# --- HTTP ID sync (/ibs:) --------------------------------------------------------------------
+IDSYNC_COOKIE_NAME = os.environ.get("IDSYNC_COOKIE_NAME", "dd_uuid")
+IDSYNC_COOKIE_DOMAIN = os.environ.get("IDSYNC_COOKIE_DOMAIN") or None
+IDSYNC_COOKIE_MAX_AGE = int(os.environ.get("IDSYNC_COOKIE_MAX_AGE", str(2 * 365 * 86400)))
+# How long a worker trusts what it read of a data source (active, redirect hosts).
+IDSYNC_SOURCE_CACHE_SECONDS = int(os.environ.get("IDSYNC_SOURCE_CACHE_SECONDS", "30"))
+IDSYNC_MAPPING_TTL_DAYS = int(os.environ.get("IDSYNC_MAPPING_TTL_DAYS", "120"))
+
 # --- Security behind a proxy ------------------------------------------------------------------
 if env_bool("SECURE_PROXY_SSL_HEADER"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -3,4 +3,9 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+# The ID-sync endpoints (/ibs:, /optout, /idsync/out/) are answered before Django's stack.
+from partners.idsync.endpoint import with_idsync_endpoints  # noqa: E402
+
+application = with_idsync_endpoints(django_application)

@@ -38,3 +38,22 @@ def id_mappings_enforce_caps(*, touched_table: str) -> int:
             )
             removed += cursor.rowcount
     return removed
+
+
+def id_mappings_expire(*, days: int, chunk: int = 50_000) -> int:
+    """Delete the mappings unseen for ``days`` days, in chunks (short transactions, so the
+    ID-sync endpoint never waits long on a lock). Returns how many were deleted."""
+    removed = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                DELETE FROM partners_idmapping WHERE id IN (
+                    SELECT id FROM partners_idmapping
+                    WHERE last_seen_at < now() - make_interval(days => %s) LIMIT %s)
+                """,
+                [days, chunk],
+            )
+            removed += cursor.rowcount
+            if cursor.rowcount < chunk:
+                return removed
