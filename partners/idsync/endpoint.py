@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, connection
 
@@ -27,6 +28,7 @@ from partners.idsync.calls import (
     parse_ibs_call,
     redirect_host_allowed,
 )
+from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE, MAX_PROFILES_PER_DPUUID
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -41,9 +43,10 @@ NO_CACHE = [
     ("Expires", "0"),
 ]
 
-# One statement: the profile (made for a new cookie), the mappings (refreshed when known,
-# not for opted-out IDs), and the caps of SPEC §2.1 for new ones (oldest evicted). Rows
-# written by one statement are invisible to its other parts, hence the ranks from cap - 1.
+# One statement: the profile (made for a new cookie), the mappings (refreshed when known and
+# not seen within the hour; never for opted-out IDs), and the caps of SPEC §2.1 for new
+# ones (oldest evicted). Rows written by one statement are invisible to its other parts,
+# hence the ranks from cap - 1.
 SYNC_SQL = """
 WITH made AS (
     INSERT INTO segments_profile (uuid, created_at) VALUES (%(uuid)s, now())
@@ -57,6 +60,9 @@ WITH made AS (
     WHERE NOT EXISTS (SELECT 1 FROM partners_idsyncoptout o
                       WHERE o.data_source_id = v.dpid AND o.dpuuid = v.dpuuid)
     ON CONFLICT (data_source_id, dpuuid, profile_id) DO UPDATE SET last_seen_at = now()
+        -- a returning visitor syncs on every page view: refresh at most hourly (expiry
+        -- counts days), so most of their calls write nothing at all
+        WHERE partners_idmapping.last_seen_at < now() - interval '1 hour'
     RETURNING data_source_id, dpuuid, profile_id, xmax = 0 AS created
 ), over_cap AS (
     SELECT id FROM (
@@ -199,6 +205,29 @@ def _source_errors(dpids: list[int]) -> list[CallError]:
     return errors
 
 
+_session_ready: int | None = None
+
+
+def _sync_write(params: dict[str, Any]) -> None:
+    """Run SYNC_SQL on the worker's database connection, as a prepared statement (planned
+    once per connection, not per call) with asynchronous commit: a crash may lose the last
+    fraction of a second of syncs (browsers sync again on the next page view), never
+    corrupt anything, and a call does not wait for a disk flush."""
+    global _session_ready
+    connection.ensure_connection()
+    raw = connection.connection
+    assert raw is not None
+    if _session_ready != id(raw):  # a new connection (first call, or after a reconnect)
+        raw.execute("SET synchronous_commit = off")
+        # Django turns psycopg's prepared statements off (its own cursors bind client-side
+        # and never use them); this endpoint's one statement is prepared explicitly.
+        raw.prepare_threshold = 1_000_000
+        _session_ready = id(raw)
+    # A server-side-binding cursor: Django's own bind client-side, which cannot prepare.
+    with psycopg.Cursor(raw) as cursor:
+        cursor.execute(SYNC_SQL, params, prepare=True)
+
+
 def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     """``/ibs:`` and ``/ibs?``: map the partner's IDs to the visitor's UUID."""
     call = parse_ibs_call(_raw_target(environ))
@@ -216,18 +245,16 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
         uuid = new_uuid()
         headers.append(_cookie_header(uuid, environ))
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                SYNC_SQL,
-                {
-                    "uuid": uuid,
-                    "dpids": [dpid for dpid, _ in call.ids],
-                    "dpuuids": [dpuuid for _, dpuuid in call.ids],
-                    "per_dpuuid": 100,
-                    "per_profile": 10,
-                },
-            )
-    except DatabaseError:
+        _sync_write(
+            {
+                "uuid": uuid,
+                "dpids": [dpid for dpid, _ in call.ids],
+                "dpuuids": [dpuuid for _, dpuuid in call.ids],
+                "per_dpuuid": MAX_PROFILES_PER_DPUUID,
+                "per_profile": MAX_DPUUIDS_PER_PROFILE,
+            }
+        )
+    except (DatabaseError, psycopg.Error):
         connection.close_if_unusable_or_obsolete()
         return _json(
             start_response, "503 Service Unavailable", {"errors": [{"code": 0, "msg": "try again"}]}

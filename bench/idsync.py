@@ -1,0 +1,179 @@
+"""ID-sync endpoint benchmark: the production server on loopback, driven by wrk.
+
+    make bench-idsync                     # 20 s, 32 connections
+    .venv/bin/python bench/idsync.py --seconds 30 --connections 128 --workers 4
+
+It creates a scratch database next to DATABASE_URL's (``<name>_idsync_bench``), migrates it,
+seeds a partner data source and 100,000 returning visitors (profiles with a mapping), starts
+gunicorn with the README's setup (``--workers`` sync workers, default 2 per core) on a free
+loopback port, and runs ``wrk`` (Debian package ``wrk``) from another process: a mix of
+returning visitors (their cookie, a known DPUUID: a refresh) and new visitors (no cookie, a
+new DPUUID: a profile and a mapping). It prints requests/s, p50/p99 latency and every answer
+that is not 2xx/3xx. Target (2 cores): >= 2,000 requests/s, p99 <= 50 ms, zero errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RETURNING = 100_000
+
+WRK_SCRIPT = """
+math.randomseed(os.time())
+local returning = %(returning)d
+local n = 0
+request = function()
+  n = n + 1
+  if math.random() < %(share)f then
+    local i = math.random(1, returning)
+    local uuid = string.format("1%%037d", i)
+    return wrk.format("GET", "/ibs:dpid=801&dpuuid=v" .. i, {["Cookie"] = "dd_uuid=" .. uuid})
+  end
+  local id = "new-" .. os.time() .. "-" .. n .. "-" .. math.random(1, 1000000000)
+  return wrk.format("GET", "/ibs:dpid=801&dpuuid=" .. id)
+end
+"""
+
+
+def _scratch_database() -> str:
+    import psycopg
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    name = (parts.path.lstrip("/") or "postgres") + "_idsync_bench"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _seed(database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    manage = [sys.executable, str(BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "--verbosity", "0"], check=True, env=env)
+    create = (
+        "from partners.models import DataSource, Partner;"
+        "p = Partner.objects.create(pid=9001, slug='bench', name='Bench Partner');"
+        "DataSource.objects.create(dpid=801, partner=p, name='Bench', id_type='cookie',"
+        " inbound_id_type='dpuuid')"
+    )
+    subprocess.run([*manage, "shell", "-c", create], check=True, env=env)
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO segments_profile (uuid, created_at)"
+            " SELECT '1' || lpad(g::text, 37, '0'), now() FROM generate_series(1, %s) g",
+            [RETURNING],
+        )
+        conn.execute(
+            "INSERT INTO partners_idmapping (data_source_id, dpuuid, profile_id, first_seen_at,"
+            " last_seen_at) SELECT 801, 'v' || ltrim(substr(uuid, 2), '0'), id, now(), now()"
+            " FROM segments_profile"
+        )
+        conn.execute("ANALYZE")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
+    parser.add_argument("--returning", type=float, default=0.7, help="share of returning visitors")
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL"):
+        sys.exit("Set DATABASE_URL (or run through `make bench-idsync`).")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian: apt-get install wrk).")
+
+    database_url = _scratch_database()
+    print(f"setting up: {RETURNING:,} returning visitors", flush=True)
+    _seed(database_url)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEBUG": "0",
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "portal.wsgi:application",
+            "--workers",
+            str(args.workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+    )
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(WRK_SCRIPT % {"returning": RETURNING, "share": args.returning})
+        print(
+            f"gunicorn: {args.workers} workers; wrk: {args.connections} connections,"
+            f" {args.seconds} s, {args.returning:.0%} returning visitors",
+            flush=True,
+        )
+        result = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{args.connections}",
+                f"-d{args.seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out = result.stdout
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    print(f"requests/s: {rate:10,.0f}")
+    print(f"latency:    p50 {p50}, p99 {p99}")
+    print(f"errors:     {int(bad.group(1)) if bad else 0} non-2xx/3xx answers")
+    if socket_errors:
+        print(f"            socket errors: {socket_errors.group(1)}")
+
+
+if __name__ == "__main__":
+    main()
