@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from partners.models import (
     DataSource,
     IDMapping,
+    IDSyncOptOut,
     InboundBatch,
     InboundFile,
     LineError,
@@ -202,6 +203,15 @@ class IDMappingAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("=dpuuid", "=profile__uuid")
     search_help_text = "Look up a mapping by its exact DPUUID or platform UUID."
     list_filter = ("last_seen_at",)
+    show_full_result_count = False
+
+
+@admin.register(IDSyncOptOut)
+class IDSyncOptOutAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("data_source", "dpuuid", "created_at")
+    list_select_related = ("data_source",)
+    search_fields = ("=dpuuid",)
+    list_filter = (("data_source", admin.RelatedOnlyFieldListFilter),)
     show_full_result_count = False
 
 
