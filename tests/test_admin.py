@@ -37,6 +37,7 @@ VIEW_ONLY = {
     "receipt",
     "lineerror",
     "pendingrecord",
+    "idsyncoptout",
 }
 
 
