@@ -120,7 +120,7 @@ def _smoke_check(base: str, *, username: str, password: str) -> None:
     """The pages a new user opens first answer, and the demo staff user can log in."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    for path in ("/healthz", "/admin/login/"):
+    for path in ("/healthz", "/admin/login/", "/portal/login/"):
         with opener.open(base + path, timeout=10) as response:
             print(f"smoke: GET {path} -> {response.status}", flush=True)
     csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")

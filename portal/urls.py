@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import path
+from django.urls import include, path
 
 
 def health(request: HttpRequest) -> HttpResponse:
@@ -9,7 +9,8 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [
-    path("", lambda request: redirect("admin:index")),
+    path("", lambda request: redirect("portal:home")),
     path("healthz", health, name="health"),
     path("admin/", admin.site.urls),
+    path("portal/", include("partners.portal.urls")),
 ]

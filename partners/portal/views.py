@@ -1,0 +1,143 @@
+"""The partner portal: a partner's own files and receipts. Views are thin: the partner comes
+from :mod:`partners.portal.access`, rows are read scoped to it (404 otherwise)."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+
+from partners.models import InboundFile, Partner, Receipt
+from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
+from partners.receipts.render import receipt_counters
+from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
+from partners.reports import onboarding_report_rows
+
+PAGE = 100
+
+
+def _partner(request: HttpRequest) -> Partner:
+    return request.partner  # type: ignore[attr-defined]
+
+
+def _receipt(request: HttpRequest, pk: int) -> Receipt:
+    return get_object_or_404(
+        Receipt.objects.select_related("batch__partner", "batch__target"),
+        pk=pk,
+        batch__partner=_partner(request),
+    )
+
+
+def _file_row(file: InboundFile) -> dict[str, Any]:
+    receipt = getattr(file.batch, "receipt", None) if file.batch else None
+    status, label = file.status, file.get_status_display()
+    if status == InboundFile.Status.RECEIVED and file.batch is not None:
+        # Received and batched: its batch tells how far it got (queued, processing, ...).
+        status, label = file.batch.status, file.batch.get_status_display()
+    return {
+        "id": file.pk,
+        "name": file.name,
+        "size": file.size,
+        "status": status,
+        "status_label": label,
+        "received_at": file.received_at.isoformat(),
+        "batch": file.batch.key if file.batch else None,
+        "receipt": receipt.pk if receipt else None,
+        "error": file.error,
+    }
+
+
+@partner_required
+def files_view(request: HttpRequest) -> HttpResponse:
+    files = (
+        InboundFile.objects.filter(partner=_partner(request))
+        .select_related("batch__receipt")
+        .order_by("-received_at", "name")[:PAGE]
+    )
+    return render(
+        request, "portal/files.html", {"files": [_file_row(f) for f in files], "nav": "files"}
+    )
+
+
+@partner_required
+def files_status_view(request: HttpRequest) -> JsonResponse:
+    """The file list as JSON, polled by the page while something is being processed."""
+    files = (
+        InboundFile.objects.filter(partner=_partner(request))
+        .select_related("batch__receipt")
+        .order_by("-received_at", "name")[:PAGE]
+    )
+    return JsonResponse({"files": [_file_row(f) for f in files]})
+
+
+@partner_required
+def receipts_view(request: HttpRequest) -> HttpResponse:
+    partner = _partner(request)
+    receipts = (
+        Receipt.objects.filter(batch__partner=partner)
+        .select_related("batch__target")
+        .order_by("-job_end")[:PAGE]
+    )
+    today = timezone.now().date()
+    rows = onboarding_report_rows(
+        start=today - timedelta(days=29),
+        end=today,
+        dpids=list(partner.data_sources.values_list("dpid", flat=True)),
+    )
+    summary: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        entry = summary.setdefault(
+            row.dpid, {"dpid": row.dpid, "name": row.data_source, "received": 0, "stored": 0}
+        )
+        entry["received"] += row.counts["records_received"]
+        entry["stored"] += row.counts["stored_records"]
+    for entry in summary.values():
+        entry["success"] = (
+            round(100 * entry["stored"] / entry["received"], 1) if entry["received"] else None
+        )
+    return render(
+        request,
+        "portal/receipts.html",
+        {
+            "receipts": receipts,
+            "summary": sorted(summary.values(), key=lambda e: e["dpid"]),
+            "nav": "receipts",
+        },
+    )
+
+
+@partner_required
+def receipt_view(request: HttpRequest, pk: int) -> HttpResponse:
+    receipt = _receipt(request, pk)
+    context = {
+        "receipt": receipt,
+        "batch": receipt.batch,
+        "files": list(receipt.batch.files.order_by("split", "name").values_list("name", flat=True)),
+        "counters": [(label, getattr(receipt, f)) for f, label in receipt_counters(receipt)],
+        "errors": [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample],
+        "has_errors": receipt.batch.line_errors.exists(),
+        "nav": "receipts",
+    }
+    return render(request, "portal/receipt.html", context)
+
+
+@partner_required
+def receipt_workbook_view(request: HttpRequest, pk: int) -> FileResponse:
+    receipt = _receipt(request, pk)
+    stream = io.BytesIO()
+    receipt_workbook_write(receipt, stream)
+    stream.seek(0)
+    return FileResponse(stream, as_attachment=True, filename=receipt_workbook_name(receipt))
+
+
+@staff_member_required
+def view_as_view(request: HttpRequest, pid: int) -> HttpResponse:
+    """Staff: see the portal as this partner sees it (until they pick another)."""
+    partner = get_object_or_404(Partner, pk=pid)
+    request.session[VIEW_AS_SESSION_KEY] = partner.pk
+    return redirect("portal:files")

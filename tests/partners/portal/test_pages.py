@@ -1,0 +1,92 @@
+"""The partner portal: login, a partner's own files and receipts, and nobody else's."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.test import Client
+from openpyxl import load_workbook
+
+from partners.models import Partner, Receipt
+from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
+from tests.partners.inbound.conftest import Deliver, World
+
+PASSWORD = "a-long-partner-pass-1"
+BATCH = {"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\nu9\td_sid=10\n"}
+
+
+def _login(partner: Partner, username: str) -> Client:
+    user = UserFactory.create(username=username, email=f"{username}@partner.test")
+    user.set_password(PASSWORD)
+    user.save()
+    PartnerUserFactory.create(user=user, partner=partner)
+    client = Client()
+    assert client.login(username=username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def receipt(world: World, deliver: Deliver) -> Receipt:
+    return deliver(BATCH)
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(client: Client) -> None:
+    response = client.get("/portal/receipts/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/portal/login/?next=/portal/receipts/")
+    assert client.get("/portal/login/").status_code == 200
+
+
+def test_a_partner_sees_its_files_and_receipts(world: World, receipt: Receipt) -> None:
+    client = _login(world.partner, "acme")
+    files = client.get("/portal/files/").content.decode()
+    assert "ftp_dpm_21_1700000000.sync" in files
+    assert "Processed" in files
+    status = client.get("/portal/files/status.json").json()
+    assert [(f["name"], f["status"], f["receipt"]) for f in status["files"]] == [
+        ("ftp_dpm_21_1700000000.sync", "processed", receipt.pk)
+    ]
+    listing = client.get("/portal/receipts/").content.decode()
+    assert f'href="/portal/receipts/{receipt.pk}/"' in listing
+    page = client.get(f"/portal/receipts/{receipt.pk}/").content.decode()
+    assert '<th>Stored records</th><td class="num">1</td>' in page
+    assert "no matching id" in page
+    download = client.get(f"/portal/receipts/{receipt.pk}/workbook/")
+    book = load_workbook(io.BytesIO(b"".join(download.streaming_content)), read_only=True)  # type: ignore[attr-defined]
+    assert len(list(book["Rejected lines"].iter_rows())) == 2  # header + the unmatched line
+
+
+def test_another_partners_rows_answer_404(world: World, receipt: Receipt) -> None:
+    other = _login(PartnerFactory.create(name="Other"), "other")
+    assert other.get(f"/portal/receipts/{receipt.pk}/").status_code == 404
+    assert other.get(f"/portal/receipts/{receipt.pk}/workbook/").status_code == 404
+    assert "ftp_dpm_21" not in other.get("/portal/files/").content.decode()
+    assert other.get("/portal/files/status.json").json() == {"files": []}
+
+
+def test_staff_view_the_portal_as_a_partner(
+    world: World, receipt: Receipt, admin_client: Client
+) -> None:
+    assert admin_client.get("/portal/files/")["Location"] == "/admin/partners/partner/"
+    response = admin_client.get(f"/portal/view-as/{world.partner.pk}/")
+    assert response["Location"] == "/portal/files/"
+    assert admin_client.get(f"/portal/receipts/{receipt.pk}/").status_code == 200
+
+
+def test_password_reset_by_e_mail(world: World) -> None:
+    _login(world.partner, "acme")
+    client = Client()
+    response = client.post("/portal/password-reset/", {"email": "acme@partner.test"})
+    assert response.status_code == 302
+    (message,) = mail.outbox
+    assert message.to == ["acme@partner.test"]
+    assert "/portal/password-reset/" in message.body
+
+
+def test_login_and_logout_are_csrf_protected(world: World, settings: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/portal/login/", {"username": "x", "password": "y"})
+    assert response.status_code == 403
