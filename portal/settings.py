@@ -184,6 +184,10 @@ NOTIFY_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("NOTIFY_RETRY_INTERVALS", "30,120,600,1800,3600").split(",")
 ]
 
+# --- Partner portal ---------------------------------------------------------------------------
+# Uploads past this size are stopped while they arrive.
+PORTAL_UPLOAD_MAX_BYTES = int(os.environ.get("PORTAL_UPLOAD_MAX_BYTES", str(5 * 1024**3)))
+
 # --- HTTP ID sync (/ibs:) --------------------------------------------------------------------
 IDSYNC_COOKIE_NAME = os.environ.get("IDSYNC_COOKIE_NAME", "dd_uuid")
 IDSYNC_COOKIE_DOMAIN = os.environ.get("IDSYNC_COOKIE_DOMAIN") or None

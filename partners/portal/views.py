@@ -7,13 +7,20 @@ import io
 from datetime import timedelta
 from typing import Any
 
+from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
+from partners.portal.uploads import UploadLimitHandler, upload_accept, upload_name_problem
 from partners.receipts.render import receipt_counters
 from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
 from partners.reports import onboarding_report_rows
@@ -141,3 +148,48 @@ def view_as_view(request: HttpRequest, pid: int) -> HttpResponse:
     partner = get_object_or_404(Partner, pk=pid)
     request.session[VIEW_AS_SESSION_KEY] = partner.pk
     return redirect("portal:files")
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="An inbound file (ftp_dpm_…, .sync or .overwrite, optionally .gz or .pgp) or"
+        " an ID-sync file (adobe_id_… / c2c_id_…), named as it would be on the drop zone."
+    )
+
+
+@csrf_exempt  # the upload handlers are set before the body is read; CSRF checked below
+@partner_required
+def upload_view(request: HttpRequest) -> HttpResponse:
+    limit = UploadLimitHandler(request)
+    request.upload_handlers = [limit, *request.upload_handlers]
+    return _upload(request, limit)
+
+
+@csrf_protect
+def _upload(request: HttpRequest, limit: UploadLimitHandler) -> HttpResponse:
+    partner = _partner(request)
+    form = UploadForm()
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES)
+        if limit.too_big:
+            form.add_error(
+                "file",
+                f"the file is larger than the {filesizeformat(settings.PORTAL_UPLOAD_MAX_BYTES)}"
+                " upload limit",
+            )
+        elif form.is_valid():
+            try:
+                upload_accept(partner=partner, upload=form.cleaned_data["file"])
+            except InboundRejected as exc:
+                form.add_error("file", exc.reason)
+            else:
+                messages.success(request, f"{form.cleaned_data['file'].name}: received, queued.")
+                return redirect("portal:files")
+    return render(request, "portal/upload.html", {"form": form, "nav": "upload"})
+
+
+@partner_required
+def upload_name_check_view(request: HttpRequest) -> JsonResponse:
+    """The server's verdict on a file name, asked by the upload page as soon as a file is
+    chosen (one grammar, one wording)."""
+    return JsonResponse({"problem": upload_name_problem(request.GET.get("name", ""))})

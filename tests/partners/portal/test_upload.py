@@ -1,0 +1,105 @@
+"""Uploads through the portal: checked by name and owner, limited while streaming, queued."""
+
+from __future__ import annotations
+
+import gzip
+import html
+from pathlib import Path
+from typing import Any
+
+import django_rq
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from partners.models import InboundBatch, InboundFile
+from tests.factories import DataSourceFactory, PartnerFactory
+from tests.partners.inbound.conftest import World
+from tests.partners.portal.test_pages import _login
+
+CONTENT = gzip.compress(b"u1\td_sid=10\nu9\td_sid=10\n")
+
+
+@pytest.fixture
+def acme(world: World, settings: Any, tmp_path: Path) -> Client:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return _login(world.partner, "acme")
+
+
+def _post(client: Client, name: str, content: bytes = CONTENT) -> Any:
+    return client.post("/portal/upload/", {"file": SimpleUploadedFile(name, content)})
+
+
+def test_an_upload_is_registered_and_queued(
+    acme: Client, world: World, django_capture_on_commit_callbacks: Any
+) -> None:
+    queue = django_rq.get_queue("inbound")
+    queue.empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _post(acme, "ftp_dpm_21_1700000000.sync.gz")
+    assert response.status_code == 302
+    assert response["Location"] == "/portal/files/"
+    file = InboundFile.objects.get()
+    assert (file.partner, file.name, file.size) == (world.partner, file.name, len(CONTENT))
+    assert file.batch is not None
+    assert file.batch.status == InboundBatch.Status.QUEUED
+    assert [job.id for job in queue.jobs] == [f"inbound-batch-{file.batch.pk}"]
+    listing = acme.get("/portal/files/").content.decode()
+    assert "ftp_dpm_21_1700000000.sync.gz" in listing
+    assert "Queued" in listing
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("data.csv", "'data.csv' does not start with ftp_dpm_, ftp_dpm_odc_, adobe_id_"),
+        ("/etc/passwd", "'passwd' does not start with"),  # Django keeps the last component
+        ("ftp_dpm_21_1234567.sync", "'1234567' is not a 10-digit timestamp"),
+        ("ftp_dpm_31_1700000000.sync", "belongs to another partner"),
+        ("ftp_dpm_99_1700000000.sync", "DPID 99 is not a data source we know"),
+    ],
+)
+def test_refused_uploads_say_why_next_to_the_field(acme: Client, name: str, message: str) -> None:
+    DataSourceFactory.create(dpid=31, partner=PartnerFactory.create())
+    response = _post(acme, name)
+    assert response.status_code == 200
+    page = html.unescape(response.content.decode())
+    errors = page.split('id="file-errors"')[1].split("</ul>")[0]
+    assert message in errors
+    assert not InboundFile.objects.exists()
+
+
+def test_path_components_and_nul_bytes_never_reach_the_disk(acme: Client, settings: Any) -> None:
+    _post(acme, "../../../ftp_dpm_21_1700000000.sync.gz")
+    _post(acme, "ftp_dpm_21_1700000001\x00.sync.gz")
+    paths = [Path(p) for p in InboundFile.objects.values_list("path", flat=True)]
+    assert [p.name for p in paths] == [
+        "ftp_dpm_21_1700000000.sync.gz",
+        "ftp_dpm_21_1700000001.sync.gz",
+    ]
+    uploads = (Path(settings.MEDIA_ROOT) / "uploads").resolve()
+    assert all(uploads in p.resolve().parents for p in paths)
+
+
+def test_the_upload_limit_is_enforced_while_streaming(acme: Client, settings: Any) -> None:
+    settings.PORTAL_UPLOAD_MAX_BYTES = 16
+    response = _post(acme, "ftp_dpm_21_1700000000.sync.gz")
+    assert "larger than the 16" in response.content.decode()
+    assert not InboundFile.objects.exists()
+
+
+def test_the_name_is_checked_before_upload(acme: Client) -> None:
+    good = acme.get("/portal/upload/check-name.json", {"name": "ftp_dpm_21_1700000000.sync"})
+    assert good.json() == {"problem": None}
+    bad = acme.get("/portal/upload/check-name.json", {"name": "ftp_dpm_21_17.sync"})
+    assert "'17' is not a 10-digit timestamp" in bad.json()["problem"]
+
+
+def test_uploads_need_a_csrf_token(world: World, acme: Client) -> None:
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies = acme.cookies
+    response = strict.post(
+        "/portal/upload/", {"file": SimpleUploadedFile("ftp_dpm_21_1700000000.sync", b"x")}
+    )
+    assert response.status_code == 403
+    assert not InboundFile.objects.exists()
