@@ -53,6 +53,7 @@ def _file_row(file: InboundFile) -> dict[str, Any]:
         "status": status,
         "status_label": label,
         "received_at": file.received_at.isoformat(),
+        "received": f"{file.received_at:%Y-%m-%d %H:%M} UTC",
         "batch": file.batch.key if file.batch else None,
         "receipt": receipt.pk if receipt else None,
         "error": file.error,

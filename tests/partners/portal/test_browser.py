@@ -1,0 +1,89 @@
+"""The partner portal in a real headless browser: log in, a bad name refused before upload,
+a real gzip upload processed by a real RQ worker, its receipt and workbook; another partner
+cannot reach it."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+
+from partners.models import Receipt
+from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
+from tests.partners.inbound.conftest import World
+from tests.partners.inbound.test_jobs import start_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
+
+
+def _user(partner: Any, username: str) -> None:
+    user = UserFactory.create(username=username)
+    user.set_password("a-long-partner-pass-1")
+    user.save()
+    PartnerUserFactory.create(user=user, partner=partner)
+
+
+def _log_in(page: Any, base: str, username: str) -> None:
+    page.goto(f"{base}/portal/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "a-long-partner-pass-1")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=My files")
+
+
+def test_upload_watch_it_process_read_the_receipt(
+    world: World, page: Any, browser: Any, live_server: Any, tmp_path: Path, settings: Any
+) -> None:
+    import django_rq
+
+    django_rq.get_queue("inbound").empty()
+    settings.MEDIA_ROOT = tmp_path / "media"
+    _user(world.partner, "acme")
+    _log_in(page, live_server.url, "acme")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    page.click("text=Upload")
+    wrong = tmp_path / "acme_traits_2026-11-28.tsv"
+    wrong.write_text("u1\td_sid=10\n")
+    page.set_input_files("#id_file", str(wrong))
+    page.wait_for_selector("#file-errors li")
+    assert "does not start with ftp_dpm_" in page.inner_text("#file-errors")
+    assert page.is_disabled("#upload-submit")  # refused before a byte is sent
+    page.screenshot(path=str(ARTIFACTS / "portal-upload.png"), full_page=True)
+
+    good = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
+    good.write_bytes(gzip.compress(b"u1\td_sid=10,d_sid=11\nu9\td_sid=10\n"))
+    page.set_input_files("#id_file", str(good))
+    page.wait_for_function("!document.getElementById('upload-submit').disabled")
+    page.click("#upload-submit")
+    page.wait_for_selector("td.status:has-text('Queued')")
+
+    worker = start_worker()  # a real RQ worker takes the batch; the page polls its status
+    try:
+        page.wait_for_selector("td.status:has-text('Processed')", timeout=60_000)
+    finally:
+        worker.wait(timeout=60)
+    page.screenshot(path=str(ARTIFACTS / "portal-files.png"), full_page=True)
+
+    page.click("#files a:text-is('Receipt')")
+    page.wait_for_selector("#counters")
+    assert "Stored records" in page.inner_text("#counters")
+    page.screenshot(path=str(ARTIFACTS / "portal-receipt.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("text=Download every rejected line (XLSX)")
+    book = load_workbook(io.BytesIO(Path(download.value.path()).read_bytes()), read_only=True)
+    rows = list(book["Rejected lines"].iter_rows(values_only=True))
+    assert rows[1][:3] == ("ftp_dpm_21_1700000000.sync.gz", 2, "no matching id")
+
+    receipt = Receipt.objects.get()
+    _user(PartnerFactory.create(name="Other"), "other")
+    other = browser.new_page()
+    _log_in(other, live_server.url, "other")
+    response = other.goto(f"{live_server.url}/portal/receipts/{receipt.pk}/")
+    assert response.status == 404
+    other.close()
