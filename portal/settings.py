@@ -187,6 +187,8 @@ NOTIFY_RETRY_INTERVALS = [
 # --- Partner portal ---------------------------------------------------------------------------
 # Uploads past this size are stopped while they arrive.
 PORTAL_UPLOAD_MAX_BYTES = int(os.environ.get("PORTAL_UPLOAD_MAX_BYTES", str(5 * 1024**3)))
+# "Check only" reads this many lines of the file.
+PORTAL_DRY_RUN_LINES = int(os.environ.get("PORTAL_DRY_RUN_LINES", "10000"))
 
 # --- HTTP ID sync (/ibs:) --------------------------------------------------------------------
 IDSYNC_COOKIE_NAME = os.environ.get("IDSYNC_COOKIE_NAME", "dd_uuid")

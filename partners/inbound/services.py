@@ -74,7 +74,7 @@ def _may_use(partner: Partner, source: DataSource) -> bool:
     return source.partner_id == partner.pk or source.shared_with.filter(pk=partner.pk).exists()
 
 
-def _check_traits_name(
+def traits_name_check(
     parsed: InboundFileName, partner: Partner | None
 ) -> tuple[Partner, DataSource, DataSource]:
     """The (partner, ID data source, target data source) of a trait file, or why not."""
@@ -140,7 +140,7 @@ def inbound_files_register(*, paths: list[Path], partner: Partner | None = None)
         if parsed.kind is FileKind.ID_SYNC:
             owner, ids, target = _check_idsync_name(parsed, partner)
         else:
-            owner, ids, target = _check_traits_name(parsed, partner)
+            owner, ids, target = traits_name_check(parsed, partner)
         checked.append((path, parsed, owner, ids, target))
 
     groups: dict[
@@ -210,7 +210,7 @@ def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
     )
 
 
-def _catalog(target: DataSource) -> TraitCatalog:
+def trait_catalog_load(target: DataSource) -> TraitCatalog:
     traits = [
         CatalogTrait(
             sid=sid,
@@ -225,7 +225,7 @@ def _catalog(target: DataSource) -> TraitCatalog:
     return TraitCatalog(target_dpid=target.dpid, traits=traits)
 
 
-def _id_source(source: DataSource) -> IDSource:
+def id_source_of(source: DataSource) -> IDSource:
     return IDSource(source.dpid, source.inbound_id_type, source.device_id_format)
 
 
@@ -278,9 +278,9 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
     target = batch.target
     ids = batch.data_source
     assert ids is not None
-    catalog = _catalog(target)
+    catalog = trait_catalog_load(target)
     device_sources = {
-        source.dpid: _id_source(source)
+        source.dpid: id_source_of(source)
         for source in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
     }
     now = int(timezone.now().timestamp())
@@ -299,7 +299,7 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
                 context=LineContext(
                     file_no=file_no,
                     device_file=batch.kind == InboundBatch.Kind.DEVICE_TRAITS,
-                    id_source=_id_source(ids),
+                    id_source=id_source_of(ids),
                     device_sources=device_sources,
                     overwrite=batch.overwrite,
                 ),

@@ -57,26 +57,51 @@ def upload_name_problem(name: str) -> str | None:
     return None
 
 
-def upload_accept(*, partner: Partner, upload: UploadedFile) -> Registration:
-    """Keep the uploaded file in the inbound spool, register it for ``partner`` (its DPIDs
-    must be the partner's) and queue its batch once this transaction commits. Raises
-    :class:`InboundRejected`; nothing is kept then."""
+def _spool_folder(partner: Partner, token: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / "uploads" / str(partner.pk) / token
+
+
+def upload_spool(*, partner: Partner, upload: UploadedFile) -> Path:
+    """Keep an uploaded file in the partner's spool (checked by name first)."""
     name = upload.name or ""
     problem = upload_name_problem(name)
     if problem:
         raise InboundRejected(name, problem)
-    folder = Path(settings.MEDIA_ROOT) / "uploads" / str(partner.pk) / secrets.token_hex(8)
+    folder = _spool_folder(partner, secrets.token_hex(8))
     folder.mkdir(parents=True)
     path = folder / name
     with path.open("wb") as out:
         for chunk in upload.chunks():
             out.write(chunk)
+    return path
+
+
+def spooled_path(*, partner: Partner, token: str, name: str) -> Path:
+    """A file this partner spooled before (a checked file to process now), or why not."""
+    if len(token) != 16 or not all(c in "0123456789abcdef" for c in token):
+        raise InboundRejected(name, "this checked file is no longer available: upload it again")
+    if upload_name_problem(name):
+        raise InboundRejected(name, "this checked file is no longer available: upload it again")
+    path = _spool_folder(partner, token) / name
+    if not path.is_file():
+        raise InboundRejected(name, "this checked file is no longer available: upload it again")
+    return path
+
+
+def spooled_accept(*, partner: Partner, path: Path) -> Registration:
+    """Register a spooled file for ``partner`` (its DPIDs must be the partner's) and queue
+    its batch once this transaction commits. On :class:`InboundRejected` nothing is kept."""
     try:
         with transaction.atomic():
             registration = inbound_files_register(paths=[path], partner=partner)
             for batch in registration.batches:
                 transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
     except InboundRejected:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
         raise
     return registration
+
+
+def upload_accept(*, partner: Partner, upload: UploadedFile) -> Registration:
+    """An uploaded file, spooled, registered and queued (see :func:`spooled_accept`)."""
+    return spooled_accept(partner=partner, path=upload_spool(partner=partner, upload=upload))

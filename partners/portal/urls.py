@@ -11,6 +11,7 @@ urlpatterns = [
     path("files/status.json", views.files_status_view, name="files_status"),
     path("upload/", views.upload_view, name="upload"),
     path("upload/check-name.json", views.upload_name_check_view, name="upload_check_name"),
+    path("upload/process/", views.process_checked_view, name="process_checked"),
     path("receipts/", views.receipts_view, name="receipts"),
     path("receipts/<int:pk>/", views.receipt_view, name="receipt"),
     path("receipts/<int:pk>/workbook/", views.receipt_workbook_view, name="receipt_workbook"),

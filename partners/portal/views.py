@@ -16,11 +16,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_POST
 
+from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
-from partners.portal.uploads import UploadLimitHandler, upload_accept, upload_name_problem
+from partners.portal.uploads import (
+    UploadLimitHandler,
+    spooled_accept,
+    spooled_path,
+    upload_accept,
+    upload_name_problem,
+    upload_spool,
+)
 from partners.receipts.render import receipt_counters
 from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
 from partners.reports import onboarding_report_rows
@@ -179,14 +188,41 @@ def _upload(request: HttpRequest, limit: UploadLimitHandler) -> HttpResponse:
                 " upload limit",
             )
         elif form.is_valid():
+            upload = form.cleaned_data["file"]
             try:
-                upload_accept(partner=partner, upload=form.cleaned_data["file"])
+                if "check" in request.POST:
+                    path = upload_spool(partner=partner, upload=upload)
+                    report = inbound_dry_run(
+                        path=path, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
+                    )
+                    return render(
+                        request,
+                        "portal/dry_run.html",
+                        {"report": report, "token": path.parent.name, "nav": "upload"},
+                    )
+                upload_accept(partner=partner, upload=upload)
             except InboundRejected as exc:
                 form.add_error("file", exc.reason)
             else:
-                messages.success(request, f"{form.cleaned_data['file'].name}: received, queued.")
+                messages.success(request, f"{upload.name}: received, queued.")
                 return redirect("portal:files")
     return render(request, "portal/upload.html", {"form": form, "nav": "upload"})
+
+
+@require_POST
+@partner_required
+def process_checked_view(request: HttpRequest) -> HttpResponse:
+    """ "Process this file": the checked file becomes a real delivery, without a new upload."""
+    partner = _partner(request)
+    name = request.POST.get("name", "")
+    try:
+        path = spooled_path(partner=partner, token=request.POST.get("token", ""), name=name)
+        spooled_accept(partner=partner, path=path)
+    except InboundRejected as exc:
+        messages.error(request, f"{name}: {exc.reason}")
+        return redirect("portal:upload")
+    messages.success(request, f"{name}: received, queued.")
+    return redirect("portal:files")
 
 
 @partner_required

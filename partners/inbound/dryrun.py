@@ -1,0 +1,161 @@
+"""Check a trait file without applying anything: the first lines of it, parsed and matched
+as processing would, with an estimate of how many of its user IDs we know."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+
+from partners.inbound.lines import (
+    DEVICE_ID_TYPES,
+    LineFormatError,
+    parse_device_line,
+    read_lines,
+    split_inbound_line,
+    user_id_problem,
+)
+from partners.inbound.names import FileKind, parse_inbound_file_name
+from partners.inbound.services import (
+    InboundRejected,
+    id_source_of,
+    trait_catalog_load,
+    traits_name_check,
+)
+from partners.inbound.sources import UnreadableFileError, open_plain
+from partners.models import DataSource, Partner
+
+ERRORS_PER_KIND = 10
+
+
+@dataclass
+class DryRunReport:
+    name: str
+    target_dpid: int
+    lines: int = 0  # lines read (the sample)
+    complete: bool = True  # the whole file was read (it had no more than the sample)
+    format_errors: int = 0
+    invalid_ids: int = 0
+    ids_checked: int = 0  # distinct valid user IDs of the sample
+    ids_known: int = 0  # of those, known to us (a mapping, or a platform UUID)
+    realized: Counter[int] = field(default_factory=Counter)  # SID -> lines realizing it
+    removed: Counter[int] = field(default_factory=Counter)
+    failed_validation: int = 0  # references to traits of other data sources
+    unused_signals: int = 0
+    errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def match_rate(self) -> float | None:
+        return round(100 * self.ids_known / self.ids_checked, 1) if self.ids_checked else None
+
+    @property
+    def realized_sids(self) -> list[tuple[int, int]]:
+        return self.realized.most_common()  # (SID, lines), most frequent first
+
+    @property
+    def removed_sids(self) -> list[tuple[int, int]]:
+        return self.removed.most_common()
+
+    @property
+    def error_sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        labels = {
+            "format_error": "Format errors",
+            "invalid_id": "Invalid IDs",
+            "no_trait_realized": "No trait realized",
+        }
+        return [(labels[kind], shown) for kind, shown in self.errors.items()]
+
+    def reject(self, kind: str, line: int, reason: str, start: str) -> None:
+        shown = self.errors.setdefault(kind, [])
+        if len(shown) < ERRORS_PER_KIND:
+            shown.append({"line": line, "reason": reason, "start": start})
+
+
+def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRunReport:
+    """Raises :class:`InboundRejected` when the file cannot be processed at all (its name,
+    its DPIDs, an unreadable file), exactly as a real delivery would."""
+    parsed = parse_inbound_file_name(path.name)
+    if parsed.kind is FileKind.ID_SYNC:
+        raise InboundRejected(path.name, "the check covers trait files; send ID-sync files as is")
+    _, ids, target = traits_name_check(parsed, partner)
+    catalog = trait_catalog_load(target)
+    report = DryRunReport(name=path.name, target_dpid=target.dpid)
+    source = id_source_of(ids)
+    device_sources = {
+        s.dpid: id_source_of(s)
+        for s in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
+    }
+    valid_ids: dict[int, set[str]] = {}
+    try:
+        with open_plain(path, parsed.compression) as stream:
+            for raw in read_lines(stream):
+                if report.lines >= sample_lines:
+                    report.complete = False
+                    break
+                report.lines += 1
+                if raw.text is None:
+                    report.format_errors += 1
+                    report.reject("format_error", raw.number, raw.error or "", raw.start)
+                    continue
+                line_source = source
+                try:
+                    if parsed.kind is FileKind.DEVICE_TRAITS:
+                        id_type, user_id, signals = parse_device_line(raw.text)
+                        line_source = device_sources[DEVICE_ID_TYPES[id_type]]
+                        outcome = catalog.match(signals, overwrite=parsed.overwrite)
+                    else:
+                        user_id, text = split_inbound_line(raw.text)
+                        outcome = catalog.match_text(text, overwrite=parsed.overwrite)
+                except LineFormatError as exc:
+                    report.format_errors += 1
+                    report.reject("format_error", raw.number, str(exc), raw.start)
+                    continue
+                problem = user_id_problem(
+                    user_id,
+                    inbound_id_type=line_source.inbound_id_type,
+                    device_id_format=line_source.device_id_format,
+                )
+                if problem:
+                    report.invalid_ids += 1
+                    report.reject("invalid_id", raw.number, problem, raw.start)
+                    continue
+                valid_ids.setdefault(line_source.dpid, set()).add(user_id)
+                report.realized.update(outcome.adds)
+                report.removed.update(outcome.removes)
+                report.failed_validation += outcome.failed
+                report.unused_signals += outcome.unused
+                if not outcome.adds and not outcome.removes:
+                    reason = f"no signal realizes or removes a trait of data source {target.dpid}"
+                    report.reject("no_trait_realized", raw.number, reason, raw.start)
+    except UnreadableFileError as exc:
+        raise InboundRejected(path.name, str(exc)) from exc
+    if report.lines == 0:
+        raise InboundRejected(path.name, "the file holds no records")
+    report.ids_checked, report.ids_known = _known_ids(
+        valid_ids, uuids=source.inbound_id_type == "uuid"
+    )
+    return report
+
+
+def _known_ids(ids: dict[int, set[str]], *, uuids: bool) -> tuple[int, int]:
+    """How many of the sample's user IDs we already know: one query per data source."""
+    checked = known = 0
+    with connection.cursor() as cursor:
+        for dpid, values in ids.items():
+            checked += len(values)
+            if uuids:
+                cursor.execute(
+                    "SELECT count(*) FROM segments_profile WHERE uuid = ANY(%s)", [list(values)]
+                )
+            else:
+                cursor.execute(
+                    "SELECT count(DISTINCT dpuuid) FROM partners_idmapping"
+                    " WHERE data_source_id = %s AND dpuuid = ANY(%s)",
+                    [dpid, list(values)],
+                )
+            row = cursor.fetchone()
+            known += int(row[0]) if row else 0
+    return checked, known

@@ -1,0 +1,73 @@
+"""'Check only': a known file's figures, nothing applied, then processed without re-upload."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from partners.inbound.dryrun import inbound_dry_run
+from partners.models import InboundFile
+from partners.portal.uploads import upload_spool
+from segments.models import ProfileTraits
+from tests.partners.inbound.conftest import World
+from tests.partners.portal.test_pages import _login
+
+KNOWN = (
+    "u1\td_sid=10,d_sid=11\n"  # known; realizes 10 and 11
+    "u2\td_sid=90,zz=1\n"  # known; a trait of data source 22; an unused signal
+    "u9\td_sid=10\n"  # not known
+    "u1 d_sid=10\n"  # format error: no tab
+    "u1\t10:0\n"  # removes 10
+    "u3\td_sid=11\n"  # not known
+)
+
+
+@pytest.fixture
+def acme(world: World, settings: Any, tmp_path: Any) -> Client:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return _login(world.partner, "acme")
+
+
+def test_the_figures_of_a_known_file(world: World, settings: Any, tmp_path: Any) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    path = upload_spool(
+        partner=world.partner,
+        upload=SimpleUploadedFile("ftp_dpm_21_1700000000.sync", KNOWN.encode()),
+    )
+    report = inbound_dry_run(path=path, partner=world.partner, sample_lines=10_000)
+    assert (report.lines, report.complete, report.format_errors, report.invalid_ids) == (
+        6,
+        True,
+        1,
+        0,
+    )
+    assert (report.ids_checked, report.ids_known, report.match_rate) == (4, 2, 50.0)
+    assert report.realized == {10: 2, 11: 2}
+    assert report.removed == {10: 1}
+    assert (report.failed_validation, report.unused_signals) == (1, 1)
+    assert [e["line"] for e in report.errors["format_error"]] == [4]
+    assert [e["line"] for e in report.errors["no_trait_realized"]] == [2]
+    sample = inbound_dry_run(path=path, partner=world.partner, sample_lines=2)
+    assert (sample.lines, sample.complete) == (2, False)
+
+
+def test_check_only_applies_nothing_then_process_this_file(acme: Client, world: World) -> None:
+    upload = SimpleUploadedFile("ftp_dpm_21_1700000000.sync", KNOWN.encode())
+    page = acme.post("/portal/upload/", {"file": upload, "check": "1"})
+    text = html.unescape(page.content.decode())
+    assert "The whole file was read: 6 lines. Nothing was applied." in text
+    assert "2 of 4 (50.0 %)" in text
+    assert not InboundFile.objects.exists()
+    assert not ProfileTraits.objects.exists()
+    token = text.split('name="token" value="')[1].split('"')[0]
+    done = acme.post(
+        "/portal/upload/process/", {"token": token, "name": "ftp_dpm_21_1700000000.sync"}
+    )
+    assert done["Location"] == "/portal/files/"
+    assert InboundFile.objects.get().name == "ftp_dpm_21_1700000000.sync"
+    again = acme.post("/portal/upload/process/", {"token": "0" * 16, "name": "x.sync"})
+    assert again["Location"] == "/portal/upload/"
