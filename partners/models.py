@@ -433,3 +433,20 @@ class IDSyncOptOut(models.Model):
 
     def __str__(self) -> str:
         return f"{self.data_source_id}:{self.dpuuid}"
+
+
+class PartnerAPIToken(models.Model):
+    """A partner's key to the JSON API. Only its SHA-256 is kept: the token is shown once,
+    when made, and rotating it makes the old one useless at once."""
+
+    partner = models.OneToOneField(Partner, on_delete=models.CASCADE, related_name="api_token")
+    key_sha256 = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12, help_text="The token's first characters, to tell it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = "partner API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.partner})"

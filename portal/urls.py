@@ -13,4 +13,5 @@ urlpatterns = [
     path("healthz", health, name="health"),
     path("admin/", admin.site.urls),
     path("portal/", include("partners.portal.urls")),
+    path("api/v1/", include("partners.portal.api_urls")),
 ]

@@ -16,6 +16,7 @@ urlpatterns = [
     path("receipts/<int:pk>/", views.receipt_view, name="receipt"),
     path("receipts/<int:pk>/workbook/", views.receipt_workbook_view, name="receipt_workbook"),
     path("view-as/<int:pid>/", views.view_as_view, name="view_as"),
+    path("api-token/", views.api_token_view, name="api_token"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="portal/login.html"),

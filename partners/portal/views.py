@@ -20,8 +20,10 @@ from django.views.decorators.http import require_POST
 
 from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
-from partners.models import InboundFile, Partner, Receipt
+from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
+from partners.portal.api import api_token_rotate
+from partners.portal.selectors import file_status_row
 from partners.portal.uploads import (
     UploadLimitHandler,
     spooled_accept,
@@ -49,26 +51,6 @@ def _receipt(request: HttpRequest, pk: int) -> Receipt:
     )
 
 
-def _file_row(file: InboundFile) -> dict[str, Any]:
-    receipt = getattr(file.batch, "receipt", None) if file.batch else None
-    status, label = file.status, file.get_status_display()
-    if status == InboundFile.Status.RECEIVED and file.batch is not None:
-        # Received and batched: its batch tells how far it got (queued, processing, ...).
-        status, label = file.batch.status, file.batch.get_status_display()
-    return {
-        "id": file.pk,
-        "name": file.name,
-        "size": file.size,
-        "status": status,
-        "status_label": label,
-        "received_at": file.received_at.isoformat(),
-        "received": f"{file.received_at:%Y-%m-%d %H:%M} UTC",
-        "batch": file.batch.key if file.batch else None,
-        "receipt": receipt.pk if receipt else None,
-        "error": file.error,
-    }
-
-
 @partner_required
 def files_view(request: HttpRequest) -> HttpResponse:
     files = (
@@ -77,7 +59,7 @@ def files_view(request: HttpRequest) -> HttpResponse:
         .order_by("-received_at", "name")[:PAGE]
     )
     return render(
-        request, "portal/files.html", {"files": [_file_row(f) for f in files], "nav": "files"}
+        request, "portal/files.html", {"files": [file_status_row(f) for f in files], "nav": "files"}
     )
 
 
@@ -89,7 +71,7 @@ def files_status_view(request: HttpRequest) -> JsonResponse:
         .select_related("batch__receipt")
         .order_by("-received_at", "name")[:PAGE]
     )
-    return JsonResponse({"files": [_file_row(f) for f in files]})
+    return JsonResponse({"files": [file_status_row(f) for f in files]})
 
 
 @partner_required
@@ -230,3 +212,17 @@ def upload_name_check_view(request: HttpRequest) -> JsonResponse:
     """The server's verdict on a file name, asked by the upload page as soon as a file is
     chosen (one grammar, one wording)."""
     return JsonResponse({"problem": upload_name_problem(request.GET.get("name", ""))})
+
+
+@partner_required
+def api_token_view(request: HttpRequest) -> HttpResponse:
+    """The partner's API token: when it was made, and a button to make a new one (shown
+    once; the old one stops working)."""
+    partner = _partner(request)
+    token = None
+    if request.method == "POST":
+        token = api_token_rotate(partner=partner, by=request.user.get_username())
+    current = PartnerAPIToken.objects.filter(partner=partner).first()
+    return render(
+        request, "portal/api_token.html", {"token": token, "current": current, "nav": "api"}
+    )

@@ -1,0 +1,157 @@
+"""The partners' JSON API (their own automation): files, receipts, upload, dry run.
+Authenticated by the partner's API token (``Authorization: Bearer <token>``), not by a
+session, so CSRF does not apply; every read is scoped to the token's partner."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from partners.inbound.dryrun import inbound_dry_run
+from partners.inbound.services import InboundRejected
+from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
+from partners.portal.selectors import file_status_row
+from partners.portal.uploads import UploadLimitHandler, upload_accept, upload_spool
+from partners.receipts.render import receipt_json
+
+TOKEN_PREFIX = "s2s_"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_rotate(*, partner: Partner, by: str) -> str:
+    """A new token for ``partner`` (returned once); the previous one stops working."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    PartnerAPIToken.objects.update_or_create(
+        partner=partner,
+        defaults={"key_sha256": _digest(token), "prefix": token[:12], "created_by": by},
+    )
+    return token
+
+
+def api_partner(request: HttpRequest) -> Partner | None:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    token = header[len("Bearer ") :].strip()
+    found = PartnerAPIToken.objects.select_related("partner").filter(key_sha256=_digest(token))
+    row = found.first()
+    return row.partner if row and row.partner.active else None
+
+
+def _error(status: int, msg: str, field: str | None = None) -> JsonResponse:
+    error: dict[str, Any] = {"msg": msg}
+    if field:
+        error["field"] = field
+    return JsonResponse({"errors": [error]}, status=status)
+
+
+def token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        partner = api_partner(request)
+        if partner is None:
+            response = _error(401, "give a valid API token: Authorization: Bearer <token>")
+            response["WWW-Authenticate"] = "Bearer"
+            return response
+        request.partner = partner  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(wrapped)
+
+
+@token_required
+@require_http_methods(["GET", "POST"])
+def files_api(request: HttpRequest) -> HttpResponse:
+    """GET: the partner's files and their status. POST (multipart ``file``): a delivery."""
+    partner: Partner = request.partner  # type: ignore[attr-defined]
+    if request.method == "POST":
+        limit = UploadLimitHandler(request)
+        request.upload_handlers = [limit, *request.upload_handlers]
+        upload = request.FILES.get("file")
+        if limit.too_big:
+            return _error(
+                413,
+                f"the file is larger than the {settings.PORTAL_UPLOAD_MAX_BYTES} byte limit",
+                "file",
+            )
+        if upload is None:
+            return _error(400, "send the file as the multipart field 'file'", "file")
+        try:
+            registration = upload_accept(partner=partner, upload=upload)
+        except InboundRejected as exc:
+            return _error(400, exc.reason, "file")
+        files = InboundFile.objects.filter(
+            batch__in=registration.batches
+        ) | InboundFile.objects.filter(pk__in=[f.pk for f in registration.duplicates])
+        return JsonResponse(
+            {"files": [file_status_row(f) for f in files.select_related("batch")]}, status=201
+        )
+    files = (
+        InboundFile.objects.filter(partner=partner)
+        .select_related("batch__receipt")
+        .order_by("-received_at", "name")[:500]
+    )
+    return JsonResponse({"files": [file_status_row(f) for f in files]})
+
+
+@token_required
+@require_http_methods(["GET"])
+def receipt_api(request: HttpRequest, pk: int) -> HttpResponse:
+    partner: Partner = request.partner  # type: ignore[attr-defined]
+    receipt = Receipt.objects.select_related("batch").filter(pk=pk, batch__partner=partner).first()
+    if receipt is None:
+        return _error(404, "no such receipt")
+    return JsonResponse({"id": receipt.pk, "batch": receipt.batch.key, **receipt_json(receipt)})
+
+
+@token_required
+@require_http_methods(["POST"])
+def dry_run_api(request: HttpRequest) -> HttpResponse:
+    """POST (multipart ``file``): the check of a trait file; nothing applied."""
+    partner: Partner = request.partner  # type: ignore[attr-defined]
+    limit = UploadLimitHandler(request)
+    request.upload_handlers = [limit, *request.upload_handlers]
+    upload = request.FILES.get("file")
+    if limit.too_big or upload is None:
+        return _error(
+            400, "send the file (within the upload limit) as the multipart field 'file'", "file"
+        )
+    try:
+        path = upload_spool(partner=partner, upload=upload)
+        report = inbound_dry_run(
+            path=path, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
+        )
+    except InboundRejected as exc:
+        return _error(400, exc.reason, "file")
+    return JsonResponse(
+        {
+            "name": report.name,
+            "target_dpid": report.target_dpid,
+            "lines": report.lines,
+            "complete": report.complete,
+            "format_errors": report.format_errors,
+            "invalid_ids": report.invalid_ids,
+            "ids_checked": report.ids_checked,
+            "ids_known": report.ids_known,
+            "match_rate": report.match_rate,
+            "realized": {str(sid): n for sid, n in report.realized_sids},
+            "removed": {str(sid): n for sid, n in report.removed_sids},
+            "failed_validation": report.failed_validation,
+            "unused_signals": report.unused_signals,
+            "errors": report.errors,
+            "process": {"token": path.parent.name, "name": report.name},
+        }
+    )

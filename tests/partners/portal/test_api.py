@@ -1,0 +1,83 @@
+"""The partners' JSON API: token authentication and rotation, scoped reads, upload, dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from partners.models import InboundFile, Receipt
+from partners.portal.api import api_token_rotate
+from tests.factories import PartnerFactory
+from tests.partners.inbound.conftest import Deliver, World
+from tests.partners.portal.test_pages import _login
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def token(world: World, settings: Any, tmp_path: Any) -> str:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return api_token_rotate(partner=world.partner, by="test")
+
+
+def test_no_token_or_a_wrong_one_is_401(client: Client, token: str) -> None:
+    assert client.get("/api/v1/files").status_code == 401
+    answer = client.get("/api/v1/files", headers=_bearer("s2s_wrong"))
+    assert answer.status_code == 401
+    assert answer.json()["errors"][0]["msg"].startswith("give a valid API token")
+
+
+def test_a_rotated_token_stops_working(client: Client, world: World, token: str) -> None:
+    assert client.get("/api/v1/files", headers=_bearer(token)).status_code == 200
+    partner_page = _login(world.partner, "acme")
+    page = partner_page.post("/portal/api-token/").content.decode()
+    new = page.split('id="api-token">')[1].split("<")[0]
+    assert new.startswith("s2s_")
+    assert new != token
+    assert client.get("/api/v1/files", headers=_bearer(token)).status_code == 401
+    assert client.get("/api/v1/files", headers=_bearer(new)).status_code == 200
+
+
+def test_files_and_receipts_of_the_token_partner_only(
+    client: Client, world: World, deliver: Deliver, token: str
+) -> None:
+    receipt: Receipt = deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\nu9\td_sid=10\n"})
+    files = client.get("/api/v1/files", headers=_bearer(token)).json()["files"]
+    assert [(f["name"], f["status"], f["receipt"]) for f in files] == [
+        ("ftp_dpm_21_1700000000.sync", "processed", receipt.pk)
+    ]
+    body = client.get(f"/api/v1/receipts/{receipt.pk}", headers=_bearer(token)).json()
+    assert (body["records_received"], body["stored_records"], body["no_matching_ids"]) == (2, 1, 1)
+    other = api_token_rotate(partner=PartnerFactory.create(), by="test")
+    assert client.get(f"/api/v1/receipts/{receipt.pk}", headers=_bearer(other)).status_code == 404
+    assert client.get("/api/v1/files", headers=_bearer(other)).json() == {"files": []}
+
+
+def test_upload_and_dry_run(client: Client, token: str) -> None:
+    bad = client.post(
+        "/api/v1/files", {"file": SimpleUploadedFile("data.csv", b"x")}, headers=_bearer(token)
+    )
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "file"
+    check = client.post(
+        "/api/v1/dry-run",
+        {"file": SimpleUploadedFile("ftp_dpm_21_1700000000.sync", b"u1\td_sid=10\nu9 x\n")},
+        headers=_bearer(token),
+    )
+    assert check.status_code == 200
+    report = check.json()
+    assert (report["lines"], report["format_errors"], report["ids_known"]) == (2, 1, 1)
+    assert report["realized"] == {"10": 1}
+    assert not InboundFile.objects.exists()
+    made = client.post(
+        "/api/v1/files",
+        {"file": SimpleUploadedFile("ftp_dpm_21_1700000000.sync", b"u1\td_sid=10\n")},
+        headers=_bearer(token),
+    )
+    assert made.status_code == 201
+    assert made.json()["files"][0]["status"] == "queued"
