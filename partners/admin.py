@@ -71,13 +71,27 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     list_filter = ("active", "receipts_enabled")
     search_fields = ("=pid", "name", "slug", "contact_email")
     immutable_fields = ("pid",)
-    readonly_fields = ("created_at", "updated_at", "last_batch", "success_last_30_days")
+    readonly_fields = (
+        "created_at",
+        "updated_at",
+        "last_batch",
+        "success_last_30_days",
+        "portal_link",
+    )
     inlines = (DataSourceInline, PartnerUserInline, ReceiptRecipientInline)
     fieldsets = (
         (None, {"fields": ("pid", "name", "slug", "active", "contact_email")}),
         ("Receipts", {"fields": ("receipts_enabled", "last_batch", "success_last_30_days")}),
+        ("Partner portal", {"fields": ("portal_link",)}),
         ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    @admin.display(description="Portal")
+    def portal_link(self, partner: Partner) -> str:
+        if partner.pk is None:
+            return "—"
+        url = reverse("portal:view_as", args=[partner.pk])
+        return format_html('<a href="{}">View the portal as this partner</a>', url)
 
     @admin.display(description="Last batch")
     def last_batch(self, partner: Partner) -> str:

@@ -71,6 +71,8 @@ def test_staff_view_the_portal_as_a_partner(
     world: World, receipt: Receipt, admin_client: Client
 ) -> None:
     assert admin_client.get("/portal/files/")["Location"] == "/admin/partners/partner/"
+    partner_page = admin_client.get(f"/admin/partners/partner/{world.partner.pk}/change/")
+    assert f'href="/portal/view-as/{world.partner.pk}/"' in partner_page.content.decode()
     response = admin_client.get(f"/portal/view-as/{world.partner.pk}/")
     assert response["Location"] == "/portal/files/"
     assert admin_client.get(f"/portal/receipts/{receipt.pk}/").status_code == 200
