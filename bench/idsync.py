@@ -26,7 +26,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from scratch import scratch_database  # bench/, the script's own folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RETURNING = 100_000
@@ -46,18 +47,6 @@ request = function()
   return wrk.format("GET", "/ibs:dpid=801&dpuuid=" .. id)
 end
 """
-
-
-def _scratch_database() -> str:
-    import psycopg
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    name = (parts.path.lstrip("/") or "postgres") + "_idsync_bench"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def _seed(database_url: str) -> None:
@@ -105,7 +94,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk).")
 
-    database_url = _scratch_database()
+    database_url = scratch_database("idsync_bench")
     print(f"setting up: {RETURNING:,} returning visitors", flush=True)
     _seed(database_url)
     port = _free_port()

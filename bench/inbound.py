@@ -26,7 +26,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from scratch import scratch_database  # bench/, the script's own folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -35,19 +36,6 @@ TRAITS = 500
 RULE_TRAITS = 100
 PROFILES = 500_000
 KEYS = [f"k{i}" for i in range(20)]
-
-
-def _scratch_database() -> str:
-    import psycopg
-
-    url = os.environ["DATABASE_URL"]
-    parts = urlsplit(url)
-    name = (parts.path.lstrip("/") or "postgres") + "_bench"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def _setup_django(database_url: str) -> None:
@@ -214,7 +202,7 @@ def main() -> None:
         sys.exit("Set DATABASE_URL (or run through `make bench-inbound`).")
 
     print(f"setting up: {PROFILES:,} profiles and mappings, {2 * TRAITS} traits", flush=True)
-    _setup_django(_scratch_database())
+    _setup_django(scratch_database("bench"))
     _seed()
     with tempfile.TemporaryDirectory() as folder:
         files = _write_files(Path(folder), args.records)

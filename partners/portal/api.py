@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods
 from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
-from partners.portal.selectors import file_status_row
+from partners.portal.selectors import file_status_row, partner_recent_files
 from partners.portal.uploads import UploadLimitHandler, upload_accept, upload_spool
 from partners.receipts.render import receipt_json
 
@@ -99,11 +99,7 @@ def files_api(request: HttpRequest) -> HttpResponse:
         return JsonResponse(
             {"files": [file_status_row(f) for f in files.select_related("batch")]}, status=201
         )
-    files = (
-        InboundFile.objects.filter(partner=partner)
-        .select_related("batch__receipt")
-        .order_by("-received_at", "name")[:500]
-    )
+    files = partner_recent_files(partner, limit=500)
     return JsonResponse({"files": [file_status_row(f) for f in files]})
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from partners.models import InboundFile
+from django.db.models import QuerySet
+
+from partners.models import InboundFile, Partner
 
 
 def file_status_row(file: InboundFile) -> dict[str, Any]:
@@ -25,3 +27,12 @@ def file_status_row(file: InboundFile) -> dict[str, Any]:
         "receipt": receipt.pk if receipt else None,
         "error": file.error,
     }
+
+
+def partner_recent_files(partner: Partner, *, limit: int = 100) -> QuerySet[InboundFile]:
+    """The partner's files, newest first (every channel: upload, API, drop zone)."""
+    return (
+        InboundFile.objects.filter(partner=partner)
+        .select_related("batch__receipt")
+        .order_by("-received_at", "name")[:limit]
+    )

@@ -20,10 +20,10 @@ from django.views.decorators.http import require_POST
 
 from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
-from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
+from partners.models import Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
-from partners.portal.selectors import file_status_row
+from partners.portal.selectors import file_status_row, partner_recent_files
 from partners.portal.uploads import (
     UploadLimitHandler,
     spooled_accept,
@@ -53,11 +53,7 @@ def _receipt(request: HttpRequest, pk: int) -> Receipt:
 
 @partner_required
 def files_view(request: HttpRequest) -> HttpResponse:
-    files = (
-        InboundFile.objects.filter(partner=_partner(request))
-        .select_related("batch__receipt")
-        .order_by("-received_at", "name")[:PAGE]
-    )
+    files = partner_recent_files(_partner(request), limit=PAGE)
     return render(
         request, "portal/files.html", {"files": [file_status_row(f) for f in files], "nav": "files"}
     )
@@ -66,11 +62,7 @@ def files_view(request: HttpRequest) -> HttpResponse:
 @partner_required
 def files_status_view(request: HttpRequest) -> JsonResponse:
     """The file list as JSON, polled by the page while something is being processed."""
-    files = (
-        InboundFile.objects.filter(partner=_partner(request))
-        .select_related("batch__receipt")
-        .order_by("-received_at", "name")[:PAGE]
-    )
+    files = partner_recent_files(_partner(request), limit=PAGE)
     return JsonResponse({"files": [file_status_row(f) for f in files]})
 
 
