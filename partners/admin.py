@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from django import forms
@@ -29,8 +28,8 @@ from partners.models import (
 )
 from partners.receipts.render import receipt_text
 from partners.receipts.services import receipt_delivery_request, receipt_recipients
-from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
-from partners.reports import partner_onboarding_summary
+from partners.receipts.workbook import receipt_workbook_response
+from partners.reports import PartnerOnboardingSummary, partner_onboarding_summary
 from partners.selectors import (
     data_source_last_sync_expression,
     data_source_mapping_count_expression,
@@ -86,6 +85,15 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
 
+    @staticmethod
+    def _summary(partner: Partner) -> PartnerOnboardingSummary:
+        """Read once per page: two fields show it."""
+        cached = getattr(partner, "_onboarding_summary", None)
+        if cached is None:
+            cached = partner_onboarding_summary(partner)
+            partner._onboarding_summary = cached  # type: ignore[attr-defined]
+        return cached
+
     @admin.display(description="Portal")
     def portal_link(self, partner: Partner) -> str:
         if partner.pk is None:
@@ -95,7 +103,7 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
 
     @admin.display(description="Last batch")
     def last_batch(self, partner: Partner) -> str:
-        receipt = partner_onboarding_summary(partner).last_receipt
+        receipt = self._summary(partner).last_receipt
         if receipt is None:
             return "—"
         url = reverse("admin:partners_receipt_change", args=[receipt.pk])
@@ -110,7 +118,7 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
 
     @admin.display(description="Success, last 30 days")
     def success_last_30_days(self, partner: Partner) -> str:
-        summary = partner_onboarding_summary(partner)
+        summary = self._summary(partner)
         if summary.success_percent is None:
             return "no records in the last 30 days"
         return (
@@ -371,10 +379,7 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         receipt = get_object_or_404(Receipt.objects.select_related("batch"), pk=pk)
         if not self.has_view_permission(request, receipt):
             raise PermissionDenied
-        stream = io.BytesIO()
-        receipt_workbook_write(receipt, stream)
-        stream.seek(0)
-        return FileResponse(stream, as_attachment=True, filename=receipt_workbook_name(receipt))
+        return receipt_workbook_response(receipt)
 
     def resend_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         receipt = get_object_or_404(Receipt.objects.select_related("batch"), pk=pk)

@@ -25,6 +25,11 @@ REPORT_COUNTERS = (
 )
 
 
+def success_percent(part: int, whole: int) -> float | None:
+    """``part`` of ``whole`` in percent, one decimal (None when there is no whole)."""
+    return round(100 * part / whole, 1) if whole else None
+
+
 @dataclass(frozen=True)
 class ReportRow:
     day: date
@@ -39,8 +44,7 @@ class ReportRow:
 
     @property
     def success_percent(self) -> float | None:
-        received = self.counts["records_received"]
-        return round(100 * self.counts["stored_records"] / received, 1) if received else None
+        return success_percent(self.counts["stored_records"], self.counts["records_received"])
 
 
 def onboarding_report_rows(
@@ -120,7 +124,7 @@ class PartnerOnboardingSummary:
 
     @property
     def success_percent(self) -> float | None:
-        return round(100 * self.stored / self.received, 1) if self.received else None
+        return success_percent(self.stored, self.received)
 
 
 def partner_onboarding_summary(partner: Partner, *, days: int = 30) -> PartnerOnboardingSummary:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
 import factory
@@ -8,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from partners.idsync.endpoint import new_uuid
 from partners.models import (
     DataSource,
     IDMapping,
@@ -21,8 +21,8 @@ from segments.models import Profile, ProfileTraits, Segment, SegmentMembership, 
 
 
 def random_uuid() -> str:
-    """A platform UUID: 38 decimal digits."""
-    return str(secrets.randbelow(9 * 10**37) + 10**37)
+    """A platform UUID: 38 decimal digits (made as the ID-sync endpoint makes them)."""
+    return new_uuid()
 
 
 class PartnerFactory(factory.django.DjangoModelFactory[Partner]):

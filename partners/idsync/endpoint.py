@@ -154,6 +154,17 @@ def new_uuid() -> str:
     return str(secrets.randbelow(9 * 10**37) + 10**37)
 
 
+def _visitor(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """The visitor's UUID (from the cookie, or a new one) and the headers of the answer:
+    no caching, and the cookie when it is new."""
+    headers = list(NO_CACHE)
+    uuid = _cookie_uuid(environ)
+    if uuid is None:
+        uuid = new_uuid()
+        headers.append(_cookie_header(uuid, environ))
+    return uuid, headers
+
+
 def _https(environ: dict[str, Any]) -> bool:
     if environ.get("wsgi.url_scheme") == "https":
         return True
@@ -239,11 +250,7 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
             errors = [CallError(REDIRECT_NOT_ALLOWED, "the redirect goes to a host not allowed")]
     if errors:
         return _errors(start_response, errors)
-    uuid = _cookie_uuid(environ)
-    headers = list(NO_CACHE)
-    if uuid is None:
-        uuid = new_uuid()
-        headers.append(_cookie_header(uuid, environ))
+    uuid, headers = _visitor(environ)
     try:
         _sync_write(
             {
@@ -292,11 +299,7 @@ def idsync_out_answer(environ: dict[str, Any], start_response: StartResponse) ->
     if source is None or not source[0] or not source[2]:
         error = CallError(UNKNOWN_DPID, "no active data source with a partner ID-sync URL here")
         return _errors(start_response, [error], "404 Not Found")
-    uuid = _cookie_uuid(environ)
-    headers = list(NO_CACHE)
-    if uuid is None:
-        uuid = new_uuid()
-        headers.append(_cookie_header(uuid, environ))
+    uuid, headers = _visitor(environ)
     location = source[2].replace(UUID_PLACEHOLDER, uuid)
     start_response("302 Found", [("Location", location), ("Content-Length", "0"), *headers])
     return [b""]

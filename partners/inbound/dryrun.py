@@ -10,15 +10,9 @@ from typing import Any
 
 from django.db import connection
 
-from partners.inbound.lines import (
-    DEVICE_ID_TYPES,
-    LineFormatError,
-    parse_device_line,
-    read_lines,
-    split_inbound_line,
-    user_id_problem,
-)
+from partners.inbound.lines import DEVICE_ID_TYPES, LineFormatError, read_lines, user_id_problem
 from partners.inbound.names import FileKind, parse_inbound_file_name
+from partners.inbound.parse import LineContext, line_parse
 from partners.inbound.services import (
     InboundRejected,
     id_source_of,
@@ -27,6 +21,7 @@ from partners.inbound.services import (
 )
 from partners.inbound.sources import UnreadableFileError, open_plain
 from partners.models import DataSource, Partner
+from partners.reports import success_percent
 
 ERRORS_PER_KIND = 10
 
@@ -49,7 +44,7 @@ class DryRunReport:
 
     @property
     def match_rate(self) -> float | None:
-        return round(100 * self.ids_known / self.ids_checked, 1) if self.ids_checked else None
+        return success_percent(self.ids_known, self.ids_checked)
 
     @property
     def realized_sids(self) -> list[tuple[int, int]]:
@@ -83,11 +78,17 @@ def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRu
     _, ids, target = traits_name_check(parsed, partner)
     catalog = trait_catalog_load(target)
     report = DryRunReport(name=path.name, target_dpid=target.dpid)
-    source = id_source_of(ids)
-    device_sources = {
-        s.dpid: id_source_of(s)
-        for s in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
-    }
+    context = LineContext(
+        file_no=0,
+        device_file=parsed.kind is FileKind.DEVICE_TRAITS,
+        id_source=id_source_of(ids),
+        device_sources={
+            s.dpid: id_source_of(s)
+            for s in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
+        },
+        overwrite=parsed.overwrite,
+    )
+    device_type: str | None = None
     valid_ids: dict[int, set[str]] = {}
     try:
         with open_plain(path, parsed.compression) as stream:
@@ -100,15 +101,10 @@ def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRu
                     report.format_errors += 1
                     report.reject("format_error", raw.number, raw.error or "", raw.start)
                     continue
-                line_source = source
                 try:
-                    if parsed.kind is FileKind.DEVICE_TRAITS:
-                        id_type, user_id, signals = parse_device_line(raw.text)
-                        line_source = device_sources[DEVICE_ID_TYPES[id_type]]
-                        outcome = catalog.match(signals, overwrite=parsed.overwrite)
-                    else:
-                        user_id, text = split_inbound_line(raw.text)
-                        outcome = catalog.match_text(text, overwrite=parsed.overwrite)
+                    user_id, line_source, outcome, device_type = line_parse(
+                        raw.text, context=context, catalog=catalog, device_type=device_type
+                    )
                 except LineFormatError as exc:
                     report.format_errors += 1
                     report.reject("format_error", raw.number, str(exc), raw.start)
@@ -135,7 +131,7 @@ def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRu
     if report.lines == 0:
         raise InboundRejected(path.name, "the file holds no records")
     report.ids_checked, report.ids_known = _known_ids(
-        valid_ids, uuids=source.inbound_id_type == "uuid"
+        valid_ids, uuids=context.id_source.inbound_id_type == "uuid"
     )
     return report
 

@@ -26,7 +26,7 @@ from partners.inbound.lines import (
     split_inbound_line,
     user_id_problem,
 )
-from partners.inbound.matching import TraitCatalog
+from partners.inbound.matching import LineOutcome, TraitCatalog
 
 MAX_STORED_ERRORS = 100_000
 
@@ -92,6 +92,24 @@ def _copy_escaped(text: str) -> str:
     return text
 
 
+def line_parse(
+    text: str, *, context: LineContext, catalog: TraitCatalog, device_type: str | None
+) -> tuple[str, IDSource, LineOutcome, str | None]:
+    """One line: its user ID, whose ID it is, what it realizes and removes, and the ID type
+    of a legacy device file (set by its first line). Raises :class:`LineFormatError`."""
+    if not context.device_file:
+        user_id, signals_text = split_inbound_line(text)
+        outcome = catalog.match_text(signals_text, overwrite=context.overwrite)
+        return user_id, context.id_source, outcome, device_type
+    id_type, user_id, signals = parse_device_line(text)
+    if device_type is None:
+        device_type = id_type
+    elif id_type != device_type:
+        raise LineFormatError(f"'{id_type}' after '{device_type}': one file holds one ID type")
+    source = context.device_sources[DEVICE_ID_TYPES[id_type]]
+    return user_id, source, catalog.match(signals, overwrite=context.overwrite), device_type
+
+
 def line_block_parse(
     block: LineBlock,
     *,
@@ -102,7 +120,6 @@ def line_block_parse(
     """Decode, parse and match a block of a file's lines. Pure."""
     file_no = context.file_no
     ord_base = ord_of(file_no, 0)
-    overwrite = context.overwrite
     received = 0
     rejected: list[tuple[int, int, str, str, str]] = []
     out: list[str] = []
@@ -111,21 +128,10 @@ def line_block_parse(
         if text is None:
             rejected.append((file_no, number, "format_error", error or "unreadable line", start))
             continue
-        source = context.id_source
         try:
-            if context.device_file:
-                id_type, user_id, signals = parse_device_line(text)
-                if device_type is None:
-                    device_type = id_type
-                elif id_type != device_type:
-                    raise LineFormatError(
-                        f"'{id_type}' after '{device_type}': one file holds one ID type"
-                    )
-                source = context.device_sources[DEVICE_ID_TYPES[id_type]]
-                outcome = catalog.match(signals, overwrite=overwrite)
-            else:
-                user_id, signals_text = split_inbound_line(text)
-                outcome = catalog.match_text(signals_text, overwrite=overwrite)
+            user_id, source, outcome, device_type = line_parse(
+                text, context=context, catalog=catalog, device_type=device_type
+            )
         except LineFormatError as exc:
             rejected.append((file_no, number, "format_error", str(exc), start))
             continue

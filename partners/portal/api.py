@@ -20,7 +20,7 @@ from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.selectors import file_status_row, partner_recent_files
-from partners.portal.uploads import UploadLimitHandler, upload_accept, upload_spool
+from partners.portal.uploads import upload_accept, upload_limit_install, upload_spool
 from partners.receipts.render import receipt_json
 
 TOKEN_PREFIX = "s2s_"
@@ -78,8 +78,7 @@ def files_api(request: HttpRequest) -> HttpResponse:
     """GET: the partner's files and their status. POST (multipart ``file``): a delivery."""
     partner: Partner = request.partner  # type: ignore[attr-defined]
     if request.method == "POST":
-        limit = UploadLimitHandler(request)
-        request.upload_handlers = [limit, *request.upload_handlers]
+        limit = upload_limit_install(request)
         upload = request.FILES.get("file")
         if limit.too_big:
             return _error(
@@ -118,8 +117,7 @@ def receipt_api(request: HttpRequest, pk: int) -> HttpResponse:
 def dry_run_api(request: HttpRequest) -> HttpResponse:
     """POST (multipart ``file``): the check of a trait file; nothing applied."""
     partner: Partner = request.partner  # type: ignore[attr-defined]
-    limit = UploadLimitHandler(request)
-    request.upload_handlers = [limit, *request.upload_handlers]
+    limit = upload_limit_install(request)
     upload = request.FILES.get("file")
     if limit.too_big or upload is None:
         return _error(

@@ -44,6 +44,13 @@ class UploadLimitHandler(FileUploadHandler):
         return None
 
 
+def upload_limit_install(request: HttpRequest) -> UploadLimitHandler:
+    """Put the limit first among the request's upload handlers (before its body is read)."""
+    limit = UploadLimitHandler(request)
+    request.upload_handlers = [limit, *request.upload_handlers]
+    return limit
+
+
 def upload_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be delivered (None when it can): the file-name grammar of SPEC §3.1
     and §2.2, in the same words as everywhere else. (Django already keeps only the last path

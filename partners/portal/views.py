@@ -3,7 +3,6 @@ from :mod:`partners.portal.access`, rows are read scoped to it (404 otherwise)."
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 from typing import Any
 
@@ -29,12 +28,13 @@ from partners.portal.uploads import (
     spooled_accept,
     spooled_path,
     upload_accept,
+    upload_limit_install,
     upload_name_problem,
     upload_spool,
 )
-from partners.receipts.render import receipt_counters
-from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
-from partners.reports import onboarding_report_rows
+from partners.receipts.render import receipt_context
+from partners.receipts.workbook import receipt_workbook_response
+from partners.reports import onboarding_report_rows, success_percent
 
 PAGE = 100
 
@@ -88,9 +88,7 @@ def receipts_view(request: HttpRequest) -> HttpResponse:
         entry["received"] += row.counts["records_received"]
         entry["stored"] += row.counts["stored_records"]
     for entry in summary.values():
-        entry["success"] = (
-            round(100 * entry["stored"] / entry["received"], 1) if entry["received"] else None
-        )
+        entry["success"] = success_percent(entry["stored"], entry["received"])
     return render(
         request,
         "portal/receipts.html",
@@ -104,26 +102,13 @@ def receipts_view(request: HttpRequest) -> HttpResponse:
 
 @partner_required
 def receipt_view(request: HttpRequest, pk: int) -> HttpResponse:
-    receipt = _receipt(request, pk)
-    context = {
-        "receipt": receipt,
-        "batch": receipt.batch,
-        "files": list(receipt.batch.files.order_by("split", "name").values_list("name", flat=True)),
-        "counters": [(label, getattr(receipt, f)) for f, label in receipt_counters(receipt)],
-        "errors": [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample],
-        "has_errors": receipt.batch.line_errors.exists(),
-        "nav": "receipts",
-    }
+    context = receipt_context(_receipt(request, pk)) | {"nav": "receipts"}
     return render(request, "portal/receipt.html", context)
 
 
 @partner_required
 def receipt_workbook_view(request: HttpRequest, pk: int) -> FileResponse:
-    receipt = _receipt(request, pk)
-    stream = io.BytesIO()
-    receipt_workbook_write(receipt, stream)
-    stream.seek(0)
-    return FileResponse(stream, as_attachment=True, filename=receipt_workbook_name(receipt))
+    return receipt_workbook_response(_receipt(request, pk))
 
 
 @staff_member_required
@@ -144,8 +129,7 @@ class UploadForm(forms.Form):
 @csrf_exempt  # the upload handlers are set before the body is read; CSRF checked below
 @partner_required
 def upload_view(request: HttpRequest) -> HttpResponse:
-    limit = UploadLimitHandler(request)
-    request.upload_handlers = [limit, *request.upload_handlers]
+    limit = upload_limit_install(request)
     return _upload(request, limit)
 
 

@@ -3,18 +3,18 @@ sources that went silent. Clearly marked in the subject, sent by RQ with retries
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
-import django_rq
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Max, Q
 from django.urls import reverse
 from django.utils import timezone
-from rq import Retry
 
 from partners.models import DataSource, InboundBatch, Receipt
+from partners.receipts.services import notify_enqueue
 
 ALERT_PREFIX = "[S2S ALERT]"
 
@@ -26,12 +26,12 @@ def alert_send(*, subject: str, body: str) -> None:
 
 def _alert_enqueue(*, subject: str, body: str) -> None:
     transaction.on_commit(
-        lambda: django_rq.get_queue("notify").enqueue(
+        functools.partial(
+            notify_enqueue,
             "partners.receipts.alerts.alert_send",
             subject=subject,
             body=body,
-            retry=Retry(max=settings.NOTIFY_RETRY_MAX, interval=settings.NOTIFY_RETRY_INTERVALS),
-            description=f"Alert: {subject}"[:200],
+            description=f"Alert: {subject}",
         ),
         robust=True,  # an alert that cannot be queued must not fail the committed batch
     )

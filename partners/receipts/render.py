@@ -35,6 +35,22 @@ def receipt_counters(receipt: Receipt) -> tuple[tuple[str, str], ...]:
     return IDSYNC_COUNTERS if receipt.batch.kind == InboundBatch.Kind.ID_SYNC else S2S_COUNTERS
 
 
+def receipt_context(receipt: Receipt) -> dict[str, Any]:
+    """What a receipt page shows, as the e-mail and the portal lay it out."""
+    batch = receipt.batch
+    return {
+        "receipt": receipt,
+        "batch": batch,
+        "partner": batch.partner,
+        "files": list(batch.files.order_by("split", "name").values_list("name", flat=True)),
+        "counters": [
+            (label, getattr(receipt, field)) for field, label in receipt_counters(receipt)
+        ],
+        "errors": [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample],
+        "has_errors": batch.line_errors.exists(),
+    }
+
+
 def receipt_json(receipt: Receipt) -> dict[str, Any]:
     files = list(receipt.batch.files.order_by("split", "name").values_list("name", flat=True))
     data: dict[str, Any] = {"files": files}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import django_rq
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.utils import timezone
 from rq import Retry
 
 from partners.models import Receipt, ReceiptDelivery, ReceiptRecipient
-from partners.receipts.render import receipt_counters
+from partners.receipts.render import receipt_context
 from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -46,22 +47,13 @@ def receipt_subject(receipt: Receipt) -> str:
 def receipt_email_build(receipt: Receipt, *, recipients: list[str]) -> EmailMultiAlternatives:
     """The e-mail of a receipt (SPEC §4): text and HTML parts, the error workbook attached
     when it is small enough, otherwise linked."""
-    batch = receipt.batch
+    context = receipt_context(receipt)
     workbook = io.BytesIO()
-    if batch.line_errors.exists():
+    if context["has_errors"]:
         receipt_workbook_write(receipt, workbook)
     attach = 0 < workbook.tell() <= settings.RECEIPT_ATTACHMENT_MAX_BYTES
     base = settings.PORTAL_BASE_URL
-    context = {
-        "receipt": receipt,
-        "batch": batch,
-        "partner": batch.partner,
-        "files": list(batch.files.order_by("split", "name").values_list("name", flat=True)),
-        "counters": [
-            (label, getattr(receipt, field)) for field, label in receipt_counters(receipt)
-        ],
-        "errors": [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample],
-        "has_errors": workbook.tell() > 0,
+    context |= {
         "attached": attach,
         "receipt_url": base + reverse("admin:partners_receipt_change", args=[receipt.pk]),
         "workbook_url": base + reverse("admin:partners_receipt_workbook", args=[receipt.pk]),
@@ -93,12 +85,23 @@ def receipt_delivery_request(
     return delivery
 
 
-def _delivery_enqueue(delivery_id: int) -> None:
+def notify_enqueue(func: str, *args: Any, description: str, **kwargs: Any) -> None:
+    """Queue an e-mail job on the ``notify`` queue with RQ's retries (``NOTIFY_RETRY_*``).
+    RQ reads its own options (``job_id``, ...) from ``kwargs``; the rest go to ``func``."""
     django_rq.get_queue("notify").enqueue(
+        func,
+        *args,
+        retry=Retry(max=settings.NOTIFY_RETRY_MAX, interval=settings.NOTIFY_RETRY_INTERVALS),
+        description=description[:200],
+        **kwargs,
+    )
+
+
+def _delivery_enqueue(delivery_id: int) -> None:
+    notify_enqueue(
         "partners.receipts.jobs.receipt_delivery_send_job",
         delivery_id,
         job_id=f"receipt-delivery-{delivery_id}",
-        retry=Retry(max=settings.NOTIFY_RETRY_MAX, interval=settings.NOTIFY_RETRY_INTERVALS),
         description=f"Send receipt e-mail #{delivery_id}",
     )
 

@@ -4,8 +4,10 @@ rejected lines never sit in memory as cells."""
 
 from __future__ import annotations
 
+import io
 from typing import IO, Any
 
+from django.http import FileResponse
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
@@ -52,3 +54,11 @@ def receipt_workbook_write(receipt: Receipt, stream: IO[bytes]) -> None:
 
 def receipt_workbook_name(receipt: Receipt) -> str:
     return f"errors-{receipt.batch.key}.xlsx".replace("/", "_")
+
+
+def receipt_workbook_response(receipt: Receipt) -> FileResponse:
+    """The workbook as a download (the admin's and the partner's)."""
+    stream = io.BytesIO()
+    receipt_workbook_write(receipt, stream)
+    stream.seek(0)
+    return FileResponse(stream, as_attachment=True, filename=receipt_workbook_name(receipt))

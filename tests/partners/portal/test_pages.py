@@ -88,7 +88,7 @@ def test_password_reset_by_e_mail(world: World) -> None:
     assert "/portal/password-reset/" in message.body
 
 
-def test_login_and_logout_are_csrf_protected(world: World, settings: Any) -> None:
+def test_login_is_csrf_protected(world: World, settings: Any) -> None:
     client = Client(enforce_csrf_checks=True)
     response = client.post("/portal/login/", {"username": "x", "password": "y"})
     assert response.status_code == 403
