@@ -264,6 +264,11 @@ class InboundBatch(models.Model):
     overwrite = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.WAITING)
     error = models.TextField(blank=True, help_text="Why the batch failed, in the partner's words.")
+    missing_parts = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Part numbers still missing when the wait for them ran out (processed without).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -272,6 +277,14 @@ class InboundBatch(models.Model):
         verbose_name_plural = "inbound batches"
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["key"], name="inboundbatch_key")]
+        constraints = [
+            # Split parts arriving at the same time join one waiting batch, never two.
+            models.UniqueConstraint(
+                fields=["partner", "key"],
+                condition=Q(status="waiting"),
+                name="inboundbatch_one_waiting_per_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.key
@@ -293,6 +306,12 @@ class InboundFile(models.Model):
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="inbound_files")
     name = models.CharField(max_length=255)
     split = models.PositiveIntegerField(null=True, blank=True)
+    storage = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The storage holding the file (a STORAGES alias); empty: a path on the"
+        " worker's disk.",
+    )
     path = models.CharField(max_length=1024, help_text="Where the file is read from.")
     size = models.BigIntegerField()
     sha256 = models.CharField("SHA-256", max_length=64)

@@ -106,6 +106,10 @@ INBOUND_RETRY_MAX = int(os.environ.get("INBOUND_RETRY_MAX", "3"))
 INBOUND_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("INBOUND_RETRY_INTERVALS", "10,60,300").split(",")
 ]
+# Split files (SPEC §3.6): a batch of parts is processed once no part arrived for SETTLE
+# seconds and none is missing, or, missing parts or not, after MAX_WAIT seconds.
+INBOUND_PARTS_SETTLE_SECONDS = int(os.environ.get("INBOUND_PARTS_SETTLE_SECONDS", "300"))
+INBOUND_PARTS_MAX_WAIT_SECONDS = int(os.environ.get("INBOUND_PARTS_MAX_WAIT_SECONDS", "21600"))
 # GnuPG home holding the platform's private key, for .pgp / .gpg inbound files.
 PGP_GNUPG_HOME = os.environ.get("PGP_GNUPG_HOME", "")
 

@@ -21,7 +21,7 @@ from partners.inbound.apply import line_errors_persist
 from partners.inbound.lines import read_lines, user_id_problem
 from partners.inbound.names import parse_inbound_file_name
 from partners.inbound.parse import ParseTally
-from partners.inbound.stage import files_stage, sql_run
+from partners.inbound.stage import Progress, files_stage, sql_run
 from partners.models import DataSource, InboundBatch, Receipt
 from segments.membership import segment_memberships_refresh
 
@@ -77,7 +77,9 @@ def _rows(
             yield (file_no, raw.number, ids[0], dpid, ids[index], raw.start)
 
 
-def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
+def idsync_batch_apply(
+    batch: InboundBatch, *, started: datetime, progress: Progress | None = None
+) -> Receipt:
     """Apply an ID-sync batch inside the caller's transaction (see inbound_batch_process)."""
     files = list(batch.files.order_by("split", "name"))
     parsed = parse_inbound_file_name(files[0].name)
@@ -108,6 +110,7 @@ def idsync_batch_apply(batch: InboundBatch, *, started: datetime) -> Receipt:
         rows=lambda file_no, stream: _rows(stream, file_no=file_no, columns=columns, tally=tally),
         tally=tally,
         errors_table="idsync_error",
+        progress=progress,
     )
 
     now = timezone.now()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from django.db import connection
@@ -22,6 +21,7 @@ from partners.inbound.services import (
 from partners.inbound.sources import UnreadableFileError, open_plain
 from partners.models import DataSource, Partner
 from partners.reports import success_percent
+from partners.storage import StoredFile
 
 ERRORS_PER_KIND = 10
 
@@ -69,15 +69,15 @@ class DryRunReport:
             shown.append({"line": line, "reason": reason, "start": start})
 
 
-def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRunReport:
+def inbound_dry_run(*, file: StoredFile, partner: Partner, sample_lines: int) -> DryRunReport:
     """Raises :class:`InboundRejected` when the file cannot be processed at all (its name,
     its DPIDs, an unreadable file), exactly as a real delivery would."""
-    parsed = parse_inbound_file_name(path.name)
+    parsed = parse_inbound_file_name(file.name)
     if parsed.kind is FileKind.ID_SYNC:
-        raise InboundRejected(path.name, "the check covers trait files; send ID-sync files as is")
+        raise InboundRejected(file.name, "the check covers trait files; send ID-sync files as is")
     _, ids, target = traits_name_check(parsed, partner)
     catalog = trait_catalog_load(target)
-    report = DryRunReport(name=path.name, target_dpid=target.dpid)
+    report = DryRunReport(name=file.name, target_dpid=target.dpid)
     context = LineContext(
         file_no=0,
         device_file=parsed.kind is FileKind.DEVICE_TRAITS,
@@ -91,7 +91,7 @@ def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRu
     device_type: str | None = None
     valid_ids: dict[int, set[str]] = {}
     try:
-        with open_plain(path, parsed.compression) as stream:
+        with open_plain(file.storage, file.path, parsed.compression) as stream:
             for raw in read_lines(stream):
                 if report.lines >= sample_lines:
                     report.complete = False
@@ -127,9 +127,9 @@ def inbound_dry_run(*, path: Path, partner: Partner, sample_lines: int) -> DryRu
                     reason = f"no signal realizes or removes a trait of data source {target.dpid}"
                     report.reject("no_trait_realized", raw.number, reason, raw.start)
     except UnreadableFileError as exc:
-        raise InboundRejected(path.name, str(exc)) from exc
+        raise InboundRejected(file.name, str(exc)) from exc
     if report.lines == 0:
-        raise InboundRejected(path.name, "the file holds no records")
+        raise InboundRejected(file.name, "the file holds no records")
     report.ids_checked, report.ids_known = _known_ids(
         valid_ids, uuids=context.id_source.inbound_id_type == "uuid"
     )

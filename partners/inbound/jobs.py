@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import logging
 
-from partners.inbound.services import InboundRejected, inbound_batch_process
+from rq import get_current_job
+
+from partners.inbound.services import (
+    InboundRejected,
+    inbound_batch_process,
+    inbound_waiting_batches_release,
+)
 from partners.models import InboundBatch
 
 logger = logging.getLogger(__name__)
+
+
+def _job_progress(percent: int) -> None:
+    """Keep the batch's progress on its RQ job, where the portal reads it while it runs."""
+    job = get_current_job()
+    if job is not None:
+        job.meta["progress"] = percent
+        job.save_meta()
 
 
 def inbound_batch_process_job(batch_id: int) -> int | None:
@@ -15,8 +29,13 @@ def inbound_batch_process_job(batch_id: int) -> int | None:
     if not InboundBatch.objects.filter(pk=batch_id).exists():
         return None
     try:
-        return inbound_batch_process(batch_id=batch_id).pk
+        return inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
     except InboundRejected as exc:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
         return None
+
+
+def inbound_waiting_batches_release_job() -> int:
+    """Queue the split batches whose parts are all here (or waited long enough)."""
+    return len(inbound_waiting_batches_release())

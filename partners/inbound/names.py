@@ -154,3 +154,13 @@ def parse_inbound_file_name(name: str) -> InboundFileName:
         split=split,
         compression=compression,
     )
+
+
+def parts_missing(parts: list[int]) -> list[int]:
+    """The part numbers missing from a split file's ``parts``: the gaps between the first
+    part (0 or 1, whichever the partner counts from) and the highest part received."""
+    present = set(parts)
+    if not present:
+        return []
+    first = 0 if 0 in present else 1
+    return [number for number in range(first, max(present)) if number not in present]

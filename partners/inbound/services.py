@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import django_rq
@@ -18,7 +20,13 @@ from partners.idsync.files import idsync_batch_apply
 from partners.inbound.apply import apply_staged_batch, line_errors_store
 from partners.inbound.lines import DEVICE_ID_TYPES
 from partners.inbound.matching import CatalogTrait, TraitCatalog
-from partners.inbound.names import FileKind, FileNameError, InboundFileName, parse_inbound_file_name
+from partners.inbound.names import (
+    FileKind,
+    FileNameError,
+    InboundFileName,
+    parse_inbound_file_name,
+    parts_missing,
+)
 from partners.inbound.parse import (
     IDSource,
     LineContext,
@@ -29,6 +37,7 @@ from partners.inbound.parse import (
 from partners.inbound.sources import UnreadableFileError
 from partners.inbound.stage import (
     LINE_COLUMNS,
+    Progress,
     batch_relations_drop,
     files_stage,
     staging_create,
@@ -36,6 +45,7 @@ from partners.inbound.stage import (
 from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
 from partners.receipts.alerts import receipt_failure_alert
 from partners.receipts.services import receipt_delivery_request
+from partners.storage import LOCAL, StorageReadError, StoredFile, stored_file_open
 from segments.membership import segment_memberships_refresh
 from segments.models import Trait
 from segments.rules import parse_trait_rule
@@ -52,13 +62,20 @@ class InboundRejected(Exception):
 
 @dataclass(frozen=True)
 class Registration:
-    batches: list[InboundBatch]
+    batches: list[InboundBatch]  # complete: to be queued
     duplicates: list[InboundFile]
+    waiting: list[InboundBatch] = field(default_factory=list)  # split parts: more may come
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
+def _sha256(delivery: StoredFile) -> str:
+    try:
+        with stored_file_open(delivery.storage, delivery.path) as stream:
+            digest = hashlib.sha256()
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+            return digest.hexdigest()
+    except StorageReadError as exc:
+        raise InboundRejected(delivery.name, str(exc)) from exc
 
 
 def _data_source(dpid: int, name: str) -> DataSource:
@@ -120,53 +137,75 @@ def _check_idsync_name(
     return owner, master, mapped[-1]
 
 
-def inbound_files_register(*, paths: list[Path], partner: Partner | None = None) -> Registration:
-    """Check and register delivered files, grouped into batches (split parts together).
+def inbound_files_register(
+    *,
+    paths: Sequence[Path] = (),
+    files: Sequence[StoredFile] = (),
+    partner: Partner | None = None,
+    complete: bool = True,
+) -> Registration:
+    """Check and register delivered files (``paths`` on this disk, ``files`` anywhere),
+    grouped into batches (split parts together).
 
     Everything is checked before anything is stored: a bad name, an unknown or foreign
     DPID, an empty file or a mix of kinds raises :class:`InboundRejected`. A file whose name
     and content were processed before is recorded as a duplicate and not batched.
+
+    With ``complete`` the files are every part there is (the ``ingest`` command): their
+    batches are queued. Otherwise (an upload, a drop zone) the parts of a split file join the
+    partner's waiting batch of that name, which :func:`inbound_waiting_batches_release`
+    queues once no part arrived for a while; a file that is not split is queued at once.
     """
-    checked: list[tuple[Path, InboundFileName, Partner, DataSource | None, DataSource]] = []
-    for path in paths:
+    deliveries = [StoredFile.local(path) for path in paths] + list(files)
+    checked: list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]] = []
+    for delivery in deliveries:
         try:
-            parsed = parse_inbound_file_name(path.name)
+            parsed = parse_inbound_file_name(delivery.name)
         except FileNameError as exc:
-            raise InboundRejected(path.name, str(exc)) from exc
-        if not path.is_file():
-            raise InboundRejected(path.name, "no such file")
-        if path.stat().st_size == 0:
-            raise InboundRejected(path.name, "the file is empty")
+            raise InboundRejected(delivery.name, str(exc)) from exc
+        if delivery.storage == LOCAL and not Path(delivery.path).is_file():
+            raise InboundRejected(delivery.name, "no such file")
+        if delivery.size == 0:
+            raise InboundRejected(delivery.name, "the file is empty")
         if parsed.kind is FileKind.ID_SYNC:
             owner, ids, target = _check_idsync_name(parsed, partner)
         else:
             owner, ids, target = traits_name_check(parsed, partner)
-        checked.append((path, parsed, owner, ids, target))
+        checked.append((delivery, parsed, owner, ids, target))
 
     groups: dict[
-        tuple[int, str], list[tuple[Path, InboundFileName, Partner, DataSource | None, DataSource]]
+        tuple[int, str],
+        list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]],
     ] = defaultdict(list)
     for entry in checked:
         groups[(entry[2].pk, entry[1].batch_key)].append(entry)
 
     batches: list[InboundBatch] = []
+    waiting: list[InboundBatch] = []
     duplicates: list[InboundFile] = []
     with transaction.atomic():
         for (_, key), entries in groups.items():
             entries.sort(key=lambda e: (e[1].split or 0, e[1].name))
             _, first, owner, ids, target = entries[0]
-            batch = InboundBatch.objects.create(
-                key=key,
-                kind=first.kind.value,
-                partner=owner,
-                data_source=ids,
-                target=target,
-                overwrite=first.overwrite,
-                status=InboundBatch.Status.QUEUED,
-            )
+            fields = {
+                "kind": first.kind.value,
+                "data_source": ids,
+                "target": target,
+                "overwrite": first.overwrite,
+            }
+            if complete or first.split is None:
+                batch = InboundBatch.objects.create(
+                    key=key, partner=owner, status=InboundBatch.Status.QUEUED, **fields
+                )
+            else:
+                # Two parts arriving at once meet here: the partial unique constraint lets
+                # only one waiting batch exist per name, and get_or_create re-reads it.
+                batch, _ = InboundBatch.objects.get_or_create(
+                    partner=owner, key=key, status=InboundBatch.Status.WAITING, defaults=fields
+                )
             fresh = 0
-            for path, parsed, _, _, _ in entries:
-                sha = _sha256(path)
+            for delivery, parsed, _, _, _ in entries:
+                sha = delivery.sha256 or _sha256(delivery)
                 seen = InboundFile.objects.filter(
                     name=parsed.name, sha256=sha, status=InboundFile.Status.PROCESSED
                 ).exists()
@@ -175,8 +214,9 @@ def inbound_files_register(*, paths: list[Path], partner: Partner | None = None)
                     partner=owner,
                     name=parsed.name,
                     split=parsed.split,
-                    path=str(path.resolve()),
-                    size=path.stat().st_size,
+                    storage=delivery.storage,
+                    path=delivery.path,
+                    size=delivery.size,
                     sha256=sha,
                     status=InboundFile.Status.DUPLICATE if seen else InboundFile.Status.RECEIVED,
                     error="already processed (same name and content)" if seen else "",
@@ -185,11 +225,64 @@ def inbound_files_register(*, paths: list[Path], partner: Partner | None = None)
                     duplicates.append(file)
                 else:
                     fresh += 1
-            if fresh:
+            if batch.status == InboundBatch.Status.WAITING:
+                if fresh and batch not in waiting:
+                    waiting.append(batch)
+                elif not batch.files.exists():
+                    batch.delete()
+            elif fresh:
                 batches.append(batch)
             else:
                 batch.delete()
-    return Registration(batches, duplicates)
+    return Registration(batches, duplicates, waiting)
+
+
+def registration_enqueue(registration: Registration) -> None:
+    """Once the current transaction commits: queue the registration's complete batches, and
+    look at its waiting ones again when the wait for more parts may be over."""
+    for batch in registration.batches:
+        transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
+    if registration.waiting:
+        # enqueue_in ignores django-rq's commit mode: hold it until the commit ourselves.
+        transaction.on_commit(_release_check_schedule, robust=True)
+
+
+def _release_check_schedule() -> None:
+    django_rq.get_queue("inbound").enqueue_in(
+        timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS + 1),
+        "partners.inbound.jobs.inbound_waiting_batches_release_job",
+        description="Queue the split batches whose parts are all here",
+    )
+
+
+def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[InboundBatch]:
+    """Queue the waiting batches of split parts that are ready (SPEC §3.6), and return them.
+
+    A batch is ready once no part arrived for ``INBOUND_PARTS_SETTLE_SECONDS`` and its parts
+    run from the first (0 or 1) to the highest without a gap; or, gaps or not, once it has
+    waited ``INBOUND_PARTS_MAX_WAIT_SECONDS``: it is then processed with the parts it has,
+    and its receipt names the missing ones. Safe to run from several places at once.
+    """
+    now = now or timezone.now()
+    settle = timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS)
+    max_wait = timedelta(seconds=settings.INBOUND_PARTS_MAX_WAIT_SECONDS)
+    released: list[InboundBatch] = []
+    with transaction.atomic():
+        waiting = InboundBatch.objects.filter(status=InboundBatch.Status.WAITING)
+        for batch in waiting.select_for_update(skip_locked=True):
+            parts = list(batch.files.values_list("split", "received_at"))
+            if not parts:
+                continue
+            last = max(received for _, received in parts)
+            missing = parts_missing([split or 0 for split, _ in parts])
+            if now - last < settle or (missing and now - batch.created_at < max_wait):
+                continue
+            batch.status = InboundBatch.Status.QUEUED
+            batch.missing_parts = ", ".join(str(number) for number in missing)
+            batch.save(update_fields=["status", "missing_parts"])
+            transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
+            released.append(batch)
+    return released
 
 
 def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
@@ -229,11 +322,13 @@ def id_source_of(source: DataSource) -> IDSource:
     return IDSource(source.dpid, source.inbound_id_type, source.device_id_format)
 
 
-def inbound_batch_process(*, batch_id: int) -> Receipt:
+def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) -> Receipt:
     """Process a batch (trait files or ID-sync files), all or nothing; return its receipt.
 
     Safe to run twice: a processed batch returns its receipt, and a run that dies midway
     (even SIGKILL) rolls back entirely, so the next run starts from the old state.
+    ``progress`` hears how far the batch is, in percent (the batch's rows are locked and
+    uncommitted until the end, so it is told outside the database).
     """
     batch = InboundBatch.objects.select_related("data_source", "target").get(pk=batch_id)
     if batch.status == InboundBatch.Status.PROCESSED:
@@ -252,7 +347,7 @@ def inbound_batch_process(*, batch_id: int) -> Receipt:
             apply = (
                 idsync_batch_apply if batch.kind == InboundBatch.Kind.ID_SYNC else _process_traits
             )
-            receipt = apply(batch, started=started)
+            receipt = apply(batch, started=started, progress=progress)
             receipt_delivery_request(receipt=receipt)  # e-mailed once the batch commits
             receipt_failure_alert(receipt=receipt)
             batch.files.update(status=InboundFile.Status.PROCESSED)
@@ -273,7 +368,9 @@ def _batch_mark_failed(batch: InboundBatch, reason: str) -> None:
         batch.files.update(status=InboundFile.Status.FAILED, error=reason)
 
 
-def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
+def _process_traits(
+    batch: InboundBatch, *, started: datetime, progress: Progress | None = None
+) -> Receipt:
     files = list(batch.files.order_by("split", "name"))
     target = batch.target
     ids = batch.data_source
@@ -309,6 +406,7 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
             ),
             tally=tally,
             errors_table="stage_error",
+            progress=progress,
         )
     result = apply_staged_batch(
         batch_id=batch.pk,
@@ -318,7 +416,11 @@ def _process_traits(batch: InboundBatch, *, started: datetime) -> Receipt:
         keep_pending=ids.id_type == DataSource.IDType.CROSS_DEVICE,
         now=now,
     )
+    if progress:
+        progress(90)
     segment_memberships_refresh(profiles_table="newmap", now=now)
+    if progress:
+        progress(95)
     sample = line_errors_store(
         batch_id=batch.pk, file_names=[f.name for f in files], target_dpid=target.dpid
     )

@@ -13,12 +13,12 @@ import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any, cast
 
 from django.conf import settings
 
 from partners.inbound.names import Compression
+from partners.storage import StorageReadError, stored_file_open
 
 MAX_UNCOMPRESSED_BYTES = 5 * 1024**3
 MAX_COMPRESSED_BYTES = 3 * 1024**3
@@ -50,6 +50,32 @@ class _LimitedReader(io.RawIOBase):
             raise UnreadableFileError(
                 f"the {self.what} is larger than the {self.limit / 1024**3:g} GB limit"
             )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class ReadCounter:
+    """How many stored bytes have been read, for progress reports."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class _Counted(io.RawIOBase):
+    def __init__(self, inner: IO[bytes], counter: ReadCounter) -> None:
+        self.inner = inner
+        self.counter = counter
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.counter.count += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
@@ -95,14 +121,19 @@ def _gpg_decrypted(source: IO[bytes]) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def open_plain(path: str | Path, compression: Compression) -> Iterator[IO[bytes]]:
-    """The plain (decompressed, decrypted) bytes of a delivered file, as a bounded stream."""
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the ExitStack below
-    except OSError as exc:
-        raise UnreadableFileError(f"the file cannot be read ({exc.strerror})") from exc
+def open_plain(
+    storage: str, path: str, compression: Compression, *, counter: ReadCounter | None = None
+) -> Iterator[IO[bytes]]:
+    """The plain (decompressed, decrypted) bytes of a delivered file (a path on this disk
+    when ``storage`` is empty, else a name in that storage), as a bounded stream.
+    ``counter`` counts the stored bytes read (how far the file is done)."""
     with contextlib.ExitStack() as stack:
-        stack.enter_context(raw)
+        try:
+            raw = stack.enter_context(stored_file_open(storage, path))
+        except StorageReadError as exc:
+            raise UnreadableFileError(str(exc)) from exc
+        if counter is not None:
+            raw = cast(IO[bytes], _Counted(raw, counter))
         if compression is Compression.NONE:
             limited = _LimitedReader(raw, limit=MAX_UNCOMPRESSED_BYTES, what="file")
         else:

@@ -20,7 +20,14 @@ from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.selectors import file_status_row, partner_recent_files
-from partners.portal.uploads import upload_accept, upload_limit_install, upload_spool
+from partners.portal.uploads import (
+    upload_accept,
+    upload_checked,
+    upload_handler_install,
+    upload_register,
+    upload_store,
+    upload_token,
+)
 from partners.receipts.render import receipt_json
 
 TOKEN_PREFIX = "s2s_"
@@ -75,26 +82,35 @@ def token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 @token_required
 @require_http_methods(["GET", "POST"])
 def files_api(request: HttpRequest) -> HttpResponse:
-    """GET: the partner's files and their status. POST (multipart ``file``): a delivery."""
+    """GET: the partner's files and their status. POST: a delivery, either the multipart
+    ``file``, or the ``token`` and ``name`` a dry run gave (the checked file, processed)."""
     partner: Partner = request.partner  # type: ignore[attr-defined]
     if request.method == "POST":
-        limit = upload_limit_install(request)
+        handler = upload_handler_install(request)
         upload = request.FILES.get("file")
-        if limit.too_big:
+        if handler.too_big:
             return _error(
                 413,
                 f"the file is larger than the {settings.PORTAL_UPLOAD_MAX_BYTES} byte limit",
                 "file",
             )
-        if upload is None:
-            return _error(400, "send the file as the multipart field 'file'", "file")
+        token, name = request.POST.get("token"), request.POST.get("name", "")
+        if upload is None and not token:
+            return _error(
+                400, "send the file as the multipart field 'file' (or a dry run's token)", "file"
+            )
         try:
-            registration = upload_accept(partner=partner, upload=upload)
+            if upload is not None:
+                registration = upload_accept(partner=partner, upload=upload)
+            else:
+                stored = upload_checked(partner=partner, token=token or "", name=name)
+                registration = upload_register(partner=partner, stored=stored)
         except InboundRejected as exc:
-            return _error(400, exc.reason, "file")
-        files = InboundFile.objects.filter(
-            batch__in=registration.batches
-        ) | InboundFile.objects.filter(pk__in=[f.pk for f in registration.duplicates])
+            return _error(400, exc.reason, "file" if upload is not None else "token")
+        batches = registration.batches + registration.waiting
+        files = InboundFile.objects.filter(batch__in=batches) | InboundFile.objects.filter(
+            pk__in=[f.pk for f in registration.duplicates]
+        )
         return JsonResponse(
             {"files": [file_status_row(f) for f in files.select_related("batch")]}, status=201
         )
@@ -117,16 +133,16 @@ def receipt_api(request: HttpRequest, pk: int) -> HttpResponse:
 def dry_run_api(request: HttpRequest) -> HttpResponse:
     """POST (multipart ``file``): the check of a trait file; nothing applied."""
     partner: Partner = request.partner  # type: ignore[attr-defined]
-    limit = upload_limit_install(request)
+    handler = upload_handler_install(request)
     upload = request.FILES.get("file")
-    if limit.too_big or upload is None:
+    if handler.too_big or upload is None:
         return _error(
             400, "send the file (within the upload limit) as the multipart field 'file'", "file"
         )
     try:
-        path = upload_spool(partner=partner, upload=upload)
+        stored = upload_store(partner=partner, upload=upload)
         report = inbound_dry_run(
-            path=path, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
+            file=stored, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
         )
     except InboundRejected as exc:
         return _error(400, exc.reason, "file")
@@ -146,6 +162,6 @@ def dry_run_api(request: HttpRequest) -> HttpResponse:
             "failed_validation": report.failed_validation,
             "unused_signals": report.unused_signals,
             "errors": report.errors,
-            "process": {"token": path.parent.name, "name": report.name},
+            "process": {"token": upload_token(stored), "name": report.name},
         }
     )

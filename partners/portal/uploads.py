@@ -1,17 +1,18 @@
-"""Files uploaded through the portal: streamed to disk with a size limit, checked by name
-and ownership, registered and queued like any other delivery."""
+"""Files uploaded through the portal (web form and API): streamed with a size limit, kept in
+the upload storage, checked by name and ownership, registered and queued like any other
+delivery."""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import secrets
-import shutil
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import Storage
 from django.core.files.uploadedfile import UploadedFile
-from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -19,36 +20,50 @@ from partners.inbound.names import FileNameError, parse_inbound_file_name
 from partners.inbound.services import (
     InboundRejected,
     Registration,
-    inbound_batch_enqueue,
     inbound_files_register,
+    registration_enqueue,
 )
 from partners.models import Partner
+from partners.storage import StoredFile, storage_get
+
+# Uploads are kept in this STORAGES alias (the default storage: FILE_STORAGE).
+UPLOAD_STORAGE = "default"
 
 
-class UploadLimitHandler(FileUploadHandler):
-    """Stops an upload as soon as it passes PORTAL_UPLOAD_MAX_BYTES (checked while the bytes
-    arrive, before the rest is read); the view then says so. Django's own handlers after it
-    stream the file to a temporary file, never into memory whole."""
+class PortalUploadHandler(TemporaryFileUploadHandler):
+    """Streams an upload to a temporary file in chunks (never whole into memory), stops it as
+    soon as it passes PORTAL_UPLOAD_MAX_BYTES (before the rest is read; the view then says
+    so), and hashes it on the way, so the stored file is never read again to be checked."""
 
     def __init__(self, request: HttpRequest | None = None) -> None:
         super().__init__(request)
         self.too_big = False
+        self._digest = hashlib.sha256()
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        super().new_file(*args, **kwargs)
+        self._digest = hashlib.sha256()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
         if start + len(raw_data) > settings.PORTAL_UPLOAD_MAX_BYTES:
             self.too_big = True
             raise StopUpload(connection_reset=False)
-        return raw_data
+        self._digest.update(raw_data)
+        return super().receive_data_chunk(raw_data, start)
 
-    def file_complete(self, file_size: int) -> Any:
-        return None
+    def file_complete(self, file_size: int) -> UploadedFile | None:
+        upload = super().file_complete(file_size)
+        if upload is not None:
+            upload.sha256 = self._digest.hexdigest()  # type: ignore[attr-defined]
+        return upload
 
 
-def upload_limit_install(request: HttpRequest) -> UploadLimitHandler:
-    """Put the limit first among the request's upload handlers (before its body is read)."""
-    limit = UploadLimitHandler(request)
-    request.upload_handlers = [limit, *request.upload_handlers]
-    return limit
+def upload_handler_install(request: HttpRequest) -> PortalUploadHandler:
+    """Make the request's uploads go through :class:`PortalUploadHandler` (before its body
+    is read)."""
+    handler = PortalUploadHandler(request)
+    request.upload_handlers = [handler]
+    return handler
 
 
 def upload_name_problem(name: str) -> str | None:
@@ -64,51 +79,69 @@ def upload_name_problem(name: str) -> str | None:
     return None
 
 
-def _spool_folder(partner: Partner, token: str) -> Path:
-    return Path(settings.MEDIA_ROOT) / "uploads" / str(partner.pk) / token
+def _upload_folder(partner: Partner, token: str) -> str:
+    return f"uploads/{partner.pk}/{token}"
 
 
-def upload_spool(*, partner: Partner, upload: UploadedFile) -> Path:
-    """Keep an uploaded file in the partner's spool (checked by name first)."""
+def _storage() -> Storage:
+    return storage_get(UPLOAD_STORAGE)
+
+
+def upload_store(*, partner: Partner, upload: UploadedFile) -> StoredFile:
+    """Keep an uploaded file (checked by name first) in the upload storage: S3 in
+    production, where django-storages sends it in parts; the local file system in a demo,
+    where the temporary file is moved, not copied."""
     name = upload.name or ""
     problem = upload_name_problem(name)
     if problem:
         raise InboundRejected(name, problem)
-    folder = _spool_folder(partner, secrets.token_hex(8))
-    folder.mkdir(parents=True)
-    path = folder / name
-    with path.open("wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
-    return path
+    path = _storage().save(f"{_upload_folder(partner, secrets.token_hex(8))}/{name}", upload)
+    return StoredFile(
+        name=name,
+        storage=UPLOAD_STORAGE,
+        path=path,
+        size=upload.size or 0,
+        sha256=getattr(upload, "sha256", None),
+    )
 
 
-def spooled_path(*, partner: Partner, token: str, name: str) -> Path:
-    """A file this partner spooled before (a checked file to process now), or why not."""
+def upload_token(stored: StoredFile) -> str:
+    """What the page keeps of a checked file to process it later (with its name)."""
+    return PurePosixPath(stored.path).parent.name
+
+
+def upload_checked(*, partner: Partner, token: str, name: str) -> StoredFile:
+    """A file this partner uploaded to check (to process it now), or why not."""
+    gone = InboundRejected(name, "this checked file is no longer available: upload it again")
     if len(token) != 16 or not all(c in "0123456789abcdef" for c in token):
-        raise InboundRejected(name, "this checked file is no longer available: upload it again")
+        raise gone
     if upload_name_problem(name):
-        raise InboundRejected(name, "this checked file is no longer available: upload it again")
-    path = _spool_folder(partner, token) / name
-    if not path.is_file():
-        raise InboundRejected(name, "this checked file is no longer available: upload it again")
-    return path
+        raise gone
+    path = f"{_upload_folder(partner, token)}/{name}"
+    storage = _storage()
+    if not storage.exists(path):
+        raise gone
+    return StoredFile(name=name, storage=UPLOAD_STORAGE, path=path, size=storage.size(path))
 
 
-def spooled_accept(*, partner: Partner, path: Path) -> Registration:
-    """Register a spooled file for ``partner`` (its DPIDs must be the partner's) and queue
-    its batch once this transaction commits. On :class:`InboundRejected` nothing is kept."""
+def upload_register(*, partner: Partner, stored: StoredFile) -> Registration:
+    """Register a stored upload for ``partner`` (its DPIDs must be the partner's) and queue
+    it once this transaction commits (a split part waits for the others). On
+    :class:`InboundRejected` the stored file is deleted and nothing is kept."""
     try:
         with transaction.atomic():
-            registration = inbound_files_register(paths=[path], partner=partner)
-            for batch in registration.batches:
-                transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
+            registration = inbound_files_register(files=[stored], partner=partner, complete=False)
+            registration_enqueue(registration)
     except InboundRejected:
-        shutil.rmtree(path.parent, ignore_errors=True)
+        upload_discard(stored)
         raise
     return registration
 
 
+def upload_discard(stored: StoredFile) -> None:
+    _storage().delete(stored.path)
+
+
 def upload_accept(*, partner: Partner, upload: UploadedFile) -> Registration:
-    """An uploaded file, spooled, registered and queued (see :func:`spooled_accept`)."""
-    return spooled_accept(partner=partner, path=upload_spool(partner=partner, upload=upload))
+    """An uploaded file, stored, registered and queued (see :func:`upload_register`)."""
+    return upload_register(partner=partner, stored=upload_store(partner=partner, upload=upload))

@@ -24,13 +24,14 @@ from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
 from partners.portal.selectors import file_status_row, partner_recent_files
 from partners.portal.uploads import (
-    UploadLimitHandler,
-    spooled_accept,
-    spooled_path,
+    PortalUploadHandler,
     upload_accept,
-    upload_limit_install,
+    upload_checked,
+    upload_handler_install,
     upload_name_problem,
-    upload_spool,
+    upload_register,
+    upload_store,
+    upload_token,
 )
 from partners.receipts.render import receipt_context
 from partners.receipts.workbook import receipt_workbook_response
@@ -129,17 +130,17 @@ class UploadForm(forms.Form):
 @csrf_exempt  # the upload handlers are set before the body is read; CSRF checked below
 @partner_required
 def upload_view(request: HttpRequest) -> HttpResponse:
-    limit = upload_limit_install(request)
-    return _upload(request, limit)
+    handler = upload_handler_install(request)
+    return _upload(request, handler)
 
 
 @csrf_protect
-def _upload(request: HttpRequest, limit: UploadLimitHandler) -> HttpResponse:
+def _upload(request: HttpRequest, handler: PortalUploadHandler) -> HttpResponse:
     partner = _partner(request)
     form = UploadForm()
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)
-        if limit.too_big:
+        if handler.too_big:
             form.add_error(
                 "file",
                 f"the file is larger than the {filesizeformat(settings.PORTAL_UPLOAD_MAX_BYTES)}"
@@ -149,14 +150,14 @@ def _upload(request: HttpRequest, limit: UploadLimitHandler) -> HttpResponse:
             upload = form.cleaned_data["file"]
             try:
                 if "check" in request.POST:
-                    path = upload_spool(partner=partner, upload=upload)
+                    stored = upload_store(partner=partner, upload=upload)
                     report = inbound_dry_run(
-                        path=path, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
+                        file=stored, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
                     )
                     return render(
                         request,
                         "portal/dry_run.html",
-                        {"report": report, "token": path.parent.name, "nav": "upload"},
+                        {"report": report, "token": upload_token(stored), "nav": "upload"},
                     )
                 upload_accept(partner=partner, upload=upload)
             except InboundRejected as exc:
@@ -174,8 +175,8 @@ def process_checked_view(request: HttpRequest) -> HttpResponse:
     partner = _partner(request)
     name = request.POST.get("name", "")
     try:
-        path = spooled_path(partner=partner, token=request.POST.get("token", ""), name=name)
-        spooled_accept(partner=partner, path=path)
+        stored = upload_checked(partner=partner, token=request.POST.get("token", ""), name=name)
+        upload_register(partner=partner, stored=stored)
     except InboundRejected as exc:
         messages.error(request, f"{name}: {exc.reason}")
         return redirect("portal:upload")

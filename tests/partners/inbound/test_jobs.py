@@ -38,7 +38,8 @@ def inbound_queue() -> Any:
 
 
 def worker_environment() -> dict[str, str]:
-    """What a worker process needs to reach the test database and the test Redis."""
+    """What a worker process needs to reach the test database, the test Redis and the
+    test's storage."""
     db = connection.settings_dict
     host = quote(db["HOST"] or "localhost", safe="")
     port = f":{db['PORT']}" if db["PORT"] else ""
@@ -47,6 +48,7 @@ def worker_environment() -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": url,
         "REDIS_URL": settings.REDIS_URL,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "SECRET_KEY": "worker-test",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }

@@ -11,7 +11,7 @@ from django.test import Client
 
 from partners.inbound.dryrun import inbound_dry_run
 from partners.models import InboundFile
-from partners.portal.uploads import upload_spool
+from partners.portal.uploads import upload_store
 from segments.models import ProfileTraits
 from tests.partners.inbound.conftest import World
 from tests.partners.portal.test_pages import _login
@@ -34,11 +34,11 @@ def acme(world: World, settings: Any, tmp_path: Any) -> Client:
 
 def test_the_figures_of_a_known_file(world: World, settings: Any, tmp_path: Any) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
-    path = upload_spool(
+    stored = upload_store(
         partner=world.partner,
         upload=SimpleUploadedFile("ftp_dpm_21_1700000000.sync", KNOWN.encode()),
     )
-    report = inbound_dry_run(path=path, partner=world.partner, sample_lines=10_000)
+    report = inbound_dry_run(file=stored, partner=world.partner, sample_lines=10_000)
     assert (report.lines, report.complete, report.format_errors, report.invalid_ids) == (
         6,
         True,
@@ -51,7 +51,7 @@ def test_the_figures_of_a_known_file(world: World, settings: Any, tmp_path: Any)
     assert (report.failed_validation, report.unused_signals) == (1, 1)
     assert [e["line"] for e in report.errors["format_error"]] == [4]
     assert [e["line"] for e in report.errors["no_trait_realized"]] == [2]
-    sample = inbound_dry_run(path=path, partner=world.partner, sample_lines=2)
+    sample = inbound_dry_run(file=stored, partner=world.partner, sample_lines=2)
     assert (sample.lines, sample.complete) == (2, False)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import html
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import django_rq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.storage import default_storage
 from django.test import Client
 
 from partners.models import InboundBatch, InboundFile
@@ -72,13 +73,15 @@ def test_refused_uploads_say_why_next_to_the_field(acme: Client, name: str, mess
 def test_path_components_and_nul_bytes_never_reach_the_disk(acme: Client, settings: Any) -> None:
     _post(acme, "../../../ftp_dpm_21_1700000000.sync.gz")
     _post(acme, "ftp_dpm_21_1700000001\x00.sync.gz")
-    paths = [Path(p) for p in InboundFile.objects.values_list("path", flat=True)]
-    assert [p.name for p in paths] == [
+    stored = list(InboundFile.objects.values_list("storage", "path"))
+    assert [PurePosixPath(path).name for _, path in stored] == [
         "ftp_dpm_21_1700000000.sync.gz",
         "ftp_dpm_21_1700000001.sync.gz",
     ]
+    assert {storage for storage, _ in stored} == {"default"}
     uploads = (Path(settings.MEDIA_ROOT) / "uploads").resolve()
-    assert all(uploads in p.resolve().parents for p in paths)
+    on_disk = [Path(default_storage.path(path)).resolve() for _, path in stored]
+    assert all(uploads in path.parents and path.is_file() for path in on_disk)
 
 
 def test_the_upload_limit_is_enforced_while_streaming(acme: Client, settings: Any) -> None:
