@@ -285,6 +285,10 @@ def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[Inbo
     return released
 
 
+def inbound_batch_job_id(batch_id: int) -> str:
+    return f"inbound-batch-{batch_id}"
+
+
 def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
     """Queue the batch for an RQ worker once the current transaction commits.
 
@@ -296,7 +300,7 @@ def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
     queue.enqueue(
         "partners.inbound.jobs.inbound_batch_process_job",
         batch.pk,
-        job_id=f"inbound-batch-{batch.pk}",
+        job_id=inbound_batch_job_id(batch.pk),
         job_timeout=settings.INBOUND_JOB_TIMEOUT,
         retry=Retry(max=settings.INBOUND_RETRY_MAX, interval=settings.INBOUND_RETRY_INTERVALS),
         description=f"Process inbound batch {batch.key} (#{batch.pk})",

@@ -157,6 +157,7 @@ _Item = TypeVar("_Item")
 # A batch's progress in percent, heard by whoever follows it (the job saves it for the portal).
 Progress = Callable[[int], None]
 STAGED_PERCENT = 80  # reading and staging is most of a batch; applying is the rest
+PROGRESS_EVERY_SECONDS = 1.0
 
 
 def _reporting(
@@ -167,7 +168,7 @@ def _reporting(
     for item in items:
         yield item
         now = time.monotonic()
-        if now - last >= 1.0:
+        if now - last >= PROGRESS_EVERY_SECONDS:
             last = now
             progress(min(STAGED_PERCENT, percent()))
 

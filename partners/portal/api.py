@@ -16,16 +16,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
-from partners.portal.selectors import file_status_row, partner_recent_files
+from partners.portal.selectors import file_status_rows, partner_recent_files
 from partners.portal.uploads import (
     upload_accept,
+    upload_check,
     upload_checked,
     upload_handler_install,
     upload_register,
-    upload_store,
     upload_token,
 )
 from partners.receipts.render import receipt_json
@@ -111,11 +110,9 @@ def files_api(request: HttpRequest) -> HttpResponse:
         files = InboundFile.objects.filter(batch__in=batches) | InboundFile.objects.filter(
             pk__in=[f.pk for f in registration.duplicates]
         )
-        return JsonResponse(
-            {"files": [file_status_row(f) for f in files.select_related("batch")]}, status=201
-        )
+        return JsonResponse({"files": file_status_rows(files.select_related("batch"))}, status=201)
     files = partner_recent_files(partner, limit=500)
-    return JsonResponse({"files": [file_status_row(f) for f in files]})
+    return JsonResponse({"files": file_status_rows(files)})
 
 
 @token_required
@@ -140,10 +137,7 @@ def dry_run_api(request: HttpRequest) -> HttpResponse:
             400, "send the file (within the upload limit) as the multipart field 'file'", "file"
         )
     try:
-        stored = upload_store(partner=partner, upload=upload)
-        report = inbound_dry_run(
-            file=stored, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
-        )
+        stored, report = upload_check(partner=partner, upload=upload)
     except InboundRejected as exc:
         return _error(400, exc.reason, "file")
     return JsonResponse(

@@ -16,6 +16,7 @@ from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandl
 from django.db import transaction
 from django.http import HttpRequest
 
+from partners.inbound.dryrun import DryRunReport, inbound_dry_run
 from partners.inbound.names import FileNameError, parse_inbound_file_name
 from partners.inbound.services import (
     InboundRejected,
@@ -140,6 +141,32 @@ def upload_register(*, partner: Partner, stored: StoredFile) -> Registration:
 
 def upload_discard(stored: StoredFile) -> None:
     _storage().delete(stored.path)
+
+
+def upload_check(*, partner: Partner, upload: UploadedFile) -> tuple[StoredFile, DryRunReport]:
+    """ "Check only": keep the upload (to process it later without sending it again) and
+    check its first lines; a file that cannot be processed at all is not kept."""
+    stored = upload_store(partner=partner, upload=upload)
+    try:
+        report = inbound_dry_run(
+            file=stored, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
+        )
+    except InboundRejected:
+        upload_discard(stored)
+        raise
+    return stored, report
+
+
+def registration_message(name: str, registration: Registration) -> str:
+    """What the partner is told once a file is received."""
+    if registration.duplicates:
+        return f"{name}: already processed (same name and content), so not applied again."
+    if registration.waiting:
+        return (
+            f"{name}: received. It is a part of a split file: the parts are processed together"
+            " once all of them are here."
+        )
+    return f"{name}: received, queued."
 
 
 def upload_accept(*, partner: Partner, upload: UploadedFile) -> Registration:

@@ -17,20 +17,20 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from partners.inbound.dryrun import inbound_dry_run
 from partners.inbound.services import InboundRejected
 from partners.models import Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
-from partners.portal.selectors import file_status_row, partner_recent_files
+from partners.portal.selectors import file_status_rows, partner_recent_files
 from partners.portal.uploads import (
     PortalUploadHandler,
+    registration_message,
     upload_accept,
+    upload_check,
     upload_checked,
     upload_handler_install,
     upload_name_problem,
     upload_register,
-    upload_store,
     upload_token,
 )
 from partners.receipts.render import receipt_context
@@ -55,16 +55,14 @@ def _receipt(request: HttpRequest, pk: int) -> Receipt:
 @partner_required
 def files_view(request: HttpRequest) -> HttpResponse:
     files = partner_recent_files(_partner(request), limit=PAGE)
-    return render(
-        request, "portal/files.html", {"files": [file_status_row(f) for f in files], "nav": "files"}
-    )
+    return render(request, "portal/files.html", {"files": file_status_rows(files), "nav": "files"})
 
 
 @partner_required
 def files_status_view(request: HttpRequest) -> JsonResponse:
     """The file list as JSON, polled by the page while something is being processed."""
     files = partner_recent_files(_partner(request), limit=PAGE)
-    return JsonResponse({"files": [file_status_row(f) for f in files]})
+    return JsonResponse({"files": file_status_rows(files)})
 
 
 @partner_required
@@ -150,20 +148,17 @@ def _upload(request: HttpRequest, handler: PortalUploadHandler) -> HttpResponse:
             upload = form.cleaned_data["file"]
             try:
                 if "check" in request.POST:
-                    stored = upload_store(partner=partner, upload=upload)
-                    report = inbound_dry_run(
-                        file=stored, partner=partner, sample_lines=settings.PORTAL_DRY_RUN_LINES
-                    )
+                    stored, report = upload_check(partner=partner, upload=upload)
                     return render(
                         request,
                         "portal/dry_run.html",
                         {"report": report, "token": upload_token(stored), "nav": "upload"},
                     )
-                upload_accept(partner=partner, upload=upload)
+                registration = upload_accept(partner=partner, upload=upload)
             except InboundRejected as exc:
                 form.add_error("file", exc.reason)
             else:
-                messages.success(request, f"{upload.name}: received, queued.")
+                messages.success(request, registration_message(upload.name or "", registration))
                 return redirect("portal:files")
     return render(request, "portal/upload.html", {"form": form, "nav": "upload"})
 
@@ -176,11 +171,11 @@ def process_checked_view(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")
     try:
         stored = upload_checked(partner=partner, token=request.POST.get("token", ""), name=name)
-        upload_register(partner=partner, stored=stored)
+        registration = upload_register(partner=partner, stored=stored)
     except InboundRejected as exc:
         messages.error(request, f"{name}: {exc.reason}")
         return redirect("portal:upload")
-    messages.success(request, f"{name}: received, queued.")
+    messages.success(request, registration_message(name, registration))
     return redirect("portal:files")
 
 

@@ -53,7 +53,7 @@ def receipt_context(receipt: Receipt) -> dict[str, Any]:
 
 def receipt_json(receipt: Receipt) -> dict[str, Any]:
     files = list(receipt.batch.files.order_by("split", "name").values_list("name", flat=True))
-    data: dict[str, Any] = {"files": files}
+    data: dict[str, Any] = {"files": files, "missing_parts": receipt.batch.missing_parts}
     for field, _ in receipt_counters(receipt):
         data[field] = getattr(receipt, field)
     if receipt.batch.kind != InboundBatch.Kind.ID_SYNC:
@@ -73,6 +73,11 @@ def receipt_text(receipt: Receipt) -> str:
         *(
             f"  {name}"
             for name in batch.files.order_by("split", "name").values_list("name", flat=True)
+        ),
+        *(
+            [f"Missing parts (not received in time; processed without them): {batch.missing_parts}"]
+            if batch.missing_parts
+            else []
         ),
         "",
     ]

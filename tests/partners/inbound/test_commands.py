@@ -29,6 +29,7 @@ def test_ingest_prints_one_json_object_per_batch(world: World, tmp_path: Path) -
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
     assert first["files"] == ["ftp_dpm_21_1700000000.sync.1", "ftp_dpm_21_1700000000.sync.2"]
+    assert first.pop("missing_parts") == ""  # all parts given on the command line
     assert {
         k: v for k, v in first.items() if k not in ("files", "job_start", "job_end", "errors")
     } == {

@@ -81,3 +81,33 @@ def test_upload_and_dry_run(client: Client, token: str) -> None:
     )
     assert made.status_code == 201
     assert made.json()["files"][0]["status"] == "queued"
+
+
+def test_a_dry_run_token_processes_the_checked_file(client: Client, token: str) -> None:
+    check = client.post(
+        "/api/v1/dry-run",
+        {"file": SimpleUploadedFile("ftp_dpm_21_1700000000.sync", b"u1\td_sid=10\n")},
+        headers=_bearer(token),
+    )
+    process = check.json()["process"]
+    made = client.post("/api/v1/files", process, headers=_bearer(token))
+    assert made.status_code == 201
+    [row] = made.json()["files"]
+    assert (row["name"], row["status"]) == ("ftp_dpm_21_1700000000.sync", "queued")
+    gone = client.post(
+        "/api/v1/files", {**process, "token": "0" * 16}, headers=_bearer(token)
+    ).json()
+    assert gone["errors"] == [
+        {"msg": "this checked file is no longer available: upload it again", "field": "token"}
+    ]
+
+
+def test_a_split_part_waits_for_the_others(client: Client, token: str) -> None:
+    made = client.post(
+        "/api/v1/files",
+        {"file": SimpleUploadedFile("ftp_dpm_21_1700000000.sync.1", b"u1\td_sid=10\n")},
+        headers=_bearer(token),
+    )
+    assert made.status_code == 201
+    [row] = made.json()["files"]
+    assert (row["status"], row["status_detail"]) == ("waiting", "parts here: 1")

@@ -9,8 +9,8 @@ from typing import Any
 
 import django_rq
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from partners.models import InboundBatch, InboundFile
