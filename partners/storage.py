@@ -22,6 +22,7 @@ from storages.backends.sftpstorage import SFTPStorage
 from storages.utils import clean_name
 
 LOCAL = ""  # the storage alias of a plain path on the worker's disk
+UPLOAD_STORAGE = "default"  # where portal uploads are kept (FILE_STORAGE)
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,25 @@ class StorageReadError(OSError):
 
 
 def storage_get(alias: str) -> Storage:
+    """A STORAGES alias (``default``), or ``channel:<id>``: a partner's drop zone."""
+    if alias.startswith("channel:"):
+        from partners.dropzones.channels import channel_storage  # the models import this module
+        from partners.models import InboundChannel
+
+        return channel_storage(InboundChannel.objects.get(pk=int(alias.removeprefix("channel:"))))
     return storages[alias]
 
 
 @contextlib.contextmanager
 def stored_file_open(storage_alias: str, path: str) -> Iterator[IO[bytes]]:
     """The raw bytes of a stored file, as a stream read as it is consumed."""
+    storage = None
     try:
         if storage_alias == LOCAL:
             stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed below
         else:
-            stream = _storage_stream(storage_get(alias=storage_alias), path)
+            storage = storage_get(storage_alias)
+            stream = _storage_stream(storage, path)
     except FileNotFoundError as exc:
         raise StorageReadError("the file is no longer there") from exc
     except ClientError as exc:
@@ -67,8 +76,19 @@ def stored_file_open(storage_alias: str, path: str) -> Iterator[IO[bytes]]:
         raise StorageReadError(f"the file cannot be read ({code or exc})") from exc
     except (OSError, BotoCoreError) as exc:
         raise StorageReadError(f"the file cannot be read ({exc})") from exc
-    with contextlib.closing(stream):
-        yield stream
+    try:
+        with contextlib.closing(stream):
+            yield stream
+    finally:
+        if storage is not None:
+            storage_close(storage)
+
+
+def storage_close(storage: Storage) -> None:
+    """Close what a storage holds open (an SFTP storage keeps its SSH connection)."""
+    close = getattr(storage, "close", None)
+    if callable(close):
+        close()
 
 
 def _storage_stream(storage: Storage, name: str) -> IO[bytes]:

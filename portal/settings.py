@@ -110,6 +110,11 @@ INBOUND_RETRY_INTERVALS = [
 # seconds and none is missing, or, missing parts or not, after MAX_WAIT seconds.
 INBOUND_PARTS_SETTLE_SECONDS = int(os.environ.get("INBOUND_PARTS_SETTLE_SECONDS", "300"))
 INBOUND_PARTS_MAX_WAIT_SECONDS = int(os.environ.get("INBOUND_PARTS_MAX_WAIT_SECONDS", "21600"))
+# Drop zones: how often they are polled (RQ cron), how long delivered files are kept.
+INBOUND_POLL_SECONDS = int(os.environ.get("INBOUND_POLL_SECONDS", "300"))
+INBOUND_RETENTION_DAYS = int(os.environ.get("INBOUND_RETENTION_DAYS", "30"))
+# SFTP drop zones: known host keys (new hosts are trusted on first use and remembered).
+SFTP_KNOWN_HOST_FILE = os.environ.get("SFTP_KNOWN_HOST_FILE") or None
 # GnuPG home holding the platform's private key, for .pgp / .gpg inbound files.
 PGP_GNUPG_HOME = os.environ.get("PGP_GNUPG_HOME", "")
 

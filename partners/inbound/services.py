@@ -45,7 +45,7 @@ from partners.inbound.stage import (
 from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
 from partners.receipts.alerts import receipt_failure_alert
 from partners.receipts.services import receipt_delivery_request
-from partners.storage import LOCAL, StorageReadError, StoredFile, stored_file_open
+from partners.storage import LOCAL, StoredFile, stored_file_open
 from segments.membership import segment_memberships_refresh
 from segments.models import Trait
 from segments.rules import parse_trait_rule
@@ -68,14 +68,13 @@ class Registration:
 
 
 def _sha256(delivery: StoredFile) -> str:
-    try:
-        with stored_file_open(delivery.storage, delivery.path) as stream:
-            digest = hashlib.sha256()
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-            return digest.hexdigest()
-    except StorageReadError as exc:
-        raise InboundRejected(delivery.name, str(exc)) from exc
+    """Read through once (a stream). A file that cannot be read raises StorageReadError: it
+    may be a passing network fault, so the caller decides (a poller tries again later)."""
+    with stored_file_open(delivery.storage, delivery.path) as stream:
+        digest = hashlib.sha256()
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _data_source(dpid: int, name: str) -> DataSource:

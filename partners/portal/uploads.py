@@ -25,10 +25,7 @@ from partners.inbound.services import (
     registration_enqueue,
 )
 from partners.models import Partner
-from partners.storage import StoredFile, storage_get
-
-# Uploads are kept in this STORAGES alias (the default storage: FILE_STORAGE).
-UPLOAD_STORAGE = "default"
+from partners.storage import UPLOAD_STORAGE, StoredFile, storage_get
 
 
 class PortalUploadHandler(TemporaryFileUploadHandler):

@@ -1,0 +1,226 @@
+"""Drop zones: poll for new files (each registered exactly once), purge old ones."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.files.storage import Storage
+from django.db import connection, transaction
+from django.utils import timezone
+
+from partners.dropzones.channels import (
+    channel_list,
+    channel_storage,
+    channel_storage_alias,
+    delivery_date,
+)
+from partners.inbound.services import (
+    InboundRejected,
+    inbound_files_register,
+    inbound_waiting_batches_release,
+    registration_enqueue,
+)
+from partners.models import ChannelObject, InboundChannel, InboundFile
+from partners.storage import (
+    UPLOAD_STORAGE,
+    StorageReadError,
+    StoredFile,
+    storage_close,
+    storage_get,
+)
+
+logger = logging.getLogger(__name__)
+_POLL_LOCK = 0x53325350  # "S2SP": the advisory-lock namespace of channel polls
+
+
+@dataclass
+class PollResult:
+    channel_id: int
+    skipped: bool = False  # another poller had the channel
+    listed: int = 0
+    new: int = 0
+    registered: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.skipped:
+            return "skipped: another poller is on this channel"
+        text = (
+            f"{self.listed} listed, {self.new} new, {len(self.registered)} registered,"
+            f" {len(self.rejected)} rejected"
+        )
+        if self.unreadable:
+            text += f", {len(self.unreadable)} unreadable (tried again next poll)"
+        return text
+
+
+def inbound_poll(*, channel: InboundChannel) -> PollResult:
+    """Look at the channel once: note new files, register those whose size held still since
+    the previous poll (each exactly once), reject misplaced or wrongly named ones with the
+    reason (the partner sees it in *My files*).
+
+    Safe with several pollers at once (several hosts, a cron and a manual run): a poll holds
+    the channel's advisory lock for its transaction, and another poll skips the channel.
+    """
+    result = PollResult(channel_id=channel.pk)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_POLL_LOCK, channel.pk])
+            row = cursor.fetchone()
+        if not row or not row[0]:
+            result.skipped = True
+            return result
+        storage = channel_storage(channel)
+        try:
+            _poll_listing(channel, storage, result)
+        finally:
+            storage_close(storage)
+    return result
+
+
+def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult) -> None:
+    now = timezone.now()
+    latest: dict[str, ChannelObject] = {}
+    versions: set[tuple[str, str]] = set()
+    for seen in ChannelObject.objects.filter(channel=channel).order_by("path", "pk"):
+        latest[seen.path] = seen  # the newest row per path wins
+        versions.add((seen.path, seen.version))
+    for listed in channel_list(channel, storage):
+        result.listed += 1
+        known = latest.get(listed.path)
+        if known is not None and known.state == ChannelObject.State.SEEN:
+            if (known.version, known.size) == (listed.version, listed.size):
+                _register(channel, known, result)
+            else:  # still being written: it goes once it holds between two polls
+                known.version, known.size = listed.version, listed.size
+            known.last_seen_at = now
+            known.save()
+        elif (listed.path, listed.version) not in versions:
+            # New, or replaced by new content after it was taken: it goes next poll if it
+            # holds (the same content again is a duplicate there, by name and SHA-256).
+            ChannelObject.objects.create(
+                channel=channel,
+                path=listed.path,
+                version=listed.version,
+                size=listed.size,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+            result.new += 1
+    channel.last_polled_at = now
+    channel.last_poll_result = result.summary()
+    channel.save(update_fields=["last_polled_at", "last_poll_result"])
+
+
+def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) -> None:
+    name = posixpath.basename(seen.path)
+    alias = channel_storage_alias(channel)
+    problem = None
+    if delivery_date(seen.path, channel.partner.slug) is None:
+        problem = (
+            f"put files in {channel.partner.slug}/date=YYYY-MM-DD/ (SPEC §3.1), not in"
+            f" {posixpath.dirname(seen.path) or 'the top folder'}"
+        )
+    stored = StoredFile(name=name, storage=alias, path=seen.path, size=seen.size)
+    try:
+        if problem:
+            raise InboundRejected(name, problem)
+        with transaction.atomic():
+            registration = inbound_files_register(
+                files=[stored], partner=channel.partner, complete=False
+            )
+            registration_enqueue(registration)
+    except InboundRejected as exc:
+        seen.file = InboundFile.objects.create(
+            partner=channel.partner,
+            name=name,
+            storage=alias,
+            path=seen.path,
+            size=seen.size,
+            sha256="",
+            status=InboundFile.Status.REJECTED,
+            error=exc.reason,
+        )
+        seen.state = ChannelObject.State.REJECTED
+        result.rejected.append((seen.path, exc.reason))
+        return
+    except StorageReadError as exc:
+        result.unreadable.append((seen.path, str(exc)))
+        return
+    seen.file = InboundFile.objects.filter(storage=alias, path=seen.path).latest("pk")
+    seen.state = ChannelObject.State.REGISTERED
+    result.registered.append(seen.path)
+
+
+def inbound_poll_all(*, channel_id: int | None = None) -> list[PollResult]:
+    """Poll every active channel (or one), then queue the split batches now complete."""
+    channels = InboundChannel.objects.filter(active=True).select_related("partner")
+    if channel_id is not None:
+        channels = InboundChannel.objects.filter(pk=channel_id).select_related("partner")
+    results = []
+    for channel in channels:
+        try:
+            results.append(inbound_poll(channel=channel))
+        except Exception as exc:  # one broken channel must not stop the others
+            logger.exception("polling channel %s failed", channel.pk)
+            InboundChannel.objects.filter(pk=channel.pk).update(
+                last_polled_at=timezone.now(), last_poll_result=f"failed: {exc}"
+            )
+            results.append(PollResult(channel_id=channel.pk, unreadable=[("", str(exc))]))
+    inbound_waiting_batches_release()
+    return results
+
+
+@dataclass
+class PurgeResult:
+    deleted: int = 0
+    missing: int = 0
+    unclaimed: int = 0  # checked in the portal, never processed
+
+
+def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
+    """Delete delivered files older than ``INBOUND_RETENTION_DAYS`` from the drop zones and
+    the upload storage (SPEC §3.6); their records (files, batches, receipts) stay, marked."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.INBOUND_RETENTION_DAYS)
+    result = PurgeResult()
+    old = InboundFile.objects.filter(received_at__lt=cutoff, purged_at__isnull=True).exclude(
+        storage=""
+    )
+    for file in old.iterator():
+        storage = storage_get(file.storage)
+        if storage.exists(file.path):
+            storage.delete(file.path)
+            result.deleted += 1
+        else:
+            result.missing += 1
+        InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
+        ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
+    result.unclaimed = _unclaimed_uploads_purge(cutoff)
+    return result
+
+
+def _unclaimed_uploads_purge(cutoff: datetime) -> int:
+    """Files uploaded to be checked and never processed: uploads/<PID>/<token>/<name>."""
+    storage = storage_get(UPLOAD_STORAGE)
+    claimed = set(InboundFile.objects.filter(storage=UPLOAD_STORAGE).values_list("path", flat=True))
+    deleted = 0
+    try:
+        partners, _ = storage.listdir("uploads")
+    except FileNotFoundError:  # nothing was ever uploaded here
+        return 0
+    for partner in partners:
+        tokens, _ = storage.listdir(f"uploads/{partner}")
+        for token in tokens:
+            _, names = storage.listdir(f"uploads/{partner}/{token}")
+            for name in names:
+                path = f"uploads/{partner}/{token}/{name}"
+                if path not in claimed and storage.get_modified_time(path) < cutoff:
+                    storage.delete(path)
+                    deleted += 1
+    return deleted

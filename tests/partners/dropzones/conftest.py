@@ -1,0 +1,140 @@
+"""Drop zones over the real protocols: S3 (moto in server mode, over HTTP) and SFTP (an
+asyncssh server on a loopback port), plus a local folder."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import boto3
+import pytest
+
+from partners.models import InboundChannel
+from tests.partners.inbound.conftest import World
+
+
+@dataclass(frozen=True)
+class SFTPServer:
+    port: int
+    root: Path  # what the server shows as "/"
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
+    """A real SSH server speaking SFTP (user acme, password secret), chrooted to a folder."""
+    root = tmp_path_factory.mktemp("sftp-root")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+
+    class Server(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return (username, password) == ("acme", "secret")
+
+    class ChrootSFTP(asyncssh.SFTPServer):
+        def __init__(self, channel: Any) -> None:
+            super().__init__(channel, chroot=str(root).encode())
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> Any:
+        return await asyncssh.create_server(
+            Server, "127.0.0.1", 0, server_host_keys=[host_key], sftp_factory=ChrootSFTP
+        )
+
+    acceptor = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    yield SFTPServer(port=acceptor.get_port(), root=root)
+    acceptor.close()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+# A drop zone of each kind for the world's partner (slug "acme"), and a way to put a file in
+# it as the partner would (S3 PUT; for SFTP and local, a write into the served folder).
+@dataclass
+class DropZone:
+    channel: InboundChannel
+    put: Callable[[str, bytes], object]
+    remove: Callable[[str], object]
+    exists: Callable[[str], bool]
+
+
+@pytest.fixture(params=["s3", "sftp", "local"])
+def dropzone(
+    request: pytest.FixtureRequest, world: World, settings: Any, tmp_path: Path
+) -> DropZone:
+    kind = request.param
+    settings.SFTP_KNOWN_HOST_FILE = str(tmp_path / "known_hosts")
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")
+        settings.DROPZONE_TEST_S3 = "testing:testing"
+        channel = InboundChannel.objects.create(
+            partner=world.partner,
+            name="Acme bucket",
+            kind=kind,
+            bucket=bucket,
+            prefix="inbound",
+            region="us-east-1",
+            endpoint_url=endpoint,
+            credentials_ref="DROPZONE_TEST_S3",
+        )
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+        def key(path: str) -> str:
+            return f"inbound/{path}"
+
+        def exists(path: str) -> bool:
+            return "Contents" in s3.list_objects_v2(Bucket=bucket, Prefix=key(path))
+
+        return DropZone(
+            channel,
+            lambda path, data: s3.put_object(Bucket=bucket, Key=key(path), Body=data),
+            lambda path: s3.delete_object(Bucket=bucket, Key=key(path)),
+            exists,
+        )
+    if kind == "sftp":
+        server: SFTPServer = request.getfixturevalue("sftp_server")
+        folder = server.root / f"drop-{tmp_path.name}"
+        settings.DROPZONE_TEST_SFTP = "secret"
+        channel = InboundChannel.objects.create(
+            partner=world.partner,
+            name="Acme SFTP",
+            kind=kind,
+            host="127.0.0.1",
+            port=server.port,
+            username="acme",
+            prefix=f"/{folder.name}",
+            credentials_ref="DROPZONE_TEST_SFTP",
+        )
+    else:
+        folder = tmp_path / "dropzone"
+        channel = InboundChannel.objects.create(
+            partner=world.partner, name="Acme folder", kind=kind, prefix=str(folder)
+        )
+
+    def put(path: str, data: bytes) -> None:
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    return DropZone(
+        channel, put, lambda path: (folder / path).unlink(), lambda path: (folder / path).exists()
+    )
