@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,10 +14,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from partners.models import (
+    ChannelObject,
     DataSource,
     IDMapping,
     IDSyncOptOut,
     InboundBatch,
+    InboundChannel,
     InboundFile,
     LineError,
     Partner,
@@ -25,6 +28,7 @@ from partners.models import (
     Receipt,
     ReceiptDelivery,
     ReceiptRecipient,
+    ScheduleRun,
 )
 from partners.receipts.render import receipt_text
 from partners.receipts.services import receipt_delivery_request, receipt_recipients
@@ -260,10 +264,54 @@ class InboundBatchAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(InboundFile)
 class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "partner", "batch", "size", "status", "received_at")
-    list_filter = ("status",)
+    list_display = ("name", "partner", "batch", "size", "status", "error", "received_at")
+    list_filter = ("status", "storage")
     list_select_related = ("partner", "batch")
     search_fields = ("name", "sha256", "=partner__pid")
+
+
+# --------------------------------------------------------------------------- drop zones
+
+
+@admin.register(InboundChannel)
+class InboundChannelAdmin(admin.ModelAdmin):
+    list_display = ("name", "partner", "kind", "active", "last_polled_at", "last_poll_result")
+    list_filter = ("kind", "active")
+    list_select_related = ("partner",)
+    search_fields = ("name", "=partner__pid", "partner__name", "bucket", "host")
+    autocomplete_fields = ("partner",)
+    readonly_fields = ("last_polled_at", "last_poll_result")
+    fieldsets = (
+        (None, {"fields": ("partner", "name", "kind", "active", "prefix", "credentials_ref")}),
+        ("Object storage (S3)", {"fields": ("bucket", "region", "endpoint_url")}),
+        ("SFTP", {"fields": ("host", "port", "username")}),
+        ("Last poll", {"fields": ("last_polled_at", "last_poll_result")}),
+    )
+    actions = ("poll_now",)
+
+    @admin.action(description="Poll the selected drop zones now")
+    def poll_now(self, request: HttpRequest, queryset: QuerySet[InboundChannel]) -> None:
+        for channel in queryset:
+            django_rq.get_queue("inbound").enqueue(
+                "partners.dropzones.jobs.inbound_poll_job", channel.pk
+            )
+        messages.success(request, f"{queryset.count()} drop zone(s) queued for a poll.")
+
+
+@admin.register(ChannelObject)
+class ChannelObjectAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("path", "channel", "size", "state", "file", "first_seen_at", "last_seen_at")
+    list_filter = ("state", "channel")
+    list_select_related = ("channel", "file")
+    search_fields = ("path",)
+    date_hierarchy = "first_seen_at"
+
+
+@admin.register(ScheduleRun)
+class ScheduleRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("name", "started_at", "finished_at", "ok", "result")
+    list_filter = ("name", "ok")
+    date_hierarchy = "started_at"
 
 
 class ReceiptDeliveryInline(admin.TabularInline):

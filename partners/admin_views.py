@@ -1,13 +1,15 @@
-"""Staff tools of the partners app in the admin: the onboarding status report."""
+"""Staff tools of the partners app in the admin: the onboarding status report, schedules."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import django_rq
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
@@ -18,6 +20,7 @@ from partners.reports import (
     onboarding_report_rows,
     onboarding_report_xlsx,
 )
+from partners.schedules import schedule_get, schedule_last_runs, schedules
 
 MAX_DAYS = 366
 
@@ -71,3 +74,36 @@ def onboarding_report_view(request: HttpRequest) -> HttpResponse:
         query["format"] = "xlsx"
         context["xlsx_query"] = query.urlencode()
     return TemplateResponse(request, "admin/onboarding_report.html", context)
+
+
+def schedules_view(request: HttpRequest) -> HttpResponse:
+    """Every schedule: when it runs, its last run and result; *Run now* queues it."""
+    if not request.user.has_perm("partners.view_schedulerun"):
+        raise PermissionDenied
+    if request.method == "POST":
+        if not request.user.has_perm("partners.add_schedulerun"):
+            raise PermissionDenied
+        schedule = schedule_get(request.POST.get("name", ""))
+        django_rq.get_queue(schedule.queue).enqueue(
+            "partners.jobs.schedule_job", schedule.name, job_timeout=schedule.timeout
+        )
+        messages.success(request, f"{schedule.title}: queued.")
+        return redirect("admin:schedules")
+    last = schedule_last_runs()
+    rows = [
+        {
+            "schedule": schedule,
+            "when": f"every {schedule.interval} s"
+            if schedule.interval
+            else f"cron {schedule.cron} UTC",
+            "last": last.get(schedule.name),
+        }
+        for schedule in schedules()
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Schedules",
+        "rows": rows,
+        "can_run": request.user.has_perm("partners.add_schedulerun"),
+    }
+    return TemplateResponse(request, "admin/schedules.html", context)

@@ -26,6 +26,11 @@ class PortalAdminSite(admin.AdminSite):
                 name="onboarding_report",
             ),
             path(
+                "tools/schedules/",
+                self.admin_view(partners_views.schedules_view),
+                name="schedules",
+            ),
+            path(
                 "tools/taxonomy/",
                 self.admin_view(admin_views.taxonomy_view),
                 name="taxonomy",
@@ -47,6 +52,8 @@ class PortalAdminSite(admin.AdminSite):
             tools.append(("Taxonomy workbook (XLSX import / export)", "taxonomy"))
         if request.user.has_perm("partners.view_receipt"):
             tools.append(("Onboarding status report", "onboarding_report"))
+        if request.user.has_perm("partners.view_schedulerun"):
+            tools.append(("Schedules (last run, run now)", "schedules"))
         if app_label is None and tools:
             models = [
                 {

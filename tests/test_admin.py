@@ -38,6 +38,8 @@ VIEW_ONLY = {
     "lineerror",
     "pendingrecord",
     "idsyncoptout",
+    "channelobject",
+    "schedulerun",
 }
 
 

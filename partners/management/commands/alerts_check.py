@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from partners.receipts.alerts import silent_data_sources_alert
+from partners.schedules import alerts_check_run, schedule_run
 
 
 class Command(BaseCommand):
@@ -17,7 +17,5 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=settings.ALERT_SILENT_DAYS)
 
     def handle(self, *args: Any, days: int, **options: Any) -> None:
-        count = silent_data_sources_alert(days=days)
-        self.stdout.write(
-            f"{count} data source(s) silent for {days} days" + (": alert queued" if count else "")
-        )
+        run = schedule_run(name="alerts_check", run=lambda: alerts_check_run(days=days))
+        self.stdout.write(run.result)

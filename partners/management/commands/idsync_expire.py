@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from partners.idsync.mappings import id_mappings_expire
+from partners.schedules import idsync_expire_run, schedule_run
 
 
 class Command(BaseCommand):
@@ -17,5 +17,5 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=settings.IDSYNC_MAPPING_TTL_DAYS)
 
     def handle(self, *args: Any, days: int, **options: Any) -> None:
-        removed = id_mappings_expire(days=days)
-        self.stdout.write(f"{removed} ID mapping(s) unseen for {days} days deleted")
+        run = schedule_run(name="idsync_expire", run=lambda: idsync_expire_run(days=days))
+        self.stdout.write(run.result)

@@ -1,0 +1,119 @@
+"""The platform's recurring work, defined once.
+
+RQ's own cron scheduler runs it (``python manage.py rqcron portal.cron``: one process, its
+jobs visible in the django-rq dashboard), or system cron runs the management command of the
+same name. Either way each run is recorded (:class:`ScheduleRun`), so the admin's
+*Schedules* page shows every schedule's last run and result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from partners.dropzones.services import inbound_poll_all, inbound_purge
+from partners.idsync.mappings import id_mappings_expire
+from partners.models import ScheduleRun
+from partners.receipts.alerts import silent_data_sources_alert
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str  # the management command of the same name runs it by hand or from system cron
+    title: str
+    run: Callable[[], str]  # the service call; returns the run's one-line result
+    interval: int | None = None  # seconds between runs, or
+    cron: str | None = None  # a cron line (UTC)
+    queue: str = "default"
+    timeout: int = 3600
+
+
+def inbound_poll_run(*, channel_id: int | None = None) -> str:
+    results = inbound_poll_all(channel_id=channel_id)
+    if not results:
+        return "no active drop zone"
+    return "; ".join(f"channel {r.channel_id}: {r.summary()}" for r in results)
+
+
+def inbound_purge_run() -> str:
+    result = inbound_purge()
+    return (
+        f"{result.deleted} file(s) older than {settings.INBOUND_RETENTION_DAYS} days deleted,"
+        f" {result.missing} already gone, {result.unclaimed} unclaimed upload(s) deleted"
+    )
+
+
+def idsync_expire_run(*, days: int | None = None) -> str:
+    days = days or settings.IDSYNC_MAPPING_TTL_DAYS
+    return f"{id_mappings_expire(days=days)} ID mapping(s) unseen for {days} days deleted"
+
+
+def alerts_check_run(*, days: int | None = None) -> str:
+    days = days or settings.ALERT_SILENT_DAYS
+    count = silent_data_sources_alert(days=days)
+    return f"{count} data source(s) silent for {days} days" + (": alert queued" if count else "")
+
+
+def schedules() -> list[Schedule]:
+    return [
+        Schedule(
+            "inbound_poll",
+            "Poll the drop zones, queue complete batches",
+            inbound_poll_run,
+            interval=settings.INBOUND_POLL_SECONDS,
+            queue="inbound",
+        ),
+        Schedule(
+            "inbound_purge",
+            "Delete delivered files past retention",
+            inbound_purge_run,
+            cron="30 3 * * *",
+        ),
+        Schedule(
+            "idsync_expire",
+            "Expire ID mappings unseen for 120 days",
+            idsync_expire_run,
+            cron="15 3 * * *",
+        ),
+        Schedule(
+            "alerts_check",
+            "Alert about silent data sources",
+            alerts_check_run,
+            cron="0 7 * * *",
+        ),
+    ]
+
+
+def schedule_get(name: str) -> Schedule:
+    for schedule in schedules():
+        if schedule.name == name:
+            return schedule
+    raise KeyError(name)
+
+
+def schedule_run(*, name: str, run: Callable[[], str] | None = None) -> ScheduleRun:
+    """Run a schedule (or ``run``, the same work with a command's own options) and record
+    it. A failure is recorded with its error, then raised (RQ keeps the job as failed)."""
+    record = ScheduleRun.objects.create(name=name, started_at=timezone.now())
+    try:
+        record.result = (run or schedule_get(name).run)()
+    except Exception as exc:
+        record.ok, record.result = False, f"{type(exc).__name__}: {exc}"
+        raise
+    else:
+        record.ok = True
+    finally:
+        record.finished_at = timezone.now()
+        record.save()
+    return record
+
+
+def schedule_last_runs() -> dict[str, ScheduleRun]:
+    runs: QuerySet[ScheduleRun] = ScheduleRun.objects.order_by("name", "-started_at").distinct(
+        "name"
+    )
+    return {run.name: run for run in runs}

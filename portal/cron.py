@@ -1,0 +1,24 @@
+"""RQ's cron configuration: ``python manage.py rqcron portal.cron`` (one process; several
+are harmless, but one is enough). The schedules themselves live in partners.schedules."""
+
+from __future__ import annotations
+
+import django
+
+django.setup()
+
+from rq import cron  # noqa: E402 - after django.setup()
+
+from partners.jobs import schedule_job  # noqa: E402
+from partners.schedules import schedules  # noqa: E402
+
+for schedule in schedules():
+    cron.register(
+        schedule_job,
+        schedule.queue,
+        args=(schedule.name,),
+        interval=schedule.interval,
+        cron=schedule.cron,
+        job_timeout=schedule.timeout,
+        name=schedule.name,
+    )
