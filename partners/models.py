@@ -339,6 +339,20 @@ class InboundFile(models.Model):
         return self.name
 
 
+class StagedPart(models.Model):
+    """A part of a big batch parsed ahead by its own job (on any worker) into its own
+    unlogged tables, waiting for the batch to be applied; gone when the batch commits."""
+
+    file = models.OneToOneField(InboundFile, on_delete=models.CASCADE, related_name="staged")
+    lines = models.BigIntegerField(help_text="Rows in its line table.")
+    received = models.BigIntegerField()
+    rejected = models.BigIntegerField()
+    staged_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.file} (staged)"
+
+
 class Receipt(models.Model):
     """The processing summary of one batch (SPEC §4); ID-sync batches use the idsync_ fields."""
 

@@ -102,6 +102,11 @@ INBOUND_JOB_TIMEOUT = int(os.environ.get("INBOUND_JOB_TIMEOUT", "14400"))
 # Batches of at least this many bytes (as delivered) are parsed by several processes.
 INBOUND_PARSE_PROCESSES = int(os.environ.get("INBOUND_PARSE_PROCESSES", str(os.cpu_count() or 1)))
 INBOUND_PARALLEL_MIN_BYTES = int(os.environ.get("INBOUND_PARALLEL_MIN_BYTES", str(1024 * 1024)))
+# Split batches of at least this many bytes get a job per part, so several workers parse
+# them at once (the batch is still applied as one transaction, once they are done).
+INBOUND_PART_JOBS_MIN_BYTES = int(
+    os.environ.get("INBOUND_PART_JOBS_MIN_BYTES", str(256 * 1024 * 1024))
+)
 INBOUND_RETRY_MAX = int(os.environ.get("INBOUND_RETRY_MAX", "3"))
 INBOUND_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("INBOUND_RETRY_INTERVALS", "10,60,300").split(",")
@@ -131,6 +136,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Django 6 behaviour now: a URL typed without a scheme is https (no transitional warning).
+FORMS_URLFIELD_ASSUME_HTTPS = True
 
 # --- Files -----------------------------------------------------------------------------------
 STATIC_URL = "static/"

@@ -9,6 +9,7 @@ from rq import get_current_job
 from partners.inbound.services import (
     InboundRejected,
     inbound_batch_process,
+    inbound_part_stage,
     inbound_waiting_batches_release,
 )
 from partners.models import InboundBatch
@@ -39,3 +40,13 @@ def inbound_batch_process_job(batch_id: int) -> int | None:
 def inbound_waiting_batches_release_job() -> int:
     """Queue the split batches whose parts are all here (or waited long enough)."""
     return len(inbound_waiting_batches_release())
+
+
+def inbound_part_stage_job(file_id: int) -> int | None:
+    """Parse one part of a big batch ahead of it (any worker); returns its staged lines."""
+    try:
+        part = inbound_part_stage(file_id=file_id)
+    except InboundRejected as exc:
+        logger.warning("part %s of an inbound batch rejected: %s", file_id, exc)
+        return None
+    return part.lines if part else None

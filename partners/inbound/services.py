@@ -12,9 +12,10 @@ from pathlib import Path
 
 import django_rq
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rq import Retry
+from rq.job import Dependency
 
 from partners.idsync.files import idsync_batch_apply
 from partners.inbound.apply import apply_staged_batch, line_errors_store
@@ -34,6 +35,7 @@ from partners.inbound.parse import (
     line_parse_pool,
     staged_line_text,
 )
+from partners.inbound.parts import part_tables_create, staged_parts_drop, staged_parts_take
 from partners.inbound.sources import UnreadableFileError
 from partners.inbound.stage import (
     LINE_COLUMNS,
@@ -42,7 +44,14 @@ from partners.inbound.stage import (
     files_stage,
     staging_create,
 )
-from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
+from partners.models import (
+    DataSource,
+    InboundBatch,
+    InboundFile,
+    Partner,
+    Receipt,
+    StagedPart,
+)
 from partners.receipts.alerts import receipt_failure_alert
 from partners.receipts.services import receipt_delivery_request
 from partners.storage import LOCAL, StoredFile, stored_file_open
@@ -288,20 +297,54 @@ def inbound_batch_job_id(batch_id: int) -> str:
     return f"inbound-batch-{batch_id}"
 
 
+def inbound_part_job_id(batch_id: int, file_id: int) -> str:
+    return f"inbound-batch-{batch_id}-part-{file_id}"
+
+
+def parts_in_parallel(batch: InboundBatch) -> bool:
+    """Whether the batch's parts are parsed by jobs of their own: a trait batch of several
+    parts, big enough (``INBOUND_PART_JOBS_MIN_BYTES``) for the extra jobs to pay."""
+    if batch.kind == InboundBatch.Kind.ID_SYNC:
+        return False
+    sizes = list(batch.files.values_list("size", flat=True))
+    return len(sizes) > 1 and sum(sizes) >= settings.INBOUND_PART_JOBS_MIN_BYTES
+
+
 def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
-    """Queue the batch for an RQ worker once the current transaction commits.
+    """Queue the batch for RQ workers (once the current transaction commits).
 
     One job per batch (the job ID is the batch's), on the ``inbound`` queue, with RQ's own
     retries: a worker that dies mid-batch leaves no trace in the database, and the retry
     (found by a live worker's maintenance pass) processes the batch from the start.
+
+    The parts of a big split batch (:func:`parts_in_parallel`) first get a job each, which
+    any worker takes (:func:`inbound_part_stage`); the batch job depends on them (RQ's own
+    dependencies) and applies the whole batch, atomically, once they are done. A part job
+    that failed for good does not hold the batch: the batch job parses that part itself.
     """
     queue = django_rq.get_queue("inbound")
+    retry = Retry(max=settings.INBOUND_RETRY_MAX, interval=settings.INBOUND_RETRY_INTERVALS)
+    depends_on = None
+    if parts_in_parallel(batch):
+        part_jobs = []
+        for file_id, name in batch.files.order_by("split", "name").values_list("pk", "name"):
+            part_jobs.append(inbound_part_job_id(batch.pk, file_id))
+            queue.enqueue(
+                "partners.inbound.jobs.inbound_part_stage_job",
+                file_id,
+                job_id=part_jobs[-1],
+                job_timeout=settings.INBOUND_JOB_TIMEOUT,
+                retry=retry,
+                description=f"Parse part {name} of inbound batch #{batch.pk}",
+            )
+        depends_on = Dependency(jobs=part_jobs, allow_failure=True)
     queue.enqueue(
         "partners.inbound.jobs.inbound_batch_process_job",
         batch.pk,
         job_id=inbound_batch_job_id(batch.pk),
         job_timeout=settings.INBOUND_JOB_TIMEOUT,
-        retry=Retry(max=settings.INBOUND_RETRY_MAX, interval=settings.INBOUND_RETRY_INTERVALS),
+        retry=retry,
+        depends_on=depends_on,
         description=f"Process inbound batch {batch.key} (#{batch.pk})",
     )
 
@@ -323,6 +366,21 @@ def trait_catalog_load(target: DataSource) -> TraitCatalog:
 
 def id_source_of(source: DataSource) -> IDSource:
     return IDSource(source.dpid, source.inbound_id_type, source.device_id_format)
+
+
+def batch_line_context(batch: InboundBatch, *, file_no: int) -> LineContext:
+    """How the lines of the batch's ``file_no``-th file are read."""
+    assert batch.data_source is not None
+    return LineContext(
+        file_no=file_no,
+        device_file=batch.kind == InboundBatch.Kind.DEVICE_TRAITS,
+        id_source=id_source_of(batch.data_source),
+        device_sources={
+            source.dpid: id_source_of(source)
+            for source in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
+        },
+        overwrite=batch.overwrite,
+    )
 
 
 def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) -> Receipt:
@@ -363,6 +421,65 @@ def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) ->
         raise InboundRejected(batch.key, str(exc)) from exc
 
 
+def inbound_part_stage(*, file_id: int) -> StagedPart | None:
+    """Parse one part of a batch into its own tables, ahead of the batch (see
+    :mod:`partners.inbound.parts`); None when there is nothing (left) to do. A part that
+    cannot be read fails its batch, with the reason."""
+    file = InboundFile.objects.filter(pk=file_id).first()
+    batch = (
+        InboundBatch.objects.select_related("data_source", "target").filter(files=file).first()
+        if file is not None
+        else None
+    )
+    if file is None or batch is None:
+        return None
+    if batch.status in (InboundBatch.Status.PROCESSED, InboundBatch.Status.FAILED):
+        return None
+    existing = StagedPart.objects.filter(file=file).first()
+    if existing is not None:
+        return existing
+    InboundBatch.objects.filter(pk=batch.pk, status=InboundBatch.Status.QUEUED).update(
+        status=InboundBatch.Status.PROCESSING, started_at=timezone.now()
+    )
+    file_no = [f.pk for f in batch.files.order_by("split", "name")].index(file.pk)
+    catalog = trait_catalog_load(batch.target)
+    tally = ParseTally()
+    try:
+        with transaction.atomic():
+            lines_table, errors_table = part_tables_create(file.pk)
+            processes = settings.INBOUND_PARSE_PROCESSES
+            if file.size < settings.INBOUND_PARALLEL_MIN_BYTES:
+                processes = 0
+            with line_parse_pool(catalog, processes=processes) as pool:
+                files_stage(
+                    [file],
+                    table=lines_table,
+                    columns=LINE_COLUMNS,
+                    types=None,
+                    rows=lambda _, stream: staged_line_text(
+                        stream,
+                        context=batch_line_context(batch, file_no=file_no),
+                        catalog=catalog,
+                        tally=tally,
+                        pool=pool,
+                    ),
+                    tally=tally,
+                    errors_table=errors_table,
+                )
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT count(*) FROM {lines_table}")
+                row = cursor.fetchone()
+            return StagedPart.objects.create(
+                file=file,
+                lines=row[0] if row else 0,
+                received=tally.received,
+                rejected=tally.rejected,
+            )
+    except UnreadableFileError as exc:
+        _batch_mark_failed(batch, str(exc))
+        raise InboundRejected(file.name, str(exc)) from exc
+
+
 def _batch_mark_failed(batch: InboundBatch, reason: str) -> None:
     with transaction.atomic():
         InboundBatch.objects.filter(pk=batch.pk).update(
@@ -379,30 +496,24 @@ def _process_traits(
     ids = batch.data_source
     assert ids is not None
     catalog = trait_catalog_load(target)
-    device_sources = {
-        source.dpid: id_source_of(source)
-        for source in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
-    }
     now = int(timezone.now().timestamp())
     tally = ParseTally()
     staging_create()
+    # Parts their own jobs parsed ahead are taken from their tables; the rest is parsed here.
+    staged = staged_parts_take(files, tally=tally)
+    rest = [f for f in files if f.pk not in staged]
     # A big batch is parsed by several processes while this one feeds COPY.
-    big = sum(f.size for f in files) >= settings.INBOUND_PARALLEL_MIN_BYTES
+    big = sum(f.size for f in rest) >= settings.INBOUND_PARALLEL_MIN_BYTES
     with line_parse_pool(catalog, processes=settings.INBOUND_PARSE_PROCESSES if big else 0) as pool:
         files_stage(
             files,
+            skip={file_no for file_no, f in enumerate(files) if f.pk in staged},
             table="stage_line",
             columns=LINE_COLUMNS,
             types=None,
             rows=lambda file_no, stream: staged_line_text(
                 stream,
-                context=LineContext(
-                    file_no=file_no,
-                    device_file=batch.kind == InboundBatch.Kind.DEVICE_TRAITS,
-                    id_source=id_source_of(ids),
-                    device_sources=device_sources,
-                    overwrite=batch.overwrite,
-                ),
+                context=batch_line_context(batch, file_no=file_no),
                 catalog=catalog,
                 tally=tally,
                 pool=pool,
@@ -428,6 +539,7 @@ def _process_traits(
         batch_id=batch.pk, file_names=[f.name for f in files], target_dpid=target.dpid
     )
     batch_relations_drop()
+    staged_parts_drop(staged.values())  # with the batch's commit, or not at all
     processed = tally.received - result.over_line_limit
     receipt = Receipt.objects.create(
         batch=batch,

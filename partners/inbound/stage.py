@@ -7,7 +7,7 @@ behind, and the retry starts from a clean slate.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from django.db import connection
@@ -123,16 +123,20 @@ def files_stage(
     tally: ParseTally,
     errors_table: str,
     progress: Progress | None = None,
+    skip: Collection[int] = (),
 ) -> None:
     """Stream every file of a batch (plain bytes) into ``table``, in batch order, then the
     lines rejected while reading into ``errors_table``. ``rows`` yields row tuples of
     ``types``, or with ``types`` None, blocks of rows in COPY text format. A file that
     cannot be read, or holds no records, fails the whole batch with its name in the message.
     ``progress`` hears the share of the batch's stored bytes read (0 to ``STAGED_PERCENT``).
+    The files numbered in ``skip`` are staged already (by part jobs).
     """
     counter = ReadCounter()
-    total = max(1, sum(file.size for file in files))
+    total = max(1, sum(file.size for file_no, file in enumerate(files) if file_no not in skip))
     for file_no, file in enumerate(files):
+        if file_no in skip:
+            continue
         received_before = tally.received
         compression = parse_inbound_file_name(file.name).compression
         try:

@@ -29,11 +29,16 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 def inbound_queue() -> Any:
+    """The inbound queue, empty, with no job left started or failed by an earlier test (or
+    an earlier run: job IDs are batch IDs, which a new test database gives out again)."""
     queue = django_rq.get_queue("inbound")
     queue.empty()
     for registry in (StartedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
         for job_id in registry.get_job_ids():
-            registry.remove(job_id, delete_job=True)
+            job = queue.fetch_job(job_id)
+            if job is not None:
+                job.delete()
+        queue.connection.delete(registry.key)
     return queue
 
 
