@@ -2,6 +2,7 @@
 
     make bench-inbound                       # 1,000,000 records (the README's figures)
     .venv/bin/python bench/inbound.py --records 2000000
+    make bench-inbound BENCH_ARGS="--workers 2 --parts 4"   # real RQ workers, a job per part
 
 It creates a scratch database next to DATABASE_URL's (``<name>_bench``, dropped and made
 again), migrates it, loads a taxonomy of 500 onboarded traits (100 of them with key-value
@@ -11,11 +12,18 @@ real pipeline (register + process, as the RQ job does) on both, and measures the
 the same files: gunzip + split-based parse + binary COPY of the same rows into an unlogged
 table. It prints records/s, signals/s, the peak RSS of the pipeline and the ratio to the
 floor. Targets (2 cores): >= 50,000 records/s, <= 1.5x the floor, peak RSS <= 300 MB.
+
+With ``--workers N`` each file is written in ``--parts`` split parts, both batches are queued
+as production queues them (one job per part, then the batch job) and N real RQ workers
+(``manage.py rqworker inbound --burst``, on REDIS_URL) process them; the time is from the
+first job queued to the last batch processed, the RSS that of every worker process and its
+descendants together.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import os
 import random
@@ -100,19 +108,25 @@ def _signals(rng: random.Random, dpid: int) -> str:
     return ",".join(signals)
 
 
-def _write_files(folder: Path, records: int) -> list[Path]:
+def _write_files(folder: Path, records: int, parts: int = 1) -> list[Path]:
+    """Half the records by UUID (data source 801), half by DPUUID (802); each file in
+    ``parts`` split parts when more than one."""
     rng = random.Random(42)
     half = records // 2
-    uuid_file = folder / "ftp_dpm_801_1700000000.sync.gz"
-    dpuuid_file = folder / "ftp_dpm_802_1700000000.sync.gz"
-    with gzip.open(uuid_file, "wt", compresslevel=1) as out:
-        for _ in range(half):
-            uuid = str(10**37 + rng.randrange(1, PROFILES + 1)).zfill(38)
-            out.write(f"{uuid}\t{_signals(rng, 801)}\n")
-    with gzip.open(dpuuid_file, "wt", compresslevel=1) as out:
-        for _ in range(records - half):
-            out.write(f"dp{rng.randrange(1, PROFILES + 1)}\t{_signals(rng, 802)}\n")
-    return [uuid_file, dpuuid_file]
+    paths = []
+    for dpid, count in ((801, half), (802, records - half)):
+        for part in range(1, parts + 1):
+            split = f".{part}" if parts > 1 else ""
+            path = folder / f"ftp_dpm_{dpid}_1700000000.sync{split}.gz"
+            with gzip.open(path, "wt", compresslevel=1) as out:
+                for _ in range(count // parts + (part <= count % parts)):
+                    if dpid == 801:
+                        user = str(10**37 + rng.randrange(1, PROFILES + 1)).zfill(38)
+                    else:
+                        user = f"dp{rng.randrange(1, PROFILES + 1)}"
+                    out.write(f"{user}\t{_signals(rng, dpid)}\n")
+            paths.append(path)
+    return paths
 
 
 def _peak_rss_mb() -> float:
@@ -173,6 +187,76 @@ def _pipeline(files: list[Path], *, statements: int) -> tuple[float, int, int]:
     return elapsed, records, signals
 
 
+def _descendants_rss_mb(root: int) -> float:
+    """The resident memory of every process below ``root`` (workers, their work horses and
+    parse processes), summed."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(status.split("PPid:")[1].split()[0])
+        rss[int(entry)] = int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+    total = 0
+    for pid in parents:
+        ancestor = parents.get(pid, 0)
+        while ancestor > 1 and ancestor != root:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == root:
+            total += rss[pid]
+    return total / 1024
+
+
+def _with_workers(files: list[Path], *, workers: int) -> tuple[float, int, int, float]:
+    """Queue the batches as production does and let ``workers`` real RQ workers do them."""
+    import subprocess
+
+    import django_rq
+    from django.db import transaction
+
+    from partners.inbound.services import inbound_batch_enqueue, inbound_files_register
+    from partners.models import InboundBatch, Receipt
+
+    queue = django_rq.get_queue("inbound")
+    queue.empty()
+    env = {**os.environ, "INBOUND_PART_JOBS_MIN_BYTES": "0"}
+    started = time.perf_counter()
+    with transaction.atomic():
+        batches = inbound_files_register(paths=files).batches
+        for batch in batches:
+            transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
+    manage = str(BASE_DIR / "manage.py")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, manage, "rqworker", "inbound", "--burst", "-v", "0"], env=env
+        )
+        for _ in range(workers)
+    ]
+    peak = 0.0
+    ids = [batch.pk for batch in batches]
+    while True:
+        peak = max(peak, _descendants_rss_mb(os.getpid()))
+        done = InboundBatch.objects.filter(pk__in=ids, status__in=["processed", "failed"])
+        if done.count() == len(ids):
+            break
+        if all(p.poll() is not None for p in processes):  # a dependent released late
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, manage, "rqworker", "inbound", "--burst", "-v", "0"], env=env
+                )
+            )
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    for process in processes:
+        process.wait()
+    receipts = Receipt.objects.filter(batch_id__in=ids)
+    records = sum(r.records_received for r in receipts)
+    signals = sum(r.total_signals for r in receipts)
+    return elapsed, records, signals, peak
+
+
 def _floor(files: list[Path]) -> float:
     """gunzip + a split-based parse + binary COPY of the same rows into an unlogged table."""
     from django.db import connection, transaction
@@ -197,9 +281,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--statements", type=int, default=0, help="show the N slowest SQL")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="N real RQ workers, a job per part (0: in process)"
+    )
+    parser.add_argument("--parts", type=int, default=4, help="split parts per file (--workers)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         sys.exit("Set DATABASE_URL (or run through `make bench-inbound`).")
+    if args.workers and not os.environ.get("REDIS_URL"):
+        sys.exit("--workers needs REDIS_URL (or run through `make bench-inbound`).")
+    if args.workers:
+        _workers_main(args)
+        return
 
     print(f"setting up: {PROFILES:,} profiles and mappings, {2 * TRAITS} traits", flush=True)
     _setup_django(scratch_database("bench"))
@@ -225,6 +318,30 @@ def main() -> None:
         f"peak RSS:  {rss + children.peak_mb:8.0f} MB: this process {rss:.0f} MB (before the"
         f" pipeline: {rss_before:.0f} MB), its parse processes {children.peak_mb:.0f} MB together"
     )
+
+
+def _workers_main(args: argparse.Namespace) -> None:
+    print(f"setting up: {PROFILES:,} profiles and mappings, {2 * TRAITS} traits", flush=True)
+    os.environ["DATABASE_URL"] = scratch_database("bench")
+    _setup_django(os.environ["DATABASE_URL"])
+    _seed()
+    with tempfile.TemporaryDirectory() as folder:
+        files = _write_files(Path(folder), args.records, parts=args.parts)
+        size = sum(p.stat().st_size for p in files)
+        print(
+            f"files: {args.records:,} records in 2 batches of {args.parts} parts,"
+            f" {size / 1e6:.1f} MB gzip; {args.workers} worker(s)",
+            flush=True,
+        )
+        elapsed, records, signals, peak = _with_workers(files, workers=args.workers)
+        floor = _floor(files)
+    print(
+        f"workers:   {elapsed:8.1f} s  {records / elapsed:10,.0f} records/s"
+        f"  {signals / elapsed:12,.0f} signals/s"
+    )
+    print(f"floor:     {floor:8.1f} s  {records / floor:10,.0f} records/s")
+    print(f"ratio:     {elapsed / floor:8.2f} x the floor")
+    print(f"peak RSS:  {peak:8.0f} MB: every worker process and its descendants together")
 
 
 if __name__ == "__main__":
