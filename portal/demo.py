@@ -6,13 +6,15 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from openpyxl import Workbook
 
-from partners.models import Partner, PartnerUser
+from partners.models import InboundChannel, Partner, PartnerUser
 from segments.taxonomy import taxonomy_import
 
 DEMO_TAXONOMY: dict[str, list[list[object]]] = {
@@ -115,11 +117,19 @@ def demo_seed() -> DemoSeed:
     )
     partner_user.set_password(partner_password)
     partner_user.save()
-    PartnerUser.objects.update_or_create(
-        user=partner_user, defaults={"partner": Partner.objects.get(pid=1001)}
+    acme = Partner.objects.get(pid=1001)
+    PartnerUser.objects.update_or_create(user=partner_user, defaults={"partner": acme})
+    # A local drop zone, polled by the demo's cron scheduler: drop files into
+    # <DEMO_DROPZONE>/acme/date=YYYY-MM-DD/.
+    dropzone = Path(os.environ.get("DEMO_DROPZONE", settings.BASE_DIR / ".local" / "dropzone"))
+    (dropzone / acme.slug).mkdir(parents=True, exist_ok=True)
+    InboundChannel.objects.update_or_create(
+        partner=acme,
+        name="Demo drop zone",
+        defaults={"kind": InboundChannel.Kind.LOCAL, "prefix": str(dropzone), "active": True},
     )
     return DemoSeed(
-        summary=result.summary(),
+        summary=f"{result.summary()}; drop zone {dropzone}/{acme.slug}/date=YYYY-MM-DD/",
         users=[
             DemoUser("staff", "staff", staff_password),
             DemoUser("partner", "acme", partner_password),

@@ -161,6 +161,9 @@ def demo(*, smoke: bool) -> int:
         else:
             worker_command.append("--with-scheduler")
         worker = subprocess.Popen(worker_command, env=env)
+        # RQ's cron scheduler queues the schedules (drop-zone polls, daily work); the smoke
+        # run checks that its configuration loads, then stops it.
+        cron = subprocess.Popen([python, manage, "rqcron", "portal.cron"], env=env)
         web = subprocess.Popen(
             [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env
         )
@@ -179,14 +182,17 @@ def demo(*, smoke: bool) -> int:
                     username="staff",
                     password=env["DEMO_STAFF_PASSWORD"],
                 )
+                if cron.poll() is not None:
+                    raise SystemExit("smoke: RQ's cron scheduler stopped (see its output above)")
+                print("smoke: RQ's cron scheduler is running the schedules", flush=True)
                 return 0
             return web.wait()
         except KeyboardInterrupt:
             return 0
         finally:
-            for process in (web, worker):
+            for process in (web, worker, cron):
                 process.terminate()
-            for process in (web, worker):
+            for process in (web, worker, cron):
                 try:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
