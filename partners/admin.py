@@ -6,6 +6,7 @@ import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -281,6 +282,8 @@ class InboundChannelAdmin(admin.ModelAdmin):
     search_fields = ("name", "=partner__pid", "partner__name", "bucket", "host")
     autocomplete_fields = ("partner",)
     readonly_fields = ("last_polled_at", "last_poll_result")
+    # An endpoint typed without a scheme is https (Django 6's default, said now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = (
         (None, {"fields": ("partner", "name", "kind", "active", "prefix", "credentials_ref")}),
         ("Object storage (S3)", {"fields": ("bucket", "region", "endpoint_url")}),

@@ -136,8 +136,6 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-# Django 6 behaviour now: a URL typed without a scheme is https (no transitional warning).
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 # --- Files -----------------------------------------------------------------------------------
 STATIC_URL = "static/"
