@@ -152,7 +152,11 @@ class _ChildrenRSS(threading.Thread):
                     status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
-                if parent in status and "python" in status.split("\n", 1)[0]:
+                if (
+                    parent in status
+                    and "python" in status.split("\n", 1)[0]
+                    and "VmRSS:" in status  # not a process that is just ending
+                ):
                     total += int(status.split("VmRSS:")[1].split()[0])
             self.peak_mb = max(self.peak_mb, total / 1024)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -41,9 +42,13 @@ def inbound_poll_run(*, channel_id: int | None = None) -> str:
 
 def inbound_purge_run() -> str:
     result = inbound_purge()
+    # The record of past runs is kept as long as the files (a poll every 5 min is 288 a day).
+    cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
+    pruned, _ = ScheduleRun.objects.filter(started_at__lt=cutoff).delete()
     return (
         f"{result.deleted} file(s) older than {settings.INBOUND_RETENTION_DAYS} days deleted,"
-        f" {result.missing} already gone, {result.unclaimed} unclaimed upload(s) deleted"
+        f" {result.missing} already gone, {result.unclaimed} unclaimed upload(s) deleted;"
+        f" {pruned} old schedule run record(s) pruned"
     )
 
 

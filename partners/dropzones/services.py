@@ -192,15 +192,22 @@ def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
     old = InboundFile.objects.filter(received_at__lt=cutoff, purged_at__isnull=True).exclude(
         storage=""
     )
-    for file in old.iterator():
-        storage = storage_get(file.storage)
-        if storage.exists(file.path):
-            storage.delete(file.path)
-            result.deleted += 1
-        else:
-            result.missing += 1
-        InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
-        ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
+    opened: dict[str, Storage] = {}  # one connection per drop zone, not one per file
+    try:
+        for file in old.iterator():
+            storage = opened.get(file.storage) or opened.setdefault(
+                file.storage, storage_get(file.storage)
+            )
+            if storage.exists(file.path):
+                storage.delete(file.path)
+                result.deleted += 1
+            else:
+                result.missing += 1
+            InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
+            ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
+    finally:
+        for storage in opened.values():
+            storage_close(storage)
     result.unclaimed = _unclaimed_uploads_purge(cutoff)
     return result
 
