@@ -62,21 +62,30 @@ def s3_endpoint() -> Iterator[str]:
 S3_CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region_name": "us-east-1"}
 
 
+def _boto3_session() -> Any:
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the test server (the partner's side, or the test's eyes)."""
+    return _boto3_session().client("s3", endpoint_url=endpoint)
+
+
+def s3_resource(endpoint: str) -> Any:
+    return _boto3_session().resource("s3", endpoint_url=endpoint)
+
+
 @pytest.fixture
 def s3_bucket(s3_endpoint: str) -> str:
     """A new, empty bucket on the S3 server."""
     import uuid
 
-    import boto3
-
     name = f"s2s-test-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
     return name
 
 

@@ -441,31 +441,22 @@ def inbound_part_stage(*, file_id: int) -> StagedPart | None:
     InboundBatch.objects.filter(pk=batch.pk, status=InboundBatch.Status.QUEUED).update(
         status=InboundBatch.Status.PROCESSING, started_at=timezone.now()
     )
-    file_no = [f.pk for f in batch.files.order_by("split", "name")].index(file.pk)
+    files = list(batch.files.order_by("split", "name"))
+    file_no = [f.pk for f in files].index(file.pk)
     catalog = trait_catalog_load(batch.target)
     tally = ParseTally()
     try:
         with transaction.atomic():
             lines_table, errors_table = part_tables_create(file.pk)
-            processes = settings.INBOUND_PARSE_PROCESSES
-            if file.size < settings.INBOUND_PARALLEL_MIN_BYTES:
-                processes = 0
-            with line_parse_pool(catalog, processes=processes) as pool:
-                files_stage(
-                    [file],
-                    table=lines_table,
-                    columns=LINE_COLUMNS,
-                    types=None,
-                    rows=lambda _, stream: staged_line_text(
-                        stream,
-                        context=batch_line_context(batch, file_no=file_no),
-                        catalog=catalog,
-                        tally=tally,
-                        pool=pool,
-                    ),
-                    tally=tally,
-                    errors_table=errors_table,
-                )
+            _trait_files_stage(
+                batch,
+                files,
+                skip={n for n in range(len(files)) if n != file_no},
+                catalog=catalog,
+                tally=tally,
+                table=lines_table,
+                errors_table=errors_table,
+            )
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT count(*) FROM {lines_table}")
                 row = cursor.fetchone()
@@ -478,6 +469,43 @@ def inbound_part_stage(*, file_id: int) -> StagedPart | None:
     except UnreadableFileError as exc:
         _batch_mark_failed(batch, str(exc))
         raise InboundRejected(file.name, str(exc)) from exc
+
+
+def _trait_files_stage(
+    batch: InboundBatch,
+    files: list[InboundFile],
+    *,
+    skip: set[int],
+    catalog: TraitCatalog,
+    tally: ParseTally,
+    table: str,
+    errors_table: str,
+    progress: Progress | None = None,
+) -> None:
+    """Parse the batch's trait files (all but the numbers in ``skip``) into ``table``."""
+    # A big batch is parsed by several processes while this one feeds COPY.
+    size = sum(f.size for n, f in enumerate(files) if n not in skip)
+    processes = (
+        settings.INBOUND_PARSE_PROCESSES if size >= settings.INBOUND_PARALLEL_MIN_BYTES else 0
+    )
+    with line_parse_pool(catalog, processes=processes) as pool:
+        files_stage(
+            files,
+            skip=skip,
+            table=table,
+            columns=LINE_COLUMNS,
+            types=None,
+            rows=lambda file_no, stream: staged_line_text(
+                stream,
+                context=batch_line_context(batch, file_no=file_no),
+                catalog=catalog,
+                tally=tally,
+                pool=pool,
+            ),
+            tally=tally,
+            errors_table=errors_table,
+            progress=progress,
+        )
 
 
 def _batch_mark_failed(batch: InboundBatch, reason: str) -> None:
@@ -501,27 +529,16 @@ def _process_traits(
     staging_create()
     # Parts their own jobs parsed ahead are taken from their tables; the rest is parsed here.
     staged = staged_parts_take(files, tally=tally)
-    rest = [f for f in files if f.pk not in staged]
-    # A big batch is parsed by several processes while this one feeds COPY.
-    big = sum(f.size for f in rest) >= settings.INBOUND_PARALLEL_MIN_BYTES
-    with line_parse_pool(catalog, processes=settings.INBOUND_PARSE_PROCESSES if big else 0) as pool:
-        files_stage(
-            files,
-            skip={file_no for file_no, f in enumerate(files) if f.pk in staged},
-            table="stage_line",
-            columns=LINE_COLUMNS,
-            types=None,
-            rows=lambda file_no, stream: staged_line_text(
-                stream,
-                context=batch_line_context(batch, file_no=file_no),
-                catalog=catalog,
-                tally=tally,
-                pool=pool,
-            ),
-            tally=tally,
-            errors_table="stage_error",
-            progress=progress,
-        )
+    _trait_files_stage(
+        batch,
+        files,
+        skip={file_no for file_no, f in enumerate(files) if f.pk in staged},
+        catalog=catalog,
+        tally=tally,
+        table="stage_line",
+        errors_table="stage_error",
+        progress=progress,
+    )
     result = apply_staged_batch(
         batch_id=batch.pk,
         target_dpid=target.dpid,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-import boto3
 import pytest
 
 from partners.models import InboundChannel
+from tests.conftest import s3_client
 from tests.partners.inbound.conftest import World
 
 
@@ -90,13 +90,7 @@ def dropzone(
             endpoint_url=endpoint,
             credentials_ref="DROPZONE_TEST_S3",
         )
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        s3 = s3_client(endpoint)
 
         def key(path: str) -> str:
             return f"inbound/{path}"

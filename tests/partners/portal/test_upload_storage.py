@@ -6,7 +6,6 @@ import gzip
 import hashlib
 from typing import Any
 
-import boto3
 import pytest
 from botocore.response import StreamingBody
 from django.test import Client
@@ -14,6 +13,7 @@ from django.test import Client
 from partners.inbound.services import inbound_batch_process
 from partners.models import InboundBatch, InboundFile
 from partners.storage import stored_file_open
+from tests.conftest import s3_resource
 from tests.factories import DataSourceFactory, PartnerFactory
 from tests.partners.inbound.conftest import World
 from tests.partners.portal.test_pages import _login
@@ -24,14 +24,7 @@ CONTENT = gzip.compress(b"u1\td_sid=10,d_sid=11\nu9\td_sid=10\n")
 
 @pytest.fixture
 def bucket(s3_default_storage: str, s3_endpoint: str) -> Any:
-    s3 = boto3.resource(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    return s3.Bucket(s3_default_storage)
+    return s3_resource(s3_endpoint).Bucket(s3_default_storage)
 
 
 def test_an_upload_goes_to_s3_and_is_processed_from_there(world: World, bucket: Any) -> None:
