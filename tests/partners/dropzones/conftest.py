@@ -13,7 +13,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from partners.models import InboundChannel
+from partners.models import InboundChannel, Partner
 from tests.conftest import s3_client
 from tests.partners.inbound.conftest import World
 
@@ -74,14 +74,20 @@ class DropZone:
 def dropzone(
     request: pytest.FixtureRequest, world: World, settings: Any, tmp_path: Path
 ) -> DropZone:
-    kind = request.param
+    return dropzone_make(request.param, request, world.partner, settings, tmp_path)
+
+
+def dropzone_make(
+    kind: str, request: pytest.FixtureRequest, partner: Partner, settings: Any, tmp_path: Path
+) -> DropZone:
+    """A drop zone of ``kind`` for ``partner`` (slug "acme")."""
     settings.SFTP_KNOWN_HOST_FILE = str(tmp_path / "known_hosts")
     if kind == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         bucket = request.getfixturevalue("s3_bucket")
         settings.DROPZONE_TEST_S3 = "testing:testing"
         channel = InboundChannel.objects.create(
-            partner=world.partner,
+            partner=partner,
             name="Acme bucket",
             kind=kind,
             bucket=bucket,
@@ -109,7 +115,7 @@ def dropzone(
         folder = server.root / f"drop-{tmp_path.name}"
         settings.DROPZONE_TEST_SFTP = "secret"
         channel = InboundChannel.objects.create(
-            partner=world.partner,
+            partner=partner,
             name="Acme SFTP",
             kind=kind,
             host="127.0.0.1",
@@ -121,7 +127,7 @@ def dropzone(
     else:
         folder = tmp_path / "dropzone"
         channel = InboundChannel.objects.create(
-            partner=world.partner, name="Acme folder", kind=kind, prefix=str(folder)
+            partner=partner, name="Acme folder", kind=kind, prefix=str(folder)
         )
 
     def put(path: str, data: bytes) -> None:

@@ -16,7 +16,7 @@ from partners.inbound.services import inbound_batch_process, inbound_waiting_bat
 from partners.models import ChannelObject, InboundBatch, InboundChannel, InboundFile
 from partners.receipts.render import receipt_text
 from tests.factories import DataSourceFactory, PartnerFactory
-from tests.partners.dropzones.conftest import DropZone
+from tests.partners.dropzones.conftest import DropZone, dropzone_make
 from tests.partners.inbound.conftest import World
 from tests.partners.portal.test_pages import _login
 
@@ -146,19 +146,15 @@ def test_purge_deletes_only_old_files_and_keeps_their_records(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["local"])
+@pytest.mark.parametrize("kind", ["s3", "sftp", "local"])
 def test_concurrent_pollers_register_each_file_exactly_once(
-    kind: str, tmp_path: Any, settings: Any
+    kind: str, request: pytest.FixtureRequest, tmp_path: Any, settings: Any
 ) -> None:
     world = World()
-    folder = tmp_path / "zone"
-    channel = InboundChannel.objects.create(
-        partner=world.partner, name="zone", kind=kind, prefix=str(folder)
-    )
+    zone = dropzone_make(kind, request, world.partner, settings, tmp_path)
+    channel = zone.channel
     for number in range(8):
-        path = folder / DAY / f"ftp_dpm_21_17000000{number:02d}.sync"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"u1\td_sid=10\nu{number}\td_sid=11\n")
+        zone.put(f"{DAY}/ftp_dpm_21_17000000{number:02d}.sync", f"u{number}\td_sid=11\n".encode())
     errors: list[BaseException] = []
     skipped = 0
 
