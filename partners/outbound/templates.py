@@ -1,0 +1,399 @@
+"""The outbound file-name and row templates (SPEC §6). Pure: text in, a compiled template out.
+
+A small, strict relative of StringTemplate, with only the macros of SPEC §6:
+
+    <UUID>  <DPID>  <TAB>                     a value
+    <TIMESTAMP; format="yyyyMMddHHmmss">      a value with options
+    <SEGMENT_LIST; separator=",">             a list, each item as its default field
+    <SEGMENT_LIST:{seg|<seg.sid>=<seg.alias>}; separator=",">   each item by a template
+    <if(SEGMENT_LIST && REMOVED_SEGMENT_LIST)> … <endif>        when every list is non-empty
+    SPLITNUM                                  (file names; no brackets) the part number
+
+Anything else between ``<`` and ``>`` is refused when the template is compiled, with the
+column where it goes wrong, so staff learn of a mistake when they save, not at 14:00.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# What a rendered value is made of: plain values, and lists of items (mappings of fields).
+Context = Mapping[str, Any]
+_Part = Callable[[Context], str]
+
+
+class TemplateError(ValueError):
+    """A template that cannot be used; ``column`` is 1-based."""
+
+    def __init__(self, message: str, column: int) -> None:
+        super().__init__(f"{message} (at column {column})")
+        self.message = message
+        self.column = column
+
+
+CONSTANTS = {
+    "TAB": "\t",
+    "ASCII_SOH": "\x01",
+    "COMMA": ",",
+    "OPEN_CURLY_BRACKET": "{",
+    "CLOSE_CURLY_BRACKET": "}",
+    "SET_ATTRIBUTES": "1",
+    "OUTPUT_ATTRIBUTE_VALUE": "1",
+}
+# Lists, with the fields their items have and the field an item prints by default.
+LISTS: dict[str, tuple[frozenset[str], str]] = {
+    "SEGMENT_LIST": (
+        frozenset({"sid", "alias", "type", "lastUpdateTime", "lastRealizationTime"}),
+        "sid",
+    ),
+    "REMOVED_SEGMENT_LIST": (
+        frozenset({"sid", "alias", "type", "lastUpdateTime", "lastRealizationTime"}),
+        "sid",
+    ),
+    "TRAIT_LIST": (frozenset({"traitId", "type", "lastRealized"}), "traitId"),
+    "DP_UUID_LIST": (frozenset({"value"}), "value"),
+}
+ROW_VALUES = frozenset({"UUID", "DP_UUID", "PID", "PIDALIAS", "DPID", "ORDER_ID"})
+FILE_NAME_VALUES = frozenset(
+    {"SYNC_TYPE", "ORDER_ID", "DPID", "MASTER_DPID", "PID_ALIAS", "SYNC_MODE", "TIMESTAMP"}
+)
+
+DEFAULT_FILE_NAME = "<SYNC_TYPE>_<ORDER_ID>_<DPID>_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync"
+DEFAULT_ROW = '<UUID> <SEGMENT_LIST;separator=","> <REMOVED_SEGMENT_LIST;separator=",">'
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SPACE = re.compile(r"\s*")
+# Java date-format letters partners know from the original format, as strftime.
+_DATE_LETTERS = [
+    ("yyyy", "%Y"),
+    ("yy", "%y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+]
+
+
+@dataclass(frozen=True)
+class Template:
+    """A compiled template: ``render(context)`` gives the text."""
+
+    source: str
+    parts: tuple[_Part, ...]
+    uses: frozenset[str]  # the macros it names (what the caller must provide)
+
+    def render(self, context: Context) -> str:
+        return "".join(part(context) for part in self.parts)
+
+
+def compile_file_name_template(source: str) -> Template:
+    """A file-name template: the file-name macros, TIMESTAMP's format, SPLITNUM."""
+    return _Parser(source, values=FILE_NAME_VALUES, lists=False).template()
+
+
+def compile_row_template(source: str) -> Template:
+    """A row template: the row macros, lists with item templates, the conditional."""
+    return _Parser(source, values=ROW_VALUES, lists=True).template()
+
+
+def timestamp_text(moment: datetime, pattern: str | None) -> str:
+    """``TIMESTAMP``: UTC milliseconds (13 digits) by default, else the date pattern."""
+    moment = moment.astimezone(UTC)
+    if pattern is None:
+        return str(int(moment.timestamp() * 1000))
+    out = []
+    rest = pattern
+    while rest:
+        for letters, code in _DATE_LETTERS:
+            if rest.startswith(letters):
+                out.append(moment.strftime(code))
+                rest = rest[len(letters) :]
+                break
+        else:
+            if rest.startswith("SSS"):
+                out.append(f"{moment.microsecond // 1000:03d}")
+                rest = rest[3:]
+            else:
+                out.append(rest[0])
+                rest = rest[1:]
+    return "".join(out)
+
+
+def _check_date_pattern(pattern: str, column: int) -> None:
+    letters = re.findall(r"[A-Za-z]+", pattern)
+    known = {"yyyy", "yy", "MM", "dd", "HH", "mm", "ss", "SSS"}
+    for run in letters:
+        rest = run
+        while rest:
+            for token in ("yyyy", "SSS", "yy", "MM", "dd", "HH", "mm", "ss"):
+                if rest.startswith(token):
+                    rest = rest[len(token) :]
+                    break
+            else:
+                raise TemplateError(
+                    f"unknown date letters {run!r} in the format (use {', '.join(sorted(known))})",
+                    column,
+                )
+
+
+def _constant(text: str, context: Context) -> str:
+    return text
+
+
+def _item_by_template(body: Sequence[_Part], var: str, context: Context, value: Any) -> str:
+    scope = _ItemScope(context, var, value)
+    return "".join(part(scope) for part in body)
+
+
+def _item_field(field: str, context: Context, value: Any) -> str:
+    return str(value[field])
+
+
+class _ItemScope(Mapping[str, Any]):
+    """Inside an item template: the item by its name, then everything outside."""
+
+    def __init__(self, outer: Context, var: str, value: Any) -> None:
+        self.outer, self.var, self.value = outer, var, value
+
+    def __getitem__(self, key: str) -> Any:
+        return self.value if key == self.var else self.outer[key]
+
+    def __iter__(self) -> Any:
+        return iter({self.var, *self.outer})
+
+    def __len__(self) -> int:
+        return len({self.var, *self.outer})
+
+
+class _Parser:
+    def __init__(self, source: str, *, values: frozenset[str], lists: bool) -> None:
+        self.text = source
+        self.pos = 0
+        self.values = values
+        self.lists = lists
+        self.uses: set[str] = set()
+
+    # -- helpers
+    def error(self, message: str, pos: int | None = None) -> TemplateError:
+        return TemplateError(message, (self.pos if pos is None else pos) + 1)
+
+    def peek(self, literal: str) -> bool:
+        return self.text.startswith(literal, self.pos)
+
+    def expect(self, literal: str, what: str) -> None:
+        if not self.peek(literal):
+            found = self.text[self.pos : self.pos + 10] or "the end"
+            raise self.error(f"expected {what}, found {found!r}")
+        self.pos += len(literal)
+
+    def skip_space(self) -> None:
+        match = _SPACE.match(self.text, self.pos)
+        assert match
+        self.pos = match.end()
+
+    def name(self) -> str:
+        match = _NAME.match(self.text, self.pos)
+        if not match:
+            raise self.error("expected a macro name")
+        self.pos = match.end()
+        return match.group()
+
+    def quoted(self) -> str:
+        start = self.pos
+        self.expect('"', "a quoted value")
+        out = []
+        while not self.peek('"'):
+            if self.pos >= len(self.text):
+                raise self.error("unclosed quote", start)
+            char = self.text[self.pos]
+            if char == "\\" and self.pos + 1 < len(self.text):
+                escaped = self.text[self.pos + 1]
+                out.append({"t": "\t", "n": "\n", "r": "\r"}.get(escaped, escaped))
+                self.pos += 2
+                continue
+            out.append(char)
+            self.pos += 1
+        self.pos += 1
+        return "".join(out)
+
+    # -- grammar
+    def template(self) -> Template:
+        parts = self.sequence(end=None, item=None)
+        return Template(self.text, tuple(parts), frozenset(self.uses))
+
+    def sequence(
+        self, *, end: str | None, item: tuple[str, frozenset[str]] | None, opened: int = 0
+    ) -> list[_Part]:
+        """Text and tags up to ``end`` ('}' in an item template, '<endif>' in an if opened
+        at ``opened``)."""
+        parts: list[_Part] = []
+        literal: list[str] = []
+
+        def flush() -> None:
+            if literal:
+                text = "".join(literal)
+                parts.append(functools.partial(_constant, text))
+                literal.clear()
+
+        while self.pos < len(self.text):
+            if end == "}" and self.peek("}"):
+                break
+            if end == "<endif>" and self.peek("<endif>"):
+                break
+            if self.peek(">"):
+                raise self.error("a '>' with no '<' before it")
+            if not self.lists and self.peek("SPLITNUM"):
+                flush()
+                self.pos += len("SPLITNUM")
+                self.uses.add("SPLITNUM")
+                parts.append(lambda context: str(context.get("SPLITNUM", "")))
+                continue
+            if self.peek("<"):
+                flush()
+                parts.append(self.tag(item))
+                continue
+            literal.append(self.text[self.pos])
+            self.pos += 1
+        else:
+            if end == "}":
+                raise self.error(
+                    f"the item template opened at column {opened + 1} is not closed with '}}'",
+                    opened,
+                )
+            if end == "<endif>":
+                raise self.error("<if(…)> without its <endif>", opened)
+        flush()
+        return parts
+
+    def tag(self, item: tuple[str, frozenset[str]] | None) -> _Part:
+        start = self.pos
+        self.expect("<", "'<'")
+        self.skip_space()
+        if self.peek("endif>"):
+            raise self.error("<endif> without an <if(…)>", start)
+        if self.peek("if(") and self.lists:
+            return self.conditional(item)
+        name = self.name()
+        if item is not None and self.peek("."):
+            return self.field(name, item, start)
+        self.skip_space()
+        if name in CONSTANTS:
+            value = CONSTANTS[name]
+            self.close(start)
+            return lambda context: value
+        if name in self.values:
+            self.uses.add(name)
+            return self.value(name, start)
+        if name in LISTS and self.lists:
+            self.uses.add(name)
+            return self.list_(name, start)
+        allowed = sorted(set(CONSTANTS) | set(self.values) | (set(LISTS) if self.lists else set()))
+        raise self.error(f"unknown macro {name!r} (known: {', '.join(allowed)})", start + 1)
+
+    def close(self, start: int) -> None:
+        self.skip_space()
+        if not self.peek(">"):
+            raise self.error(f"the tag opened at column {start + 1} is not closed with '>'")
+        self.pos += 1
+
+    def options(self, allowed: set[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        while self.peek(";") or (found and self.peek(",")):
+            self.pos += 1
+            self.skip_space()
+            at = self.pos
+            key = self.name()
+            if key not in allowed:
+                raise self.error(
+                    f"unknown option {key!r}"
+                    + (f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""),
+                    at,
+                )
+            self.skip_space()
+            self.expect("=", "'=' after the option")
+            self.skip_space()
+            found[key] = self.quoted()
+            self.skip_space()
+        return found
+
+    def value(self, name: str, start: int) -> _Part:
+        options = self.options({"format"} if name == "TIMESTAMP" else set())
+        self.close(start)
+        if name == "TIMESTAMP":
+            pattern = options.get("format")
+            if pattern is not None:
+                _check_date_pattern(pattern, start + 1)
+            return lambda context: timestamp_text(context["TIMESTAMP"], pattern)
+        return lambda context: str(context[name])
+
+    def list_(self, name: str, start: int) -> _Part:
+        fields, default = LISTS[name]
+        render_item: Callable[[Context, Any], str]
+        if self.peek(":"):
+            self.pos += 1
+            opened = self.pos
+            self.expect("{", "'{' to start the item template")
+            self.skip_space()
+            var = self.name()
+            self.skip_space()
+            self.expect("|", "'|' after the item's name")
+            body = self.sequence(end="}", item=(var, fields), opened=opened)
+            self.expect("}", "'}'")
+
+            render_item = functools.partial(_item_by_template, body, var)
+        else:
+            render_item = functools.partial(_item_field, default)
+
+        self.skip_space()
+        separator = self.options({"separator"}).get("separator", "")
+        self.close(start)
+        return lambda context: separator.join(render_item(context, v) for v in context[name])
+
+    def field(self, var: str, item: tuple[str, frozenset[str]], start: int) -> _Part:
+        name, fields = item
+        if var != name:
+            raise self.error(f"unknown name {var!r} (the item is called {name!r})", start + 1)
+        self.pos += 1
+        at = self.pos
+        field = self.name()
+        if field not in fields:
+            raise self.error(
+                f"an item has no field {field!r} (fields: {', '.join(sorted(fields))})", at
+            )
+        self.close(start)
+        return lambda context: str(context[var][field])
+
+    def conditional(self, item: tuple[str, frozenset[str]] | None) -> _Part:
+        start = self.pos - 1
+        self.expect("if(", "'if('")
+        names: list[str] = []
+        while True:
+            self.skip_space()
+            at = self.pos
+            name = self.name()
+            if name not in LISTS:
+                raise self.error(f"<if(…)> tests lists, and {name!r} is not one", at)
+            self.uses.add(name)
+            names.append(name)
+            self.skip_space()
+            if self.peek("&&"):
+                self.pos += 2
+                continue
+            break
+        self.expect(")", "')' or '&&'")
+        self.close(start)
+        body = self.sequence(end="<endif>", item=item, opened=start)
+        self.pos += len("<endif>")
+
+        def render(context: Context, names: Sequence[str] = names) -> str:
+            if all(context[name] for name in names):
+                return "".join(part(context) for part in body)
+            return ""
+
+        return render
