@@ -20,6 +20,7 @@ from partners.dropzones.services import inbound_poll_all, inbound_purge
 from partners.idsync.mappings import id_mappings_expire
 from partners.models import ScheduleRun
 from partners.receipts.alerts import silent_data_sources_alert
+from segments.services import segments_membership_rebuild
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ def alerts_check_run(*, days: int | None = None) -> str:
     return f"{count} data source(s) silent for {days} days" + (": alert queued" if count else "")
 
 
+def segments_refresh_run() -> str:
+    changes = segments_membership_rebuild()
+    return f"{changes} membership change(s) (joins and leaves) over all profiles"
+
+
 def schedules() -> list[Schedule]:
     return [
         Schedule(
@@ -83,6 +89,12 @@ def schedules() -> list[Schedule]:
             "Expire ID mappings unseen for 120 days",
             idsync_expire_run,
             cron="15 3 * * *",
+        ),
+        Schedule(
+            "segments_refresh",
+            "Segment membership as realizations age (TTL, recency)",
+            segments_refresh_run,
+            cron="0 2 * * *",
         ),
         Schedule(
             "alerts_check",

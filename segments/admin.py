@@ -13,8 +13,10 @@ from segments.models import Profile, Segment, SegmentMembership, Trait
 from segments.selectors import (
     profile_live_traits,
     segment_population_expression,
+    segment_population_trend,
     trait_live_population_expression,
 )
+from segments.services import segment_rebuild_request
 
 
 class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -109,7 +111,7 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     search_fields = ("=sid", "name", "rule")
     autocomplete_fields = ("data_source",)
     immutable_fields = ("sid",)
-    readonly_fields = ("population", "created_at", "updated_at")
+    readonly_fields = ("population", "trend", "created_at", "updated_at")
     fields = (
         "sid",
         "data_source",
@@ -117,6 +119,7 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         "rule",
         "status",
         "population",
+        "trend",
         "created_at",
         "updated_at",
     )
@@ -124,9 +127,35 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Segment]:
         return super().get_queryset(request).annotate(_population=segment_population_expression())
 
+    def save_model(self, request: HttpRequest, obj: Segment, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change or {"rule", "status"} & set(form.changed_data):
+            segment_rebuild_request(segment=obj)
+            self.message_user(
+                request, f"The membership of segment {obj.sid} is being brought up to date."
+            )
+
     @admin.display(description="members", ordering="_population")
     def population(self, obj: Any) -> int:
         return int(getattr(obj, "_population", 0))
+
+    @admin.display(description="last 14 days (UTC)")
+    def trend(self, obj: Segment) -> str:
+        if obj.pk is None:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>+{}</td><td>&minus;{}</td><td>{}</td></tr>",
+            (
+                (f"{d.day:%Y-%m-%d}", d.joined, d.left, d.population)
+                for d in segment_population_trend(obj)
+            ),
+        )
+        return format_html(
+            '<table id="segment-trend"><thead><tr><th>day</th><th>joined</th><th>left</th>'
+            "<th>members at the end</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
 
 @admin.register(SegmentMembership)

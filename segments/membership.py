@@ -50,16 +50,47 @@ def segment_rule_sql(rule: SegmentRule, *, ttl_days: dict[int, int], now: int) -
     return compile_node(rule)
 
 
-def segment_memberships_refresh(*, profiles_table: str, now: int) -> None:
+# Each join and leave is written to the change log in the same statement (a data-modifying
+# CTE), so the log and the memberships can never disagree.
+_JOIN = """
+WITH joined AS (
+    INSERT INTO segments_segmentmembership (profile_id, segment_id, joined_at)
+    SELECT profile_id, %(sid)s, now() FROM touched_trait_map WHERE {expression}
+    ON CONFLICT (segment_id, profile_id) DO NOTHING
+    RETURNING profile_id
+)
+INSERT INTO segments_segmentmembershipchange (profile_id, segment_id, joined, at)
+SELECT profile_id, %(sid)s, true, now() FROM joined
+"""
+_LEAVE = """
+WITH left_ AS (
+    DELETE FROM segments_segmentmembership s USING touched_trait_map t
+    WHERE s.segment_id = %(sid)s AND s.profile_id = t.profile_id AND {condition}
+    RETURNING s.profile_id
+)
+INSERT INTO segments_segmentmembershipchange (profile_id, segment_id, joined, at)
+SELECT profile_id, %(sid)s, false, now() FROM left_
+"""
+
+
+def segment_memberships_refresh(
+    *, profiles_table: str, now: int, segment_sids: list[int] | None = None
+) -> int:
     """Bring membership of the profiles listed in ``profiles_table`` (a table with a
-    ``profile_id`` column, e.g. a temporary table of the profiles a batch touched) up to date.
+    ``profile_id`` column, e.g. a temporary table of the profiles a batch touched) up to date,
+    in every segment (or those of ``segment_sids``), logging each join and leave; return
+    how many there were.
 
     Active segments admit and drop members; paused ones keep theirs and admit nobody;
     deleted ones have none.
     """
-    segments = list(Segment.objects.values_list("sid", "rule", "status"))
+    found = Segment.objects.all()
+    if segment_sids is not None:
+        found = found.filter(sid__in=segment_sids)
+    segments = list(found.values_list("sid", "rule", "status"))
+    changes = 0
     if not segments:
-        return
+        return changes
     ttl_days = dict(Trait.objects.values_list("sid", "ttl_days"))
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS touched_trait_map")
@@ -76,27 +107,30 @@ def segment_memberships_refresh(*, profiles_table: str, now: int) -> None:
         )
         for sid, rule, status in segments:
             if status == Segment.Status.DELETED:
-                cursor.execute(
-                    "DELETE FROM segments_segmentmembership WHERE segment_id = %s"
-                    " AND profile_id IN (SELECT profile_id FROM touched_trait_map)",
-                    [sid],
-                )
+                cursor.execute(_LEAVE.format(condition="true"), {"sid": sid})
+                changes += cursor.rowcount
                 continue
-            expression = segment_rule_sql(parse_segment_rule(rule), ttl_days=ttl_days, now=now)
             if status == Segment.Status.PAUSED:
                 continue  # keeps its members, admits no new ones
-            cursor.execute(
-                f"""
-                INSERT INTO segments_segmentmembership (profile_id, segment_id, joined_at)
-                SELECT profile_id, %s, now() FROM touched_trait_map WHERE {expression}
-                ON CONFLICT (segment_id, profile_id) DO NOTHING
-                """,
-                [sid],
-            )
-            cursor.execute(
-                f"""
-                DELETE FROM segments_segmentmembership s USING touched_trait_map t
-                WHERE s.segment_id = %s AND s.profile_id = t.profile_id AND NOT {expression}
-                """,
-                [sid],
-            )
+            expression = segment_rule_sql(parse_segment_rule(rule), ttl_days=ttl_days, now=now)
+            cursor.execute(_JOIN.format(expression=expression), {"sid": sid})
+            changes += cursor.rowcount
+            cursor.execute(_LEAVE.format(condition=f"NOT {expression}"), {"sid": sid})
+            changes += cursor.rowcount
+    return changes
+
+
+def segment_memberships_rebuild(*, segment_sids: list[int] | None = None, now: int) -> int:
+    """Membership of every profile that holds a trait or a membership, brought up to date in
+    every segment (or those of ``segment_sids``): after a segment's rule or status changed,
+    and daily, as realizations age past their trait's TTL or out of a recency window."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS rebuild_profiles")
+        cursor.execute(
+            "CREATE TEMP TABLE rebuild_profiles ON COMMIT DROP AS"
+            " SELECT profile_id FROM segments_profiletraits"
+            " UNION SELECT profile_id FROM segments_segmentmembership"
+        )
+    return segment_memberships_refresh(
+        profiles_table="rebuild_profiles", now=now, segment_sids=segment_sids
+    )

@@ -187,3 +187,19 @@ class SegmentMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile_id} in segment {self.segment_id}"
+
+
+class SegmentMembershipChange(models.Model):
+    """A profile joining or leaving a segment, with when: what an ``iter`` export sends (the
+    changes since its last successful run) and what the admin's population trend counts."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="+")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes")
+    joined = models.BooleanField(help_text="True: joined; False: left.")
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["segment", "at"], name="membershipchange_segment_at")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} {'joined' if self.joined else 'left'} {self.segment_id}"

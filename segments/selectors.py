@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Expression, IntegerField, OuterRef
+from django.db.models import Count, Expression, IntegerField, OuterRef, Q
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import TruncDate
 
 from portal.db import count_subquery
-from segments.models import Profile, ProfileTraits, SegmentMembership, Trait
+from segments.models import (
+    Profile,
+    ProfileTraits,
+    Segment,
+    SegmentMembership,
+    SegmentMembershipChange,
+    Trait,
+)
 
 # A realization is live while realized + TTL days is in the future; a TTL of 0 never expires.
 LIVE_REALIZATION_SQL = (
@@ -119,3 +127,37 @@ def profile_summary(profile: Profile) -> dict[str, object]:
             .values_list("segment_id", "segment__name", "joined_at")
         ],
     }
+
+
+@dataclass(frozen=True)
+class PopulationDay:
+    day: date
+    joined: int
+    left: int
+    population: int  # at the end of the day
+
+
+def segment_population_trend(segment: Segment, *, days: int = 14) -> list[PopulationDay]:
+    """The segment's joins, leaves and population per UTC day over the last ``days`` days,
+    from its change log (one grouped query), newest first."""
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=days - 1)
+    rows = (
+        SegmentMembershipChange.objects.filter(
+            segment=segment, at__gte=datetime.combine(first, time.min, tzinfo=UTC)
+        )
+        .annotate(day=TruncDate("at", tzinfo=UTC))
+        .values("day")
+        .annotate(
+            joins=Count("pk", filter=Q(joined=True)), leaves=Count("pk", filter=Q(joined=False))
+        )
+    )
+    by_day = {row["day"]: (row["joins"], row["leaves"]) for row in rows}
+    population = SegmentMembership.objects.filter(segment=segment).count()
+    trend = []
+    for offset in range(days):
+        day = today - timedelta(days=offset)
+        joined, left = by_day.get(day, (0, 0))
+        trend.append(PopulationDay(day, joined, left, population))
+        population -= joined - left  # the population the day before
+    return trend

@@ -1,0 +1,32 @@
+"""Segment membership upkeep beyond inbound batches: after a segment changes, and daily."""
+
+from __future__ import annotations
+
+import django_rq
+from django.db import transaction
+from django.utils import timezone
+
+from segments.membership import segment_memberships_rebuild
+from segments.models import Segment
+
+
+def segments_membership_rebuild(*, segment_sids: list[int] | None = None) -> int:
+    """Bring every profile's membership up to date (in the given segments, or all); return
+    how many joins and leaves that made. One transaction."""
+    with transaction.atomic():
+        now = int(timezone.now().timestamp())
+        return segment_memberships_rebuild(segment_sids=segment_sids, now=now)
+
+
+def segment_rebuild_request(*, segment: Segment) -> None:
+    """A segment's rule or status changed: rebuild its membership over all profiles in the
+    background, once the change is committed."""
+    transaction.on_commit(
+        lambda: django_rq.get_queue("default").enqueue(
+            "segments.jobs.segment_membership_rebuild_job",
+            segment.sid,
+            job_timeout=3600,
+            description=f"Rebuild the membership of segment {segment.sid}",
+        ),
+        robust=True,
+    )
