@@ -16,7 +16,7 @@ from segments.selectors import (
     segment_population_trend,
     trait_live_population_expression,
 )
-from segments.services import segment_rebuild_request
+from segments.services import segments_rebuild_request
 
 
 class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -130,7 +130,7 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Segment, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if not change or {"rule", "status"} & set(form.changed_data):
-            segment_rebuild_request(segment=obj)
+            segments_rebuild_request(sids=[obj.sid])
             self.message_user(
                 request, f"The membership of segment {obj.sid} is being brought up to date."
             )

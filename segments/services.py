@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import django_rq
 from django.db import transaction
 from django.utils import timezone
 
 from segments.membership import segment_memberships_rebuild
-from segments.models import Segment
 
 
 def segments_membership_rebuild(*, segment_sids: list[int] | None = None) -> int:
@@ -18,15 +19,17 @@ def segments_membership_rebuild(*, segment_sids: list[int] | None = None) -> int
         return segment_memberships_rebuild(segment_sids=segment_sids, now=now)
 
 
-def segment_rebuild_request(*, segment: Segment) -> None:
-    """A segment's rule or status changed: rebuild its membership over all profiles in the
-    background, once the change is committed."""
-    transaction.on_commit(
-        lambda: django_rq.get_queue("default").enqueue(
-            "segments.jobs.segment_membership_rebuild_job",
-            segment.sid,
-            job_timeout=3600,
-            description=f"Rebuild the membership of segment {segment.sid}",
-        ),
-        robust=True,
-    )
+def segments_rebuild_request(*, sids: list[int]) -> None:
+    """Segments' rules or statuses changed (admin, taxonomy workbook): rebuild their
+    membership over all profiles in the background, once the change is committed."""
+    for sid in sids:
+        transaction.on_commit(
+            functools.partial(
+                django_rq.get_queue("default").enqueue,
+                "segments.jobs.segment_membership_rebuild_job",
+                sid,
+                job_timeout=3600,
+                description=f"Rebuild the membership of segment {sid}",
+            ),
+            robust=True,  # Redis down must not undo the change; the daily refresh catches up
+        )

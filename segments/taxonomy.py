@@ -23,6 +23,7 @@ from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from partners.models import DataSource, Partner, ReceiptRecipient
 from segments.models import Segment, Trait, unknown_traits_message
 from segments.rules import RuleError, parse_segment_rule, segment_rule_sids
+from segments.services import segments_rebuild_request
 
 
 class CellError(ValueError):
@@ -564,4 +565,8 @@ def taxonomy_import(*, workbook: IO[bytes]) -> TaxonomyImportResult:
         for sheet in SHEETS:  # in dependency order
             if sheet.name in sheets:
                 _write(sheets[sheet.name], result)
+        if SEGMENTS.name in sheets:  # rules or statuses may have changed
+            segments_rebuild_request(
+                sids=[row.obj.pk for row in sheets[SEGMENTS.name].rows if row.obj is not None]
+            )
     return result

@@ -115,3 +115,29 @@ def test_the_admin_shows_the_population_trend(
     assert today[3].startswith("1</td>")  # u2 is the one member now
     assert before[1:3] == ["+1", "&minus;0"]
     assert before[3].startswith("0</td>")  # before today's two joins and one leave
+
+
+def test_a_taxonomy_import_rebuilds_the_segments_it_carries(
+    world: World, deliver: Deliver, django_capture_on_commit_callbacks: Any
+) -> None:
+    import io
+
+    from openpyxl import Workbook
+
+    from segments.taxonomy import taxonomy_import
+
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Segments"
+    sheet.append(["sid", "dpid", "name", "rule", "status"])
+    sheet.append([600, 21, "Tens", "10T", "active"])
+    data = io.BytesIO()
+    book.save(data)
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        taxonomy_import(workbook=io.BytesIO(data.getvalue()))
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    assert _members(Segment.objects.get(sid=600)) == {world.u1.pk}
