@@ -17,12 +17,16 @@ from django.utils.html import format_html
 from partners.models import (
     ChannelObject,
     DataSource,
+    Destination,
+    DestinationSegment,
     IDMapping,
     IDSyncOptOut,
     InboundBatch,
     InboundChannel,
     InboundFile,
     LineError,
+    OutboundFile,
+    OutboundRun,
     Partner,
     PartnerUser,
     PendingRecord,
@@ -31,6 +35,7 @@ from partners.models import (
     ReceiptRecipient,
     ScheduleRun,
 )
+from partners.outbound.services import destination_preview
 from partners.receipts.render import receipt_text
 from partners.receipts.services import receipt_delivery_request, receipt_recipients
 from partners.receipts.workbook import receipt_workbook_response
@@ -308,6 +313,101 @@ class ChannelObjectAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("channel", "file")
     search_fields = ("path",)
     date_hierarchy = "first_seen_at"
+
+
+# --------------------------------------------------------------------------- outbound
+
+
+class DestinationSegmentInline(admin.TabularInline):
+    model = DestinationSegment
+    autocomplete_fields = ("segment",)
+    fields = ("segment", "value", "start_date", "end_date")
+    extra = 0
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    list_display = ("name", "partner", "mode", "id_column", "daily_at", "active", "last_run")
+    list_filter = ("mode", "active", "sync_type")
+    list_select_related = ("partner",)
+    search_fields = ("name", "=partner__pid", "partner__name")
+    autocomplete_fields = ("partner", "channel", "id_data_source")
+    inlines = (DestinationSegmentInline,)
+    readonly_fields = ("preview",)
+    fieldsets = (
+        (None, {"fields": ("partner", "name", "active", "channel", "folder", "daily_at")}),
+        (
+            "What is sent",
+            {"fields": ("mode", "sync_type", "id_column", "id_data_source", "pid_alias")},
+        ),
+        (
+            "Files",
+            {
+                "fields": (
+                    "file_name_template",
+                    "header_template",
+                    "row_template",
+                    "gzip",
+                    "max_part_bytes",
+                    "preview",
+                )
+            },
+        ),
+    )
+    actions = ("run_now",)
+
+    @admin.display(description="last run")
+    def last_run(self, obj: Destination) -> str:
+        run = obj.runs.first()
+        return f"{run.started_at:%Y-%m-%d %H:%M} {run.status}" if run else "never"
+
+    @admin.display(description="preview (the saved templates, with made-up rows)")
+    def preview(self, obj: Destination) -> str:
+        if obj.pk is None:
+            return "-"
+        return format_html('<pre id="destination-preview">{}</pre>', destination_preview(obj))
+
+    @admin.action(description="Run the selected destinations now")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        for destination in queryset:
+            django_rq.get_queue("outbound").enqueue(
+                "partners.outbound.jobs.outbound_run_job", destination.pk, job_timeout=4 * 3600
+            )
+        messages.success(request, f"{queryset.count()} destination(s) queued.")
+
+
+class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = OutboundFile
+    fields = ("sequence", "name", "lines", "bytes", "md5")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(OutboundRun)
+class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "destination",
+        "mode",
+        "started_at",
+        "status",
+        "records_received",
+        "records_successful",
+        "records_failed",
+        "lines",
+        "bytes",
+        "duration",
+    )
+    list_filter = ("status", "mode", "destination")
+    list_select_related = ("destination",)
+    date_hierarchy = "started_at"
+    inlines = (OutboundFileInline,)
+
+    @admin.display(description="duration")
+    def duration(self, obj: OutboundRun) -> str:
+        if obj.finished_at is None:
+            return "-"
+        return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
 
 
 @admin.register(ScheduleRun)

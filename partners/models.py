@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
@@ -608,3 +610,166 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+def _validate_file_name_template(value: str) -> None:
+    from partners.outbound.templates import TemplateError, compile_file_name_template
+
+    try:
+        compile_file_name_template(value)
+    except TemplateError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+def _validate_row_template(value: str) -> None:
+    from partners.outbound.templates import TemplateError, compile_row_template
+
+    try:
+        compile_row_template(value)
+    except TemplateError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class Destination(models.Model):
+    """Where and how a partner receives segment membership (SPEC §6): a folder of one of its
+    channels, the file layout (templates), the mode and the mapped segments."""
+
+    class SyncType(models.TextChoices):
+        FTP = "ftp", "ftp"
+        S3 = "s3", "s3"
+        HTTP = "http", "http"
+
+    class Mode(models.TextChoices):
+        FULL = "full", "full: every current member"
+        ITER = "iter", "iter: changes since the last successful run"
+
+    class IDColumn(models.TextChoices):
+        UUID = "uuid", "Platform UUID"
+        DPUUID = "dpuuid", "The partner's DPUUID (of a data source)"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="destinations")
+    name = models.CharField(max_length=200)
+    active = models.BooleanField(default=True)
+    channel = models.ForeignKey(
+        InboundChannel,
+        on_delete=models.PROTECT,
+        related_name="destinations",
+        help_text="The partner's storage the files are delivered to (S3, SFTP or local).",
+    )
+    folder = models.CharField(
+        max_length=300,
+        default="outbound",
+        help_text="Under <prefix>/<partner slug>/ in the channel.",
+    )
+    sync_type = models.CharField(max_length=5, choices=SyncType.choices, default=SyncType.S3)
+    mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.FULL)
+    id_column = models.CharField(max_length=10, choices=IDColumn.choices, default=IDColumn.UUID)
+    id_data_source = models.ForeignKey(
+        DataSource,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For DPUUIDs: the data source whose IDs are written.",
+    )
+    pid_alias = models.CharField("PID alias", max_length=100, blank=True)
+    file_name_template = models.CharField(
+        max_length=300,
+        default="<SYNC_TYPE>_<ORDER_ID>_<DPID>_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync",
+        validators=[_validate_file_name_template],
+    )
+    row_template = models.TextField(
+        default='<UUID> <SEGMENT_LIST;separator=","> <REMOVED_SEGMENT_LIST;separator=",">',
+        validators=[_validate_row_template],
+    )
+    header_template = models.TextField(
+        blank=True, help_text="An optional first line of each file (row macros without lists)."
+    )
+    gzip = models.BooleanField(default=False)
+    max_part_bytes = models.BigIntegerField(default=1024**3, help_text="Per file, before gzip.")
+    daily_at = models.TimeField(default="14:00", help_text="UTC.")
+    segments: models.ManyToManyField[Any, Any] = models.ManyToManyField(
+        "segments.Segment", through="DestinationSegment", related_name="destinations"
+    )
+
+    class Meta:
+        ordering = ["partner", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.channel_id and self.partner_id and self.channel.partner_id != self.partner_id:
+            errors["channel"] = "a channel of this partner"
+        if self.id_column == self.IDColumn.DPUUID and not self.id_data_source_id:
+            errors["id_data_source"] = "needed to write DPUUIDs"
+        if errors:
+            raise ValidationError(errors)
+
+
+class DestinationSegment(models.Model):
+    """A segment sent to a destination, under the partner's own value, between two dates."""
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mapped")
+    segment = models.ForeignKey("segments.Segment", on_delete=models.CASCADE, related_name="+")
+    value = models.CharField(
+        "destination value", max_length=200, help_text="What the partner calls it (alias)."
+    )
+    start_date = models.DateField()
+    end_date = models.DateField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["destination", "segment"], name="destinationsegment_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.segment_id} → {self.value}"
+
+
+class OutboundRun(models.Model):
+    """One export to a destination: its files and figures (the outbound history)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="runs")
+    mode = models.CharField(max_length=5, choices=Destination.Mode.choices)
+    since = models.DateTimeField(
+        null=True, blank=True, help_text="iter: changes after this (the last successful run)."
+    )
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True)
+    records_received = models.BigIntegerField(default=0)
+    records_successful = models.BigIntegerField(default=0)
+    records_failed = models.BigIntegerField(default=0)
+    lines = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.destination} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class OutboundFile(models.Model):
+    run = models.ForeignKey(OutboundRun, on_delete=models.CASCADE, related_name="files")
+    name = models.CharField(max_length=300)
+    sequence = models.PositiveIntegerField()
+    lines = models.BigIntegerField()
+    bytes = models.BigIntegerField()
+    md5 = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["run", "sequence"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -19,6 +19,7 @@ from django.utils import timezone
 from partners.dropzones.services import inbound_poll_all, inbound_purge
 from partners.idsync.mappings import id_mappings_expire
 from partners.models import ScheduleRun
+from partners.outbound.services import outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
 from segments.services import segments_membership_rebuild
 
@@ -64,6 +65,12 @@ def alerts_check_run(*, days: int | None = None) -> str:
     return f"{count} data source(s) silent for {days} days" + (": alert queued" if count else "")
 
 
+def outbound_run_due_run() -> str:
+    runs = outbound_runs_due()
+    failed = [run for run in runs if run.status != "succeeded"]
+    return f"{len(runs)} destination(s) exported" + (f", {len(failed)} failed" if failed else "")
+
+
 def segments_refresh_run() -> str:
     changes = segments_membership_rebuild()
     return f"{changes} membership change(s) (joins and leaves) over all profiles"
@@ -89,6 +96,14 @@ def schedules() -> list[Schedule]:
             "Expire ID mappings unseen for 120 days",
             idsync_expire_run,
             cron="15 3 * * *",
+        ),
+        Schedule(
+            "outbound_run",
+            "Export to the destinations whose daily time has come",
+            outbound_run_due_run,
+            interval=settings.INBOUND_POLL_SECONDS,
+            queue="outbound",
+            timeout=4 * 3600,
         ),
         Schedule(
             "segments_refresh",

@@ -40,6 +40,7 @@ VIEW_ONLY = {
     "idsyncoptout",
     "channelobject",
     "schedulerun",
+    "outboundrun",
 }
 
 

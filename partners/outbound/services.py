@@ -1,0 +1,371 @@
+"""Outbound runs (SPEC §6): render a destination's membership into files, in parts of at most
+the maximum size, deliver them to its channel, then the ``.info`` control file.
+
+Nothing reaches the channel until every part is rendered (into local temporary files), and
+each file is delivered under a temporary name and then renamed (an S3 object appears whole),
+so a run that fails midway leaves no half-written file under a final name and no ``.info``;
+the retry is a new run. An ``iter`` run sends the changes since the last *successful* run, so
+a failed run loses nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage
+from django.db import transaction
+from django.utils import timezone
+from storages.backends.sftpstorage import SFTPStorage
+
+from partners.dropzones.channels import channel_storage
+from partners.models import Destination, OutboundFile, OutboundRun
+from partners.outbound.export import MemberRow, destination_rows
+from partners.outbound.templates import (
+    Template,
+    compile_file_name_template,
+    compile_row_template,
+)
+from partners.storage import storage_close
+from segments.models import Segment, Trait
+
+SEGMENT_TYPE = 5
+TRAIT_TYPES: dict[str, int] = {Trait.Kind.ONBOARDED: 10, Trait.Kind.RULE_BASED: 3}
+
+
+@dataclass
+class _Part:
+    path: Path
+    stream: IO[bytes]
+    lines: int = 0
+    size: int = 0
+
+
+@dataclass
+class _Parts:
+    folder: Path
+    max_bytes: int
+    header: bytes
+    done: list[_Part] = field(default_factory=list)
+    current: _Part | None = None
+
+    def write(self, line: bytes) -> None:
+        if self.current is not None and self.current.size + len(line) > self.max_bytes:
+            self.close()
+        if self.current is None:
+            path = self.folder / f"part-{len(self.done) + 1}"
+            self.current = _Part(path, path.open("wb"))
+            if self.header:
+                self.current.stream.write(self.header)
+                self.current.size += len(self.header)
+        self.current.stream.write(line)
+        self.current.lines += 1
+        self.current.size += len(line)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.stream.close()
+            self.done.append(self.current)
+            self.current = None
+
+
+def _mapped_segments(destination: Destination, day: date) -> dict[int, str]:
+    """SID -> the destination value, for the mappings in force today of segments that
+    export (active: a paused segment exports nothing; a deleted one has no members)."""
+    mapped = destination.mapped.filter(
+        start_date__lte=day, segment__status=Segment.Status.ACTIVE
+    ).exclude(end_date__lt=day)
+    return dict(mapped.values_list("segment_id", "value"))
+
+
+def destination_dpid(destination: Destination) -> int:
+    if destination.id_data_source_id:
+        return destination.id_data_source_id
+    first = destination.partner.data_sources.order_by("dpid").values_list("dpid", flat=True)
+    return first.first() or 0
+
+
+def outbound_run(*, destination: Destination, mode: str | None = None) -> OutboundRun:
+    """Export the destination now (``mode`` defaults to the destination's)."""
+    mode = mode or destination.mode
+    started = timezone.now()
+    last_ok = destination.runs.filter(status=OutboundRun.Status.SUCCEEDED).first()
+    since = None
+    if mode == Destination.Mode.ITER and last_ok is not None:
+        since = last_ok.started_at
+    run = OutboundRun.objects.create(
+        destination=destination, mode=mode, since=since, started_at=started
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="s2s-outbound-") as folder:
+            _render_and_deliver(destination, run, Path(folder))
+    except Exception as exc:
+        OutboundRun.objects.filter(pk=run.pk).update(
+            status=OutboundRun.Status.FAILED, error=str(exc), finished_at=timezone.now()
+        )
+        raise
+    run.status = OutboundRun.Status.SUCCEEDED
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+def _render_and_deliver(destination: Destination, run: OutboundRun, folder: Path) -> None:
+    name_template = compile_file_name_template(destination.file_name_template)
+    row_template = compile_row_template(destination.row_template)
+    header = (
+        compile_row_template(destination.header_template) if destination.header_template else None
+    )
+    mapped = _mapped_segments(destination, run.started_at.date())
+    trait_types = (
+        {str(sid): TRAIT_TYPES[kind] for sid, kind in Trait.objects.values_list("sid", "kind")}
+        if "TRAIT_LIST" in row_template.uses
+        else {}
+    )
+    dpid = destination_dpid(destination)
+    constants: dict[str, Any] = {
+        "PID": destination.partner_id,
+        "PIDALIAS": destination.pid_alias,
+        "DPID": dpid,
+        "ORDER_ID": destination.pk,
+    }
+    parts = _Parts(
+        folder,
+        destination.max_part_bytes,
+        (header.render({**constants, "UUID": "", "DP_UUID": ""}) + "\n").encode()
+        if header
+        else b"",
+    )
+    by_dpuuid = destination.id_column == Destination.IDColumn.DPUUID
+    with transaction.atomic():  # one snapshot of the memberships
+        rows = destination_rows(
+            segment_sids=sorted(mapped),
+            id_dpid=destination.id_data_source_id,
+            by_dpuuid=by_dpuuid,
+            since=run.since if run.mode == Destination.Mode.ITER else None,
+            until=run.started_at,
+            with_dpuuids="DP_UUID_LIST" in row_template.uses,
+            with_traits="TRAIT_LIST" in row_template.uses,
+        )
+        for row in rows:
+            run.records_received += 1
+            if not row.sids and not row.removed:
+                continue  # nothing to send: skipped
+            context = _row_context(row, constants, mapped, trait_types)
+            parts.write((row_template.render(context) + "\n").encode())
+            run.records_successful += 1
+    parts.close()
+    run.records_failed = 0
+    _deliver(destination, run, name_template, parts.done, folder)
+
+
+def _row_context(
+    row: MemberRow, constants: dict[str, Any], mapped: dict[int, str], trait_types: dict[str, int]
+) -> dict[str, Any]:
+    def segments(sids: list[int], times: list[int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "sid": sid,
+                "alias": mapped.get(sid, ""),
+                "type": SEGMENT_TYPE,
+                "lastUpdateTime": at,
+                "lastRealizationTime": at,
+            }
+            for sid, at in zip(sids, times, strict=True)
+        ]
+
+    return {
+        **constants,
+        "UUID": row.uuid,
+        "DP_UUID": row.dpuuid,
+        "DP_UUID_LIST": [{"value": value} for value in row.dpuuids],
+        "SEGMENT_LIST": segments(row.sids, row.times),
+        "REMOVED_SEGMENT_LIST": segments(row.removed, row.removed_times),
+        "TRAIT_LIST": [
+            {"traitId": int(sid), "type": trait_types.get(sid, 10), "lastRealized": at}
+            for sid, at in sorted(row.traits.items(), key=lambda item: int(item[0]))
+        ],
+    }
+
+
+def _deliver(
+    destination: Destination,
+    run: OutboundRun,
+    name_template: Template,
+    parts: list[_Part],
+    folder: Path,
+) -> None:
+    context = {
+        "SYNC_TYPE": destination.sync_type,
+        "ORDER_ID": destination.pk,
+        "DPID": destination_dpid(destination),
+        "MASTER_DPID": destination.id_data_source_id or 0,
+        "PID_ALIAS": destination.pid_alias,
+        "SYNC_MODE": run.mode,
+        "TIMESTAMP": run.started_at,
+    }
+    base = name_template.render({**context, "SPLITNUM": ""})
+    suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
+    target = f"{destination.partner.slug}/{destination.folder.strip('/')}"
+    storage = channel_storage(destination.channel)
+    entries = []
+    try:
+        for number, part in enumerate(parts, start=1):
+            splitnum = f"{number:03d}" if len(parts) > 1 else ""
+            name = name_template.render({**context, "SPLITNUM": splitnum}) + suffix
+            delivered = part.path
+            if destination.gzip:
+                delivered = part.path.with_suffix(".gz")
+                with part.path.open("rb") as plain, gzip.open(delivered, "wb") as packed:
+                    shutil.copyfileobj(plain, packed, 1024 * 1024)
+            size = delivered.stat().st_size
+            digest = hashlib.md5(usedforsecurity=False)
+            with delivered.open("rb") as stream:
+                while chunk := stream.read(1024 * 1024):
+                    digest.update(chunk)
+            _save_whole(storage, f"{target}/{name}", delivered)
+            OutboundFile.objects.create(
+                run=run,
+                name=name,
+                sequence=number,
+                lines=part.lines,
+                bytes=size,
+                md5=digest.hexdigest(),
+            )
+            entries.append(
+                {
+                    "FileName": name,
+                    "FileSequenceNumber": number,
+                    "FileLineCount": part.lines,
+                    "FileByteSize": size,
+                    "md5": digest.hexdigest(),
+                }
+            )
+            run.lines += part.lines
+            run.bytes += size
+        info_name = _stem(base) + ".info"
+        info = folder / "control.info"
+        info.write_text(
+            json.dumps(
+                {
+                    "Files": entries,
+                    "Totals": {
+                        "FileName": info_name,
+                        "TotalNumberFiles": len(entries),
+                        "TotalNumberLines": run.lines,
+                        "TotalByteSize": run.bytes,
+                    },
+                },
+                indent=2,
+            )
+        )
+        _save_whole(storage, f"{target}/{info_name}", info)  # after the data files
+    finally:
+        storage_close(storage)
+
+
+def _stem(name: str) -> str:
+    """The name without its extensions: ``s3_7_21_full_123.sync.gz`` -> ``s3_7_21_full_123``."""
+    return name.split(".", 1)[0]
+
+
+def _save_whole(storage: Storage, name: str, path: Path) -> None:
+    """Deliver a file so that it appears under ``name`` only once whole."""
+    if isinstance(storage, FileSystemStorage):
+        final = Path(storage.path(name))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(final.name + ".partial")
+        shutil.copyfile(path, partial)
+        os.replace(partial, final)
+        return
+    if isinstance(storage, SFTPStorage):
+        temporary = name + ".partial"
+        if storage.exists(temporary):
+            storage.delete(temporary)
+        with path.open("rb") as stream:
+            storage.save(temporary, File(stream))
+        remote = storage._remote_path
+        if storage.exists(name):
+            storage.delete(name)
+        storage.sftp.posix_rename(remote(temporary), remote(name))
+        return
+    if storage.exists(name):
+        storage.delete(name)
+    with path.open("rb") as stream:  # S3: an object appears whole, when its upload completes
+        storage.save(name, File(stream))
+
+
+def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
+    """Run every active destination whose daily time has passed today and that has not run
+    successfully since (the daily schedule calls this every few minutes)."""
+    now = now or timezone.now()
+    runs = []
+    for destination in Destination.objects.filter(active=True).select_related("partner", "channel"):
+        due = datetime.combine(now.date(), destination.daily_at, tzinfo=now.tzinfo)
+        if now < due:
+            continue
+        if destination.runs.filter(
+            status=OutboundRun.Status.SUCCEEDED, started_at__gte=due
+        ).exists():
+            continue
+        try:
+            runs.append(outbound_run(destination=destination))
+        except Exception:  # recorded on the run (failed, with its error); the others still go
+            failed = destination.runs.first()
+            if failed is not None:
+                runs.append(failed)
+    return runs
+
+
+def destination_preview(destination: Destination, *, rows: int = 3) -> str:
+    """The first file name and rows the destination's templates make, from its own first
+    members when it has some (else two made-up ones): what staff check after saving."""
+    name_template = compile_file_name_template(destination.file_name_template)
+    row_template = compile_row_template(destination.row_template)
+    mapped = _mapped_segments(destination, timezone.now().date()) or {0: "example"}
+    now = timezone.now()
+    context = {
+        "SYNC_TYPE": destination.sync_type,
+        "ORDER_ID": destination.pk,
+        "DPID": destination_dpid(destination),
+        "MASTER_DPID": destination.id_data_source_id or 0,
+        "PID_ALIAS": destination.pid_alias,
+        "SYNC_MODE": destination.mode,
+        "TIMESTAMP": now,
+        "SPLITNUM": "",
+    }
+    lines = [name_template.render(context) + (".gz" if destination.gzip else "")]
+    constants = {
+        "PID": destination.partner_id,
+        "PIDALIAS": destination.pid_alias,
+        "DPID": context["DPID"],
+        "ORDER_ID": destination.pk,
+    }
+    with transaction.atomic():
+        found = destination_rows(
+            segment_sids=sorted(mapped),
+            id_dpid=destination.id_data_source_id,
+            by_dpuuid=destination.id_column == Destination.IDColumn.DPUUID,
+            since=None,
+            until=now,
+            with_dpuuids="DP_UUID_LIST" in row_template.uses,
+            with_traits="TRAIT_LIST" in row_template.uses,
+        )
+        sample = [row for _, row in zip(range(rows), found, strict=False)]
+    if not sample:
+        first = sorted(mapped)[0]
+        sample = [
+            MemberRow("1" * 38, "dpuuid-1", [first], [int(now.timestamp())], [], [], [], {}),
+        ]
+    for row in sample:
+        lines.append(row_template.render(_row_context(row, constants, mapped, {})))
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Outbound runs: files rendered from real memberships, split, gzipped, the .info control file
+checked by reading the files back, iter over three days, a failed run then its retry, and
+delivery to a local folder and to a real S3 API (moto server)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from partners.models import Destination, DestinationSegment, InboundChannel, OutboundRun
+from partners.outbound.services import outbound_run
+from tests.conftest import s3_client
+from tests.factories import SegmentFactory
+from tests.partners.inbound.conftest import Deliver, World
+
+
+def _destination(world: World, folder: Path, **fields: Any) -> Destination:
+    channel = InboundChannel.objects.create(
+        partner=world.partner, name="zone", kind="local", prefix=str(folder)
+    )
+    destination = Destination.objects.create(
+        partner=world.partner, name="Acme daily", channel=channel, **fields
+    )
+    for sid, value in ((500, "tens"), (501, "elevens")):
+        segment = SegmentFactory.create(sid=sid, data_source=world.source, rule=f"{sid - 490}T")
+        DestinationSegment.objects.create(
+            destination=destination, segment=segment, value=value, start_date=date(2026, 1, 1)
+        )
+    return destination
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    out = folder / "acme" / "outbound"
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())} if out.exists() else {}
+
+
+def _check_info(files: dict[str, bytes]) -> dict[str, Any]:
+    """The .info totals and every md5, checked against the delivered files."""
+    [info_name] = [name for name in files if name.endswith(".info")]
+    info = json.loads(files[info_name])
+    for entry in info["Files"]:
+        data = files[entry["FileName"]]
+        assert entry["FileByteSize"] == len(data)
+        assert entry["md5"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    totals = info["Totals"]
+    assert totals["FileName"] == info_name
+    assert totals["TotalNumberFiles"] == len(info["Files"]) == len(files) - 1
+    assert totals["TotalNumberLines"] == sum(e["FileLineCount"] for e in info["Files"])
+    assert totals["TotalByteSize"] == sum(e["FileByteSize"] for e in info["Files"])
+    return info
+
+
+def test_a_full_run_writes_every_member_then_the_info(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10,d_sid=11\nu2\td_sid=11\nu9\td_sid=10\n"})
+    run = outbound_run(destination=destination)
+    assert (run.status, run.records_received, run.records_successful) == ("succeeded", 2, 2)
+    files = _files(tmp_path)
+    stamp = int(run.started_at.timestamp() * 1000)
+    data_name = f"s3_{destination.pk}_21_full_{stamp}.sync"
+    assert set(files) == {data_name, f"s3_{destination.pk}_21_full_{stamp}.info"}
+    assert sorted(files[data_name].decode().splitlines()) == sorted(
+        [f"{world.u1.uuid} 500,501 ", f"{world.u2.uuid} 501 "]
+    )
+    info = _check_info(files)
+    assert [e["FileSequenceNumber"] for e in info["Files"]] == [1]
+
+
+def test_parts_gzip_a_header_and_dpuuids(world: World, deliver: Deliver, tmp_path: Path) -> None:
+    destination = _destination(
+        world,
+        tmp_path,
+        id_column="dpuuid",
+        id_data_source=world.source,
+        row_template='<DP_UUID><TAB><SEGMENT_LIST:{s|<s.alias>}; separator=";">',
+        header_template="ID<TAB>SEGMENTS",
+        gzip=True,
+        max_part_bytes=25,  # the header (12 bytes) and one row (8) per part
+    )
+    lines = "".join(f"u{n}\td_sid=10\n" for n in (1, 2))
+    deliver({"ftp_dpm_21_1700000000.sync": lines})
+    run = outbound_run(destination=destination)
+    files = _files(tmp_path)
+    data = sorted(name for name in files if name.endswith(".gz"))
+    assert [name.split(".sync")[0][-3:] for name in data] == ["001", "002"]  # SPLITNUM
+    rows = [gzip.decompress(files[name]).decode() for name in data]
+    assert rows == ["ID\tSEGMENTS\nu1\ttens\n", "ID\tSEGMENTS\nu2\ttens\n"]
+    assert _check_info(files)["Totals"]["TotalNumberLines"] == 2 == run.lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_iter_over_three_days_with_a_failed_run_between(tmp_path: Path, deliver: Deliver) -> None:
+    world = World()
+    destination = _destination(world, tmp_path, mode="iter")
+
+    def rows(run: OutboundRun) -> list[str]:
+        name = run.files.get().name
+        return sorted(_files(tmp_path)[name].decode().splitlines())
+
+    deliver({"ftp_dpm_21_1700000001.sync": "u1\td_sid=10\n"})  # day 1
+    first = outbound_run(destination=destination)
+    assert rows(first) == [f"{world.u1.uuid} 500 "]  # no run before: every member
+
+    deliver({"ftp_dpm_21_1700000002.sync": "u2\td_sid=10\nu1\t10:0\n"})  # day 2
+    second = outbound_run(destination=destination)
+    assert second.since == first.started_at
+    assert rows(second) == sorted([f"{world.u2.uuid} 500 ", f"{world.u1.uuid}  500"])
+
+    deliver({"ftp_dpm_21_1700000003.sync": "u1\td_sid=11\n"})  # day 3
+    blocker = tmp_path / "acme"
+    (blocker / "outbound").rename(tmp_path / "kept")  # the folder becomes a file: runs fail
+    (blocker / "outbound").write_text("not a folder")
+    with pytest.raises(OSError, match=r"Not a directory|File exists"):
+        outbound_run(destination=destination)
+    failed = destination.runs.first()
+    assert failed is not None
+    assert failed.status == "failed"
+    assert failed.error
+    (blocker / "outbound").unlink()
+    (tmp_path / "kept").rename(blocker / "outbound")
+    retry = outbound_run(destination=destination)
+    assert retry.since == second.started_at  # the last *successful* run
+    assert rows(retry) == [f"{world.u1.uuid} 501 "]
+    assert not [name for name in _files(tmp_path) if name.endswith(".partial")]
+
+
+def test_delivery_to_a_real_s3_api(
+    world: World, deliver: Deliver, tmp_path: Path, s3_endpoint: str, s3_bucket: str, settings: Any
+) -> None:
+    destination = _destination(world, tmp_path)
+    settings.OUTBOUND_TEST_S3 = "testing:testing"
+    channel = InboundChannel.objects.create(
+        partner=world.partner,
+        name="bucket",
+        kind="s3",
+        bucket=s3_bucket,
+        prefix="exchange",
+        region="us-east-1",
+        endpoint_url=s3_endpoint,
+        credentials_ref="OUTBOUND_TEST_S3",
+    )
+    destination.channel = channel
+    destination.save()
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    run = outbound_run(destination=destination)
+    s3 = s3_client(s3_endpoint)
+    listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="exchange/acme/outbound/")
+    keys = sorted(item["Key"] for item in listed["Contents"])
+    [data] = run.files.all()
+    assert keys == sorted(
+        [f"exchange/acme/outbound/{data.name}", f"exchange/acme/outbound/{data.name[:-5]}.info"]
+    )
+    body = s3.get_object(Bucket=s3_bucket, Key=f"exchange/acme/outbound/{data.name}")["Body"]
+    assert body.read().decode() == f"{world.u1.uuid} 500 \n"
+
+
+def test_the_admin_refuses_a_wrong_template_and_previews_a_good_one(
+    world: World, deliver: Deliver, tmp_path: Path, admin_client: Any
+) -> None:
+    import html
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    url = f"/admin/partners/destination/{destination.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    preview = html.unescape(page.split('id="destination-preview">')[1].split("</pre>")[0])
+    assert preview.splitlines()[1] == f"{world.u1.uuid} 500 "  # a real member, rendered
+    form = {
+        "partner": world.partner.pk,
+        "name": "Acme daily",
+        "active": "on",
+        "channel": destination.channel_id,
+        "folder": "outbound",
+        "daily_at": "14:00",
+        "mode": "full",
+        "sync_type": "s3",
+        "id_column": "uuid",
+        "file_name_template": "<SYNC_TYPE>_<ORDER>.sync",
+        "row_template": "<UUID> <SEGMENT_LIST",
+        "max_part_bytes": 1000,
+        "mapped-TOTAL_FORMS": 0,
+        "mapped-INITIAL_FORMS": 0,
+    }
+    answer = html.unescape(admin_client.post(url, form).content.decode())
+    assert "unknown macro 'ORDER'" in answer
+    assert "(at column 14)" in answer
+    assert "the tag opened at column 8 is not closed with '>'" in answer
+
+
+def test_the_command_runs_one_destination(world: World, deliver: Deliver, tmp_path: Path) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    out = io.StringIO()
+    call_command("outbound_run", "--destination", str(destination.pk), stdout=out)
+    assert out.getvalue().startswith(f"destination {destination.pk}: 1 file(s), 1 line(s)")
