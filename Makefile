@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # mypy's Django plugin imports the settings; lint never connects to these.
 LINT_ENV := DEBUG=1 DATABASE_URL=postgres://lint@localhost/lint REDIS_URL=redis://localhost:6379/0
 
-.PHONY: install demo demo-smoke test lint format lock clean bench-inbound bench-idsync
+.PHONY: install demo demo-smoke test lint format lock clean bench-inbound bench-idsync bench-outbound
 
 install: $(INSTALLED)
 
@@ -49,6 +49,9 @@ clean:
 # Benchmarks (README "Performance"): on DATABASE_URL's server when set, else the embedded one.
 bench-inbound: $(INSTALLED)
 	$(BIN)/python -m portal.embedded run -- $(BIN)/python bench/inbound.py $(BENCH_ARGS)
+
+bench-outbound: $(INSTALLED)
+	$(BIN)/python -m portal.embedded run -- $(BIN)/python bench/outbound.py $(BENCH_ARGS)
 
 bench-idsync: $(INSTALLED)
 	$(BIN)/python -m portal.embedded run -- $(BIN)/python bench/idsync.py $(BENCH_ARGS)
