@@ -402,6 +402,15 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("destination",)
     date_hierarchy = "started_at"
     inlines = (OutboundFileInline,)
+    actions = ("resend",)
+
+    @admin.action(description="Send the selected runs again (same mode and window)")
+    def resend(self, request: HttpRequest, queryset: QuerySet[OutboundRun]) -> None:
+        for run in queryset:
+            django_rq.get_queue("outbound").enqueue(
+                "partners.outbound.jobs.outbound_run_resend_job", run.pk, job_timeout=4 * 3600
+            )
+        messages.success(request, f"{queryset.count()} run(s) queued to be sent again.")
 
     @admin.display(description="duration")
     def duration(self, obj: OutboundRun) -> str:

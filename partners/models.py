@@ -743,6 +743,11 @@ class OutboundRun(models.Model):
     since = models.DateTimeField(
         null=True, blank=True, help_text="iter: changes after this (the last successful run)."
     )
+    until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="iter: changes up to this (the run's start, or a re-sent run's).",
+    )
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from partners.models import Destination
-from partners.outbound.services import outbound_run
+from partners.models import Destination, OutboundRun
+from partners.outbound.services import outbound_run, outbound_run_resend
 
 
 def outbound_run_job(destination_id: int) -> int | None:
@@ -11,3 +11,10 @@ def outbound_run_job(destination_id: int) -> int | None:
     if destination is None:
         return None
     return outbound_run(destination=destination).pk
+
+
+def outbound_run_resend_job(run_id: int) -> int | None:
+    run = OutboundRun.objects.select_related("destination").filter(pk=run_id).first()
+    if run is None:
+        return None
+    return outbound_run_resend(run=run).pk

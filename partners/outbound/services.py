@@ -35,6 +35,7 @@ from partners.outbound.templates import (
     compile_file_name_template,
     compile_row_template,
 )
+from partners.receipts.alerts import outbound_failure_alert
 from partners.storage import storage_close
 from segments.models import Segment, Trait
 
@@ -94,16 +95,25 @@ def destination_dpid(destination: Destination) -> int:
     return first.first() or 0
 
 
-def outbound_run(*, destination: Destination, mode: str | None = None) -> OutboundRun:
-    """Export the destination now (``mode`` defaults to the destination's)."""
+def outbound_run(
+    *,
+    destination: Destination,
+    mode: str | None = None,
+    window: tuple[datetime | None, datetime] | None = None,
+) -> OutboundRun:
+    """Export the destination now (``mode`` defaults to the destination's). ``window`` (a
+    re-send) replays the changes of a past run instead of those since the last success."""
     mode = mode or destination.mode
     started = timezone.now()
     last_ok = destination.runs.filter(status=OutboundRun.Status.SUCCEEDED).first()
     since = None
     if mode == Destination.Mode.ITER and last_ok is not None:
         since = last_ok.started_at
+    until = started
+    if window is not None:
+        since, until = window
     run = OutboundRun.objects.create(
-        destination=destination, mode=mode, since=since, started_at=started
+        destination=destination, mode=mode, since=since, until=until, started_at=started
     )
     try:
         with tempfile.TemporaryDirectory(prefix="s2s-outbound-") as folder:
@@ -152,7 +162,7 @@ def _render_and_deliver(destination: Destination, run: OutboundRun, folder: Path
             id_dpid=destination.id_data_source_id,
             by_dpuuid=by_dpuuid,
             since=run.since if run.mode == Destination.Mode.ITER else None,
-            until=run.started_at,
+            until=run.until or run.started_at,
             with_dpuuids="DP_UUID_LIST" in row_template.uses,
             with_traits="TRAIT_LIST" in row_template.uses,
         )
@@ -322,8 +332,17 @@ def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
         except Exception:  # recorded on the run (failed, with its error); the others still go
             failed = destination.runs.first()
             if failed is not None:
+                outbound_failure_alert(run=failed)
                 runs.append(failed)
     return runs
+
+
+def outbound_run_resend(*, run: OutboundRun) -> OutboundRun:
+    """Send a past run again: the same mode and window of changes (``iter``: from its
+    ``since`` to its start), rendered from the memberships as they are now for ``full``."""
+    return outbound_run(
+        destination=run.destination, mode=run.mode, window=(run.since, run.started_at)
+    )
 
 
 def destination_preview(destination: Destination, *, rows: int = 3) -> str:

@@ -13,7 +13,7 @@ from django.db.models import Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from partners.models import DataSource, InboundBatch, Receipt
+from partners.models import DataSource, InboundBatch, OutboundRun, Receipt
 from partners.receipts.services import notify_enqueue
 
 ALERT_PREFIX = "[S2S ALERT]"
@@ -98,3 +98,19 @@ def silent_data_sources_alert(*, days: int) -> int:
             body="No trait file arrived from:\n" + "\n".join(lines) + "\n",
         )
     return len(silent)
+
+
+def outbound_failure_alert(*, run: OutboundRun) -> None:
+    """A destination's daily run did not succeed: tell the internal list, with the error."""
+    destination = run.destination
+    url = settings.PORTAL_BASE_URL + reverse("admin:partners_outboundrun_change", args=[run.pk])
+    _alert_enqueue(
+        subject=f"outbound run failed: {destination.partner.name}, destination {destination.pk}",
+        body=(
+            f"The {run.mode} run of destination {destination.name} (#{destination.pk}) of"
+            f" {destination.partner.name} (PID {destination.partner_id}) started at"
+            f" {run.started_at:%Y-%m-%d %H:%M} UTC failed:\n\n{run.error}\n\n"
+            f"No .info was delivered; the next run covers every change since the last"
+            f" successful one. The run: {url}\n"
+        ),
+    )

@@ -205,3 +205,45 @@ def test_the_command_runs_one_destination(world: World, deliver: Deliver, tmp_pa
     out = io.StringIO()
     call_command("outbound_run", "--destination", str(destination.pk), stdout=out)
     assert out.getvalue().startswith(f"destination {destination.pk}: 1 file(s), 1 line(s)")
+
+
+def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
+    world: World,
+    deliver: Deliver,
+    tmp_path: Path,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    import django_rq
+    from django.core import mail
+    from django.utils import timezone
+
+    from partners.outbound.services import outbound_run_resend, outbound_runs_due
+    from partners.receipts.alerts import alert_send
+
+    settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
+    destination = _destination(world, tmp_path, daily_at="00:00")
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "outbound").write_text("in the way")  # the run cannot deliver
+    notify = django_rq.get_queue("notify")
+    notify.empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        [failed] = outbound_runs_due(now=timezone.now())
+    assert failed.status == "failed"
+    [job] = [job for job in notify.jobs if job.func is alert_send]
+    mail.outbox.clear()
+    job.perform()
+    [alert] = mail.outbox
+    assert alert.subject == (
+        f"[S2S ALERT] outbound run failed: Acme Data, destination {destination.pk}"
+    )
+    assert "No .info was delivered" in alert.body
+
+    (tmp_path / "acme" / "outbound").unlink()
+    [done] = outbound_runs_due(now=timezone.now())
+    assert done.status == "succeeded"
+    assert outbound_runs_due(now=timezone.now()) == []  # once a day
+    again = outbound_run_resend(run=done)
+    assert (again.mode, again.since, again.until) == (done.mode, done.since, done.started_at)
+    assert again.lines == done.lines == 1
