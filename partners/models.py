@@ -757,6 +757,10 @@ class OutboundRun(models.Model):
     records_failed = models.BigIntegerField(default=0)
     lines = models.BigIntegerField(default=0)
     bytes = models.BigIntegerField(default=0)
+    info_name = models.CharField("control file", max_length=300, blank=True)
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its files were deleted from the channel."
+    )
 
     class Meta:
         ordering = ["-started_at"]

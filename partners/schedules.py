@@ -19,7 +19,7 @@ from django.utils import timezone
 from partners.dropzones.services import inbound_poll_all, inbound_purge
 from partners.idsync.mappings import id_mappings_expire
 from partners.models import ScheduleRun
-from partners.outbound.services import outbound_runs_due
+from partners.outbound.services import outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
 from segments.services import segments_membership_rebuild
 
@@ -44,13 +44,15 @@ def inbound_poll_run(*, channel_id: int | None = None) -> str:
 
 def inbound_purge_run() -> str:
     result = inbound_purge()
+    outbound = outbound_purge()
     # The record of past runs is kept as long as the files (a poll every 5 min is 288 a day).
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     pruned, _ = ScheduleRun.objects.filter(started_at__lt=cutoff).delete()
     return (
         f"{result.deleted} file(s) older than {settings.INBOUND_RETENTION_DAYS} days deleted,"
         f" {result.missing} already gone, {result.unclaimed} unclaimed upload(s) deleted;"
-        f" {pruned} old schedule run record(s) pruned"
+        f" {outbound} outbound file(s) older than {settings.OUTBOUND_RETENTION_DAYS} days"
+        f" deleted; {pruned} old schedule run record(s) pruned"
     )
 
 

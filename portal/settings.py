@@ -118,6 +118,7 @@ INBOUND_PARTS_MAX_WAIT_SECONDS = int(os.environ.get("INBOUND_PARTS_MAX_WAIT_SECO
 # Drop zones: how often they are polled (RQ cron), how long delivered files are kept.
 INBOUND_POLL_SECONDS = int(os.environ.get("INBOUND_POLL_SECONDS", "300"))
 INBOUND_RETENTION_DAYS = int(os.environ.get("INBOUND_RETENTION_DAYS", "30"))
+OUTBOUND_RETENTION_DAYS = int(os.environ.get("OUTBOUND_RETENTION_DAYS", "8"))
 # SFTP drop zones: known host keys (new hosts are trusted on first use and remembered).
 SFTP_KNOWN_HOST_FILE = os.environ.get("SFTP_KNOWN_HOST_FILE") or None
 # GnuPG home holding the platform's private key, for .pgp / .gpg inbound files.

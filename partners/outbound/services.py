@@ -17,10 +17,11 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
 from django.db import transaction
@@ -279,6 +280,7 @@ def _deliver(
             )
         )
         _save_whole(storage, f"{target}/{info_name}", info)  # after the data files
+        run.info_name = info_name
     finally:
         storage_close(storage)
 
@@ -335,6 +337,29 @@ def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
                 outbound_failure_alert(run=failed)
                 runs.append(failed)
     return runs
+
+
+def outbound_purge(*, now: datetime | None = None) -> int:
+    """Delete the files of runs older than ``OUTBOUND_RETENTION_DAYS`` (8) from the channels;
+    the runs and their figures stay. Returns how many files went."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.OUTBOUND_RETENTION_DAYS)
+    deleted = 0
+    old = OutboundRun.objects.filter(started_at__lt=cutoff, purged_at__isnull=True)
+    for run in old.select_related("destination__partner", "destination__channel"):
+        destination = run.destination
+        target = f"{destination.partner.slug}/{destination.folder.strip('/')}"
+        names = [*run.files.values_list("name", flat=True), run.info_name]
+        storage = channel_storage(destination.channel)
+        try:
+            for name in filter(None, names):
+                if storage.exists(f"{target}/{name}"):
+                    storage.delete(f"{target}/{name}")
+                    deleted += 1
+        finally:
+            storage_close(storage)
+        OutboundRun.objects.filter(pk=run.pk).update(purged_at=now)
+    return deleted
 
 
 def outbound_run_resend(*, run: OutboundRun) -> OutboundRun:

@@ -45,7 +45,7 @@ def test_old_uploads_go_checked_ones_never_processed_too_records_stay(
 
     assert result == (
         "1 file(s) older than 30 days deleted, 0 already gone, 1 unclaimed upload(s) deleted;"
-        " 1 old schedule run record(s) pruned"
+        " 0 outbound file(s) older than 8 days deleted; 1 old schedule run record(s) pruned"
     )
     assert not default_storage.exists(checked.path)
     assert default_storage.exists(fresh_check.path)

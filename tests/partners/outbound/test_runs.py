@@ -247,3 +247,25 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
     again = outbound_run_resend(run=done)
     assert (again.mode, again.since, again.until) == (done.mode, done.since, done.started_at)
     assert again.lines == done.lines == 1
+
+
+def test_files_of_runs_older_than_eight_days_are_purged(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from partners.outbound.services import outbound_purge
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    old = outbound_run(destination=destination)
+    new = outbound_run(destination=destination)
+    OutboundRun.objects.filter(pk=old.pk).update(started_at=timezone.now() - timedelta(days=9))
+    assert len(_files(tmp_path)) == 4
+    assert outbound_purge() == 2  # the old run's data file and its .info
+    assert set(_files(tmp_path)) == {new.files.get().name, new.info_name}
+    old.refresh_from_db()
+    assert old.purged_at is not None
+    assert old.files.count() == 1  # the history stays
