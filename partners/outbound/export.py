@@ -8,7 +8,7 @@ list is never in memory whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,7 +76,7 @@ def destination_rows(
     until: datetime,
     with_dpuuids: bool = False,
     with_traits: bool = False,
-) -> Iterator[MemberRow]:
+) -> Generator[MemberRow, None, None]:
     """The rows to write: ``since`` None is a ``full`` export, else ``iter``. Keyed by UUID,
     or (``by_dpuuid``) by the DPUUIDs of data source ``id_dpid``, one row per DPUUID."""
     if not by_dpuuid:

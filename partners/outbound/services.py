@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -89,6 +91,46 @@ def _mapped_segments(destination: Destination, day: date) -> dict[int, str]:
     return dict(mapped.values_list("segment_id", "value"))
 
 
+def _file_name_context(destination: Destination, *, mode: str, moment: datetime) -> dict[str, Any]:
+    return {
+        "SYNC_TYPE": destination.sync_type,
+        "ORDER_ID": destination.pk,
+        "DPID": destination_dpid(destination),
+        "MASTER_DPID": destination.id_data_source_id or 0,
+        "PID_ALIAS": destination.pid_alias,
+        "SYNC_MODE": mode,
+        "TIMESTAMP": moment,
+    }
+
+
+def _row_constants(destination: Destination) -> dict[str, Any]:
+    return {
+        "PID": destination.partner_id,
+        "PIDALIAS": destination.pid_alias,
+        "DPID": destination_dpid(destination),
+        "ORDER_ID": destination.pk,
+    }
+
+
+def _rows(
+    destination: Destination,
+    template: Template,
+    mapped: dict[int, str],
+    *,
+    since: datetime | None,
+    until: datetime,
+) -> Generator[MemberRow, None, None]:
+    return destination_rows(
+        segment_sids=sorted(mapped),
+        id_dpid=destination.id_data_source_id,
+        by_dpuuid=destination.id_column == Destination.IDColumn.DPUUID,
+        since=since,
+        until=until,
+        with_dpuuids="DP_UUID_LIST" in template.uses,
+        with_traits="TRAIT_LIST" in template.uses,
+    )
+
+
 def destination_dpid(destination: Destination) -> int:
     if destination.id_data_source_id:
         return destination.id_data_source_id
@@ -142,13 +184,7 @@ def _render_and_deliver(destination: Destination, run: OutboundRun, folder: Path
         if "TRAIT_LIST" in row_template.uses
         else {}
     )
-    dpid = destination_dpid(destination)
-    constants: dict[str, Any] = {
-        "PID": destination.partner_id,
-        "PIDALIAS": destination.pid_alias,
-        "DPID": dpid,
-        "ORDER_ID": destination.pk,
-    }
+    constants = _row_constants(destination)
     parts = _Parts(
         folder,
         destination.max_part_bytes,
@@ -156,16 +192,13 @@ def _render_and_deliver(destination: Destination, run: OutboundRun, folder: Path
         if header
         else b"",
     )
-    by_dpuuid = destination.id_column == Destination.IDColumn.DPUUID
     with transaction.atomic():  # one snapshot of the memberships
-        rows = destination_rows(
-            segment_sids=sorted(mapped),
-            id_dpid=destination.id_data_source_id,
-            by_dpuuid=by_dpuuid,
+        rows = _rows(
+            destination,
+            row_template,
+            mapped,
             since=run.since if run.mode == Destination.Mode.ITER else None,
             until=run.until or run.started_at,
-            with_dpuuids="DP_UUID_LIST" in row_template.uses,
-            with_traits="TRAIT_LIST" in row_template.uses,
         )
         for row in rows:
             run.records_received += 1
@@ -215,15 +248,7 @@ def _deliver(
     parts: list[_Part],
     folder: Path,
 ) -> None:
-    context = {
-        "SYNC_TYPE": destination.sync_type,
-        "ORDER_ID": destination.pk,
-        "DPID": destination_dpid(destination),
-        "MASTER_DPID": destination.id_data_source_id or 0,
-        "PID_ALIAS": destination.pid_alias,
-        "SYNC_MODE": run.mode,
-        "TIMESTAMP": run.started_at,
-    }
+    context = _file_name_context(destination, mode=run.mode, moment=run.started_at)
     base = name_template.render({**context, "SPLITNUM": ""})
     suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
     target = f"{destination.partner.slug}/{destination.folder.strip('/')}"
@@ -372,39 +397,20 @@ def outbound_run_resend(*, run: OutboundRun) -> OutboundRun:
 
 def destination_preview(destination: Destination, *, rows: int = 3) -> str:
     """The first file name and rows the destination's templates make, from its own first
-    members when it has some (else two made-up ones): what staff check after saving."""
+    members when it has some (else one made-up member): what staff check after saving."""
     name_template = compile_file_name_template(destination.file_name_template)
     row_template = compile_row_template(destination.row_template)
-    mapped = _mapped_segments(destination, timezone.now().date()) or {0: "example"}
     now = timezone.now()
-    context = {
-        "SYNC_TYPE": destination.sync_type,
-        "ORDER_ID": destination.pk,
-        "DPID": destination_dpid(destination),
-        "MASTER_DPID": destination.id_data_source_id or 0,
-        "PID_ALIAS": destination.pid_alias,
-        "SYNC_MODE": destination.mode,
-        "TIMESTAMP": now,
-        "SPLITNUM": "",
-    }
-    lines = [name_template.render(context) + (".gz" if destination.gzip else "")]
-    constants = {
-        "PID": destination.partner_id,
-        "PIDALIAS": destination.pid_alias,
-        "DPID": context["DPID"],
-        "ORDER_ID": destination.pk,
-    }
+    mapped = _mapped_segments(destination, now.date()) or {0: "example"}
+    context = _file_name_context(destination, mode=destination.mode, moment=now)
+    lines = [
+        name_template.render({**context, "SPLITNUM": ""}) + (".gz" if destination.gzip else "")
+    ]
+    constants = _row_constants(destination)
     with transaction.atomic():
-        found = destination_rows(
-            segment_sids=sorted(mapped),
-            id_dpid=destination.id_data_source_id,
-            by_dpuuid=destination.id_column == Destination.IDColumn.DPUUID,
-            since=None,
-            until=now,
-            with_dpuuids="DP_UUID_LIST" in row_template.uses,
-            with_traits="TRAIT_LIST" in row_template.uses,
-        )
-        sample = [row for _, row in zip(range(rows), found, strict=False)]
+        found = _rows(destination, row_template, mapped, since=None, until=now)
+        sample = list(itertools.islice(found, rows))
+        found.close()  # the server-side cursor, now
     if not sample:
         first = sorted(mapped)[0]
         sample = [
