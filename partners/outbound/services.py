@@ -148,6 +148,13 @@ def outbound_run(
     re-send) replays the changes of a past run instead of those since the last success."""
     mode = mode or destination.mode
     started = timezone.now()
+    # A run still "running" here was killed with its worker: say so in the history. (Its
+    # files were never renamed into place, or were complete; it wrote no .info.)
+    destination.runs.filter(status=OutboundRun.Status.RUNNING).update(
+        status=OutboundRun.Status.FAILED,
+        error="interrupted: the worker stopped before the run ended",
+        finished_at=started,
+    )
     last_ok = destination.runs.filter(status=OutboundRun.Status.SUCCEEDED).first()
     since = None
     if mode == Destination.Mode.ITER and last_ok is not None:

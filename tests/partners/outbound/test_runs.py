@@ -269,3 +269,29 @@ def test_files_of_runs_older_than_eight_days_are_purged(
     old.refresh_from_db()
     assert old.purged_at is not None
     assert old.files.count() == 1  # the history stays
+
+
+def test_a_run_killed_with_its_worker_is_marked_and_the_next_covers_its_changes(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    from django.utils import timezone
+
+    destination = _destination(world, tmp_path, mode="iter")
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    # What a SIGKILL mid-run leaves: a run "running" forever, a temporary file, no .info.
+    killed = OutboundRun.objects.create(
+        destination=destination, mode="iter", started_at=timezone.now()
+    )
+    leftover = tmp_path / "acme" / "outbound" / "s3_1_21_iter_1.sync.partial"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("half a fi")
+    run = outbound_run(destination=destination)
+    killed.refresh_from_db()
+    assert (killed.status, killed.error) == (
+        "failed",
+        "interrupted: the worker stopped before the run ended",
+    )
+    assert run.since is None  # no run ever succeeded: every member
+    assert run.lines == 1
+    finals = [name for name in _files(tmp_path) if not name.endswith(".partial")]
+    assert sorted(finals) == sorted([run.files.get().name, run.info_name])
