@@ -8,6 +8,7 @@ list is never in memory whole.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,6 +80,82 @@ def destination_rows(
 ) -> Generator[MemberRow, None, None]:
     """The rows to write: ``since`` None is a ``full`` export, else ``iter``. Keyed by UUID,
     or (``by_dpuuid``) by the DPUUIDs of data source ``id_dpid``, one row per DPUUID."""
+    sql, params = _rows_query(
+        segment_sids=segment_sids,
+        id_dpid=id_dpid,
+        by_dpuuid=by_dpuuid,
+        since=since,
+        until=until,
+        with_dpuuids=with_dpuuids,
+        with_traits=with_traits,
+    )
+    for row in _streamed(sql, params):
+        yield MemberRow(
+            uuid=row[0],
+            dpuuid=row[1],
+            sids=list(row[2]),
+            times=list(row[3]),
+            removed=list(row[4]),
+            removed_times=list(row[5]),
+            dpuuids=list(row[6] or []),
+            # Django reads jsonb as text (its JSONField parses it): parse it here.
+            traits=json.loads(row[7]) if isinstance(row[7], str) else dict(row[7] or {}),
+        )
+
+
+def destination_lines(
+    *,
+    expression: str,
+    constants: dict[str, str],
+    aliases: dict[int, str],
+    segment_sids: list[int],
+    id_dpid: int | None,
+    by_dpuuid: bool,
+    since: datetime | None,
+    until: datetime,
+) -> Generator[str, None, None]:
+    """The same rows rendered by PostgreSQL: ``expression`` is a row template compiled to SQL
+    over the row ``r`` (Template.sql), with the row constants and the segments' aliases as
+    parameters. Several times faster than rendering each row in Python."""
+    inner, params = _rows_query(
+        segment_sids=segment_sids,
+        id_dpid=id_dpid,
+        by_dpuuid=by_dpuuid,
+        since=since,
+        until=until,
+        with_dpuuids=False,
+        with_traits=False,
+    )
+    sql = (
+        f"SELECT {expression} FROM ({inner})"
+        " AS r(uuid, dpuuid, sids, times, removed, removed_times, dpuuids, traits)"
+    )
+    params |= {f"c_{name}": value for name, value in constants.items()}
+    params["aliases"] = json.dumps({str(sid): value for sid, value in aliases.items()})
+    for row in _streamed(sql, params):
+        yield row[0]
+
+
+def _streamed(sql: str, params: dict[str, Any]) -> Generator[tuple[Any, ...], None, None]:
+    cursor = connection.chunked_cursor()  # a server-side cursor: rows arrive in batches
+    try:
+        cursor.execute(sql, params)
+        while batch := cursor.fetchmany(5000):
+            yield from batch
+    finally:
+        cursor.close()
+
+
+def _rows_query(
+    *,
+    segment_sids: list[int],
+    id_dpid: int | None,
+    by_dpuuid: bool,
+    since: datetime | None,
+    until: datetime,
+    with_dpuuids: bool,
+    with_traits: bool,
+) -> tuple[str, dict[str, Any]]:
     if not by_dpuuid:
         id_columns, id_join, id_group = "p.uuid, ''", "", "p.id, p.uuid"
     else:
@@ -97,20 +174,4 @@ def destination_rows(
         "until": until,
         "id_dpid": id_dpid,
     }
-    cursor = connection.chunked_cursor()  # a server-side cursor: rows arrive in batches
-    try:
-        cursor.execute(sql, params)
-        while batch := cursor.fetchmany(5000):
-            for row in batch:
-                yield MemberRow(
-                    uuid=row[0],
-                    dpuuid=row[1],
-                    sids=list(row[2]),
-                    times=list(row[3]),
-                    removed=list(row[4]),
-                    removed_times=list(row[5]),
-                    dpuuids=list(row[6] or []),
-                    traits=dict(row[7] or {}),
-                )
-    finally:
-        cursor.close()
+    return sql, params

@@ -32,7 +32,7 @@ from storages.backends.sftpstorage import SFTPStorage
 
 from partners.dropzones.channels import channel_storage
 from partners.models import Destination, OutboundFile, OutboundRun
-from partners.outbound.export import MemberRow, destination_rows
+from partners.outbound.export import MemberRow, destination_lines, destination_rows
 from partners.outbound.templates import (
     Template,
     compile_file_name_template,
@@ -74,6 +74,9 @@ class _Parts:
         self.current.stream.write(line)
         self.current.lines += 1
         self.current.size += len(line)
+
+    def all(self) -> list[_Part]:
+        return [*self.done, *([self.current] if self.current else [])]
 
     def close(self) -> None:
         if self.current is not None:
@@ -179,7 +182,9 @@ def outbound_run(
     return run
 
 
-def _render_and_deliver(destination: Destination, run: OutboundRun, folder: Path) -> None:
+def _render_and_deliver(
+    destination: Destination, run: OutboundRun, folder: Path, *, force_python: bool = False
+) -> None:
     name_template = compile_file_name_template(destination.file_name_template)
     row_template = compile_row_template(destination.row_template)
     header = (
@@ -199,21 +204,31 @@ def _render_and_deliver(destination: Destination, run: OutboundRun, folder: Path
         if header
         else b"",
     )
+    since = run.since if run.mode == Destination.Mode.ITER else None
+    until = run.until or run.started_at
     with transaction.atomic():  # one snapshot of the memberships
-        rows = _rows(
-            destination,
-            row_template,
-            mapped,
-            since=run.since if run.mode == Destination.Mode.ITER else None,
-            until=run.until or run.started_at,
-        )
-        for row in rows:
-            run.records_received += 1
-            if not row.sids and not row.removed:
-                continue  # nothing to send: skipped
-            context = _row_context(row, constants, mapped, trait_types)
-            parts.write((row_template.render(context) + "\n").encode())
-            run.records_successful += 1
+        if row_template.sql is not None and not force_python:
+            # PostgreSQL renders the rows (every row has a segment, joined or left).
+            for line in destination_lines(
+                expression=row_template.sql,
+                constants={name: str(value) for name, value in constants.items()},
+                aliases=mapped,
+                segment_sids=sorted(mapped),
+                id_dpid=destination.id_data_source_id,
+                by_dpuuid=destination.id_column == Destination.IDColumn.DPUUID,
+                since=since,
+                until=until,
+            ):
+                parts.write((line + "\n").encode())
+            run.records_received = run.records_successful = sum(p.lines for p in parts.all())
+        else:
+            for row in _rows(destination, row_template, mapped, since=since, until=until):
+                run.records_received += 1
+                if not row.sids and not row.removed:
+                    continue  # nothing to send: skipped
+                context = _row_context(row, constants, mapped, trait_types)
+                parts.write((row_template.render(context) + "\n").encode())
+                run.records_successful += 1
     parts.close()
     run.records_failed = 0
     _deliver(destination, run, name_template, parts.done, folder)

@@ -82,14 +82,54 @@ _DATE_LETTERS = [
 
 @dataclass(frozen=True)
 class Template:
-    """A compiled template: ``render(context)`` gives the text."""
+    """A compiled template: ``render(context)`` gives the text. ``sql`` is the same rendering
+    as one SQL expression over an export row ``r`` (see :func:`row_sql_expression`), when
+    every macro it uses can be computed in SQL; None otherwise."""
 
     source: str
     parts: tuple[_Part, ...]
     uses: frozenset[str]  # the macros it names (what the caller must provide)
+    sql: str | None = None
 
     def render(self, context: Context) -> str:
         return "".join(part(context) for part in self.parts)
+
+
+# Rendering in SQL (what PostgreSQL can render, it renders, for speed): each part carries its
+# SQL twin, or None. An export row ``r`` has uuid, dpuuid, sids, times, removed and
+# removed_times; row constants are the parameters %(c_PID)s …; a segment's alias comes from
+# the jsonb parameter %(aliases)s (SID -> destination value).
+_SQL_LISTS = {
+    "SEGMENT_LIST": ("r.sids", "r.times"),
+    "REMOVED_SEGMENT_LIST": ("r.removed", "r.removed_times"),
+}
+_SQL_VALUES = {"UUID": "r.uuid", "DP_UUID": "r.dpuuid"}
+_SQL_FIELDS = {
+    "sid": "u.sid::text",
+    "alias": "coalesce(%(aliases)s::jsonb ->> u.sid::text, '')",
+    "type": "'5'",
+    "lastUpdateTime": "u.at::text",
+    "lastRealizationTime": "u.at::text",
+}
+
+
+def _sql_literal(text: str) -> str:
+    # '%' doubled: the expression runs with named parameters.
+    return "'" + text.replace("'", "''").replace("%", "%%") + "'"
+
+
+def _with_sql(part: _Part, sql: str | None) -> _Part:
+    part.sql = sql  # type: ignore[attr-defined]
+    return part
+
+
+def _sql_of(parts: Sequence[_Part]) -> str | None:
+    pieces = [getattr(part, "sql", None) for part in parts]
+    if any(piece is None for piece in pieces):
+        return None
+    if not pieces:
+        return "''"
+    return "concat(" + ", ".join(str(piece) for piece in pieces) + ")"
 
 
 def compile_file_name_template(source: str) -> Template:
@@ -225,7 +265,9 @@ class _Parser:
     # -- grammar
     def template(self) -> Template:
         parts = self.sequence(end=None, item=None)
-        return Template(self.text, tuple(parts), frozenset(self.uses))
+        return Template(
+            self.text, tuple(parts), frozenset(self.uses), _sql_of(parts) if self.lists else None
+        )
 
     def sequence(
         self, *, end: str | None, item: tuple[str, frozenset[str]] | None, opened: int = 0
@@ -238,7 +280,7 @@ class _Parser:
         def flush() -> None:
             if literal:
                 text = "".join(literal)
-                parts.append(functools.partial(_constant, text))
+                parts.append(_with_sql(functools.partial(_constant, text), _sql_literal(text)))
                 literal.clear()
 
         while self.pos < len(self.text):
@@ -286,7 +328,7 @@ class _Parser:
         if name in CONSTANTS:
             value = CONSTANTS[name]
             self.close(start)
-            return lambda context: value
+            return _with_sql(functools.partial(_constant, value), _sql_literal(value))
         if name in self.values:
             self.uses.add(name)
             return self.value(name, start)
@@ -330,12 +372,17 @@ class _Parser:
             if pattern is not None:
                 _check_date_pattern(pattern, start + 1)
             return lambda context: timestamp_text(context["TIMESTAMP"], pattern)
-        return lambda context: str(context[name])
+        return _with_sql(
+            lambda context: str(context[name]), _SQL_VALUES.get(name, f"%(c_{name})s::text")
+        )
 
     def list_(self, name: str, start: int) -> _Part:
         fields, default = LISTS[name]
         render_item: Callable[[Context, Any], str]
+        item_sql: str | None = _SQL_FIELDS.get(default)
+        by_default = True
         if self.peek(":"):
+            by_default = False
             self.pos += 1
             opened = self.pos
             self.expect("{", "'{' to start the item template")
@@ -347,13 +394,25 @@ class _Parser:
             self.expect("}", "'}'")
 
             render_item = functools.partial(_item_by_template, body, var)
+            item_sql = _sql_of(body)
         else:
             render_item = functools.partial(_item_field, default)
 
         self.skip_space()
         separator = self.options({"separator"}).get("separator", "")
         self.close(start)
-        return lambda context: separator.join(render_item(context, v) for v in context[name])
+        sql = None
+        if name in _SQL_LISTS and by_default:  # the SIDs as they are: no per-item query
+            sql = f"array_to_string({_SQL_LISTS[name][0]}, {_sql_literal(separator)})"
+        elif name in _SQL_LISTS and item_sql is not None:
+            sids, times = _SQL_LISTS[name]
+            sql = (
+                f"coalesce((SELECT string_agg({item_sql}, {_sql_literal(separator)} ORDER BY u.o)"
+                f" FROM unnest({sids}, {times}) WITH ORDINALITY AS u(sid, at, o)), '')"
+            )
+        return _with_sql(
+            lambda context: separator.join(render_item(context, v) for v in context[name]), sql
+        )
 
     def field(self, var: str, item: tuple[str, frozenset[str]], start: int) -> _Part:
         name, fields = item
@@ -367,7 +426,7 @@ class _Parser:
                 f"an item has no field {field!r} (fields: {', '.join(sorted(fields))})", at
             )
         self.close(start)
-        return lambda context: str(context[var][field])
+        return _with_sql(lambda context: str(context[var][field]), _SQL_FIELDS.get(field))
 
     def conditional(self, item: tuple[str, frozenset[str]] | None) -> _Part:
         start = self.pos - 1
@@ -396,4 +455,9 @@ class _Parser:
                 return "".join(part(context) for part in body)
             return ""
 
-        return render
+        body_sql = _sql_of(body)
+        sql = None
+        if body_sql is not None and all(name in _SQL_LISTS for name in names):
+            tests = " AND ".join(f"cardinality({_SQL_LISTS[name][0]}) > 0" for name in names)
+            sql = f"(CASE WHEN {tests} THEN {body_sql} ELSE '' END)"
+        return _with_sql(render, sql)

@@ -295,3 +295,53 @@ def test_a_run_killed_with_its_worker_is_marked_and_the_next_covers_its_changes(
     assert run.lines == 1
     finals = [name for name in _files(tmp_path) if not name.endswith(".partial")]
     assert sorted(finals) == sorted([run.files.get().name, run.info_name])
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '<UUID> <SEGMENT_LIST;separator=","> <REMOVED_SEGMENT_LIST;separator=",">',
+        '<OPEN_CURLY_BRACKET>"uuid":"<UUID>","s":[<SEGMENT_LIST:{s|"<s.alias>"}; separator=",">]'
+        "<CLOSE_CURLY_BRACKET>",
+        "<UUID><TAB><SEGMENT_LIST:{seg|<seg.sid>,<seg.lastUpdateTime>,<seg.type>,"
+        '<seg.lastRealizationTime>}; separator=";"><ASCII_SOH><PID>,<PIDALIAS>,<DPID>,<ORDER_ID>',
+        "<UUID><if(SEGMENT_LIST && REMOVED_SEGMENT_LIST)> both<endif><if(SEGMENT_LIST)> in<endif>"
+        " 100% <SET_ATTRIBUTES>'quoted'<COMMA>",
+    ],
+)
+def test_rendering_in_postgresql_equals_rendering_in_python(
+    world: World, deliver: Deliver, tmp_path: Path, source: str
+) -> None:
+    from partners.outbound.templates import compile_row_template
+
+    template = compile_row_template(source)
+    assert template.sql is not None
+    destination = _destination(world, tmp_path, row_template=source, pid_alias="ac'me")
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10,d_sid=11\nu2\td_sid=11\n"})
+    sql_run = outbound_run(destination=destination)
+    by_sql = sorted(_files(tmp_path)[sql_run.files.get().name].decode().splitlines())
+
+    from partners.outbound import services
+
+    python_folder = tmp_path / "python"
+    python_folder.mkdir()
+    run = OutboundRun.objects.create(
+        destination=destination, mode="full", started_at=sql_run.started_at
+    )
+    services._render_and_deliver(destination, run, python_folder, force_python=True)
+    by_python = sorted(_files(tmp_path)[run.files.get().name].decode().splitlines())
+    assert by_sql == by_python
+    assert len(by_sql) == 2
+
+
+def test_templates_sql_cannot_render_fall_back_to_python(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    from partners.outbound.templates import compile_row_template
+
+    source = '<UUID><TAB><DP_UUID_LIST;separator="|"><TAB><TRAIT_LIST:{t|<t.traitId>}>'
+    assert compile_row_template(source).sql is None
+    destination = _destination(world, tmp_path, row_template=source, id_data_source=world.source)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    run = outbound_run(destination=destination)
+    assert _files(tmp_path)[run.files.get().name].decode() == f"{world.u1.uuid}\tu1\t10\n"
