@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +12,13 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from partners.outbound.templates import (
+    DEFAULT_FILE_NAME,
+    DEFAULT_ROW,
+    TemplateError,
+    compile_file_name_template,
+    compile_row_template,
+)
 from partners.validators import (
     validate_dpuuid,
     validate_idsync_url_template,
@@ -612,22 +620,19 @@ class ScheduleRun(models.Model):
         return f"{self.name} at {self.started_at:%Y-%m-%d %H:%M}"
 
 
-def _validate_file_name_template(value: str) -> None:
-    from partners.outbound.templates import TemplateError, compile_file_name_template
-
+def _template_check(compile_template: Callable[[str], object], value: str) -> None:
     try:
-        compile_file_name_template(value)
+        compile_template(value)
     except TemplateError as exc:
         raise ValidationError(str(exc)) from exc
+
+
+def _validate_file_name_template(value: str) -> None:
+    _template_check(compile_file_name_template, value)
 
 
 def _validate_row_template(value: str) -> None:
-    from partners.outbound.templates import TemplateError, compile_row_template
-
-    try:
-        compile_row_template(value)
-    except TemplateError as exc:
-        raise ValidationError(str(exc)) from exc
+    _template_check(compile_row_template, value)
 
 
 class Destination(models.Model):
@@ -674,16 +679,13 @@ class Destination(models.Model):
     )
     pid_alias = models.CharField("PID alias", max_length=100, blank=True)
     file_name_template = models.CharField(
-        max_length=300,
-        default="<SYNC_TYPE>_<ORDER_ID>_<DPID>_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync",
-        validators=[_validate_file_name_template],
+        max_length=300, default=DEFAULT_FILE_NAME, validators=[_validate_file_name_template]
     )
-    row_template = models.TextField(
-        default='<UUID> <SEGMENT_LIST;separator=","> <REMOVED_SEGMENT_LIST;separator=",">',
-        validators=[_validate_row_template],
-    )
+    row_template = models.TextField(default=DEFAULT_ROW, validators=[_validate_row_template])
     header_template = models.TextField(
-        blank=True, help_text="An optional first line of each file (row macros without lists)."
+        blank=True,
+        validators=[_validate_row_template],
+        help_text="An optional first line of each file (row macros; its lists are empty).",
     )
     gzip = models.BooleanField(default=False)
     max_part_bytes = models.BigIntegerField(default=1024**3, help_text="Per file, before gzip.")

@@ -3,14 +3,10 @@ are harmless, but one is enough). The schedules themselves live in partners.sche
 
 from __future__ import annotations
 
-import django
+from rq import cron
 
-django.setup()
-
-from rq import cron  # noqa: E402 - after django.setup()
-
-from partners.jobs import schedule_job  # noqa: E402
-from partners.schedules import schedules  # noqa: E402
+from partners.jobs import schedule_job
+from partners.schedules import schedules
 
 for schedule in schedules():
     cron.register(

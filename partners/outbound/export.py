@@ -68,27 +68,24 @@ class MemberRow:
     traits: dict[str, int]
 
 
+@dataclass(frozen=True)
+class MemberQuery:
+    """Which members a run reads: ``since`` None is a ``full`` export, else ``iter`` (the
+    changes in ``(since, until]``). Keyed by UUID, or (``by_dpuuid``) by the DPUUIDs of data
+    source ``id_dpid``, one row per DPUUID (``id_dpid`` also feeds ``DP_UUID_LIST``)."""
+
+    segment_sids: list[int]
+    id_dpid: int | None
+    by_dpuuid: bool
+    since: datetime | None
+    until: datetime
+
+
 def destination_rows(
-    *,
-    segment_sids: list[int],
-    id_dpid: int | None,
-    by_dpuuid: bool,
-    since: datetime | None,
-    until: datetime,
-    with_dpuuids: bool = False,
-    with_traits: bool = False,
+    query: MemberQuery, *, with_dpuuids: bool = False, with_traits: bool = False
 ) -> Generator[MemberRow, None, None]:
-    """The rows to write: ``since`` None is a ``full`` export, else ``iter``. Keyed by UUID,
-    or (``by_dpuuid``) by the DPUUIDs of data source ``id_dpid``, one row per DPUUID."""
-    sql, params = _rows_query(
-        segment_sids=segment_sids,
-        id_dpid=id_dpid,
-        by_dpuuid=by_dpuuid,
-        since=since,
-        until=until,
-        with_dpuuids=with_dpuuids,
-        with_traits=with_traits,
-    )
+    """The rows to write, each with its segments, as Python values."""
+    sql, params = _rows_query(query, with_dpuuids=with_dpuuids, with_traits=with_traits)
     for row in _streamed(sql, params):
         yield MemberRow(
             uuid=row[0],
@@ -104,28 +101,12 @@ def destination_rows(
 
 
 def destination_lines(
-    *,
-    expression: str,
-    constants: dict[str, str],
-    aliases: dict[int, str],
-    segment_sids: list[int],
-    id_dpid: int | None,
-    by_dpuuid: bool,
-    since: datetime | None,
-    until: datetime,
+    query: MemberQuery, *, expression: str, constants: dict[str, str], aliases: dict[int, str]
 ) -> Generator[str, None, None]:
     """The same rows rendered by PostgreSQL: ``expression`` is a row template compiled to SQL
     over the row ``r`` (Template.sql), with the row constants and the segments' aliases as
     parameters. Several times faster than rendering each row in Python."""
-    inner, params = _rows_query(
-        segment_sids=segment_sids,
-        id_dpid=id_dpid,
-        by_dpuuid=by_dpuuid,
-        since=since,
-        until=until,
-        with_dpuuids=False,
-        with_traits=False,
-    )
+    inner, params = _rows_query(query, with_dpuuids=False, with_traits=False)
     sql = (
         f"SELECT {expression} FROM ({inner})"
         " AS r(uuid, dpuuid, sids, times, removed, removed_times, dpuuids, traits)"
@@ -147,16 +128,9 @@ def _streamed(sql: str, params: dict[str, Any]) -> Generator[tuple[Any, ...], No
 
 
 def _rows_query(
-    *,
-    segment_sids: list[int],
-    id_dpid: int | None,
-    by_dpuuid: bool,
-    since: datetime | None,
-    until: datetime,
-    with_dpuuids: bool,
-    with_traits: bool,
+    query: MemberQuery, *, with_dpuuids: bool, with_traits: bool
 ) -> tuple[str, dict[str, Any]]:
-    if not by_dpuuid:
+    if not query.by_dpuuid:
         id_columns, id_join, id_group = "p.uuid, ''", "", "p.id, p.uuid"
     else:
         id_columns = "p.uuid, im.dpuuid"
@@ -165,13 +139,13 @@ def _rows_query(
         )
         id_group = "p.id, p.uuid, im.dpuuid"
     extra = (_DP_UUID_LIST if with_dpuuids else ", NULL") + (_TRAITS if with_traits else ", NULL")
-    sql = (_FULL if since is None else _ITER).format(
+    sql = (_FULL if query.since is None else _ITER).format(
         id_columns=id_columns, id_join=id_join, id_group=id_group, extra=extra
     )
     params: dict[str, Any] = {
-        "sids": segment_sids,
-        "since": since,
-        "until": until,
-        "id_dpid": id_dpid,
+        "sids": query.segment_sids,
+        "since": query.since,
+        "until": query.until,
+        "id_dpid": query.id_dpid,
     }
     return sql, params

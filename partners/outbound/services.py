@@ -32,7 +32,12 @@ from storages.backends.sftpstorage import SFTPStorage
 
 from partners.dropzones.channels import channel_storage
 from partners.models import Destination, OutboundFile, OutboundRun
-from partners.outbound.export import MemberRow, destination_lines, destination_rows
+from partners.outbound.export import (
+    MemberQuery,
+    MemberRow,
+    destination_lines,
+    destination_rows,
+)
 from partners.outbound.templates import (
     Template,
     compile_file_name_template,
@@ -43,6 +48,15 @@ from partners.storage import storage_close
 from segments.models import Segment, Trait
 
 SEGMENT_TYPE = 5
+# A header line is rendered with the row macros of nobody: empty IDs, empty lists.
+_NO_MEMBER: dict[str, Any] = {
+    "UUID": "",
+    "DP_UUID": "",
+    "DP_UUID_LIST": [],
+    "SEGMENT_LIST": [],
+    "REMOVED_SEGMENT_LIST": [],
+    "TRAIT_LIST": [],
+}
 TRAIT_TYPES: dict[str, int] = {Trait.Kind.ONBOARDED: 10, Trait.Kind.RULE_BASED: 3}
 
 
@@ -74,9 +88,6 @@ class _Parts:
         self.current.stream.write(line)
         self.current.lines += 1
         self.current.size += len(line)
-
-    def all(self) -> list[_Part]:
-        return [*self.done, *([self.current] if self.current else [])]
 
     def close(self) -> None:
         if self.current is not None:
@@ -115,20 +126,21 @@ def _row_constants(destination: Destination) -> dict[str, Any]:
     }
 
 
-def _rows(
-    destination: Destination,
-    template: Template,
-    mapped: dict[int, str],
-    *,
-    since: datetime | None,
-    until: datetime,
-) -> Generator[MemberRow, None, None]:
-    return destination_rows(
+def _member_query(
+    destination: Destination, mapped: dict[int, str], *, since: datetime | None, until: datetime
+) -> MemberQuery:
+    return MemberQuery(
         segment_sids=sorted(mapped),
         id_dpid=destination.id_data_source_id,
         by_dpuuid=destination.id_column == Destination.IDColumn.DPUUID,
         since=since,
         until=until,
+    )
+
+
+def _rows(query: MemberQuery, template: Template) -> Generator[MemberRow, None, None]:
+    return destination_rows(
+        query,
         with_dpuuids="DP_UUID_LIST" in template.uses,
         with_traits="TRAIT_LIST" in template.uses,
     )
@@ -200,29 +212,28 @@ def _render_and_deliver(
     parts = _Parts(
         folder,
         destination.max_part_bytes,
-        (header.render({**constants, "UUID": "", "DP_UUID": ""}) + "\n").encode()
-        if header
-        else b"",
+        (header.render({**constants, **_NO_MEMBER}) + "\n").encode() if header else b"",
     )
-    since = run.since if run.mode == Destination.Mode.ITER else None
-    until = run.until or run.started_at
+    query = _member_query(
+        destination,
+        mapped,
+        since=run.since if run.mode == Destination.Mode.ITER else None,
+        until=run.until or run.started_at,
+    )
     with transaction.atomic():  # one snapshot of the memberships
         if row_template.sql is not None and not force_python:
             # PostgreSQL renders the rows (every row has a segment, joined or left).
             for line in destination_lines(
+                query,
                 expression=row_template.sql,
                 constants={name: str(value) for name, value in constants.items()},
                 aliases=mapped,
-                segment_sids=sorted(mapped),
-                id_dpid=destination.id_data_source_id,
-                by_dpuuid=destination.id_column == Destination.IDColumn.DPUUID,
-                since=since,
-                until=until,
             ):
                 parts.write((line + "\n").encode())
-            run.records_received = run.records_successful = sum(p.lines for p in parts.all())
+                run.records_received += 1
+            run.records_successful = run.records_received
         else:
-            for row in _rows(destination, row_template, mapped, since=since, until=until):
+            for row in _rows(query, row_template):
                 run.records_received += 1
                 if not row.sids and not row.removed:
                     continue  # nothing to send: skipped
@@ -430,7 +441,7 @@ def destination_preview(destination: Destination, *, rows: int = 3) -> str:
     ]
     constants = _row_constants(destination)
     with transaction.atomic():
-        found = _rows(destination, row_template, mapped, since=None, until=now)
+        found = _rows(_member_query(destination, mapped, since=None, until=now), row_template)
         sample = list(itertools.islice(found, rows))
         found.close()  # the server-side cursor, now
     if not sample:

@@ -345,3 +345,11 @@ def test_templates_sql_cannot_render_fall_back_to_python(
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
     run = outbound_run(destination=destination)
     assert _files(tmp_path)[run.files.get().name].decode() == f"{world.u1.uuid}\tu1\t10\n"
+
+
+def test_a_wrong_header_template_is_refused_on_save(world: World, tmp_path: Path) -> None:
+    from django.core.exceptions import ValidationError
+
+    destination = _destination(world, tmp_path, header_template="ID<TAB><NOPE>")
+    with pytest.raises(ValidationError, match="unknown macro 'NOPE'"):
+        destination.full_clean()
