@@ -39,6 +39,7 @@ from partners.outbound.export import (
     destination_rows,
 )
 from partners.outbound.templates import (
+    SEGMENT_TYPE,
     Template,
     compile_file_name_template,
     compile_row_template,
@@ -47,7 +48,6 @@ from partners.receipts.alerts import outbound_failure_alert
 from partners.storage import storage_close
 from segments.models import Segment, Trait
 
-SEGMENT_TYPE = 5
 # A header line is rendered with the row macros of nobody: empty IDs, empty lists.
 _NO_MEMBER: dict[str, Any] = {
     "UUID": "",
@@ -86,7 +86,7 @@ class _Parts:
                 self.current.stream.write(self.header)
                 self.current.size += len(self.header)
         self.current.stream.write(line)
-        self.current.lines += 1
+        self.current.lines += line.count(b"\n")  # a row template may make several lines
         self.current.size += len(line)
 
     def close(self) -> None:
@@ -224,12 +224,9 @@ def _render_and_deliver(
         if row_template.sql is not None and not force_python:
             # PostgreSQL renders the rows (every row has a segment, joined or left).
             for line in destination_lines(
-                query,
-                expression=row_template.sql,
-                constants={name: str(value) for name, value in constants.items()},
-                aliases=mapped,
+                query, template=row_template, constants=constants, aliases=mapped
             ):
-                parts.write((line + "\n").encode())
+                parts.write(line)
                 run.records_received += 1
             run.records_successful = run.records_received
         else:

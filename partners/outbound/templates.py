@@ -83,34 +83,54 @@ _DATE_LETTERS = [
 @dataclass(frozen=True)
 class Template:
     """A compiled template: ``render(context)`` gives the text. ``sql`` is the same rendering
-    as one SQL expression over an export row ``r`` (see :func:`row_sql_expression`), when
-    every macro it uses can be computed in SQL; None otherwise."""
+    as one SQL expression over an export row ``r`` whose list columns are ``sql_lists`` (see
+    ``partners.outbound.export.destination_lines``), when every macro it uses can be computed
+    in SQL; None otherwise."""
 
     source: str
     parts: tuple[_Part, ...]
     uses: frozenset[str]  # the macros it names (what the caller must provide)
     sql: str | None = None
+    sql_lists: tuple[SqlList, ...] = ()
 
     def render(self, context: Context) -> str:
         return "".join(part(context) for part in self.parts)
 
 
 # Rendering in SQL (what PostgreSQL can render, it renders, for speed): each part carries its
-# SQL twin, or None. An export row ``r`` has uuid, dpuuid, sids, times, removed and
-# removed_times; row constants are the parameters %(c_PID)s …; a segment's alias comes from
-# the jsonb parameter %(aliases)s (SID -> destination value).
-_SQL_LISTS = {
-    "SEGMENT_LIST": ("r.sids", "r.times"),
-    "REMOVED_SEGMENT_LIST": ("r.removed", "r.removed_times"),
-}
+# SQL twin, or None. An export row ``r`` has uuid, dpuuid, n_joined and n_removed (how many
+# segments each list has) and one text column per list occurrence, l0, l1, … (SqlList): the
+# list already joined by PostgreSQL's aggregate. Row constants are parameters %(c_PID)s ….
+SEGMENT_TYPE = 5  # a segment item's "type" (SPEC §6)
+_SQL_COUNTS = {"SEGMENT_LIST": "r.n_joined", "REMOVED_SEGMENT_LIST": "r.n_removed"}
 _SQL_VALUES = {"UUID": "r.uuid", "DP_UUID": "r.dpuuid"}
+# An item's fields inside that aggregate: ``u`` is the membership (sid, at: epoch seconds),
+# ``seg`` the destination's segment (sid, alias).
 _SQL_FIELDS = {
     "sid": "u.sid::text",
-    "alias": "coalesce(%(aliases)s::jsonb ->> u.sid::text, '')",
-    "type": "'5'",
+    "alias": "seg.alias",
+    "type": f"'{SEGMENT_TYPE}'",
     "lastUpdateTime": "u.at::text",
     "lastRealizationTime": "u.at::text",
 }
+# What an item may use and still be rendered once per segment (then looked up, not rendered
+# per row), and what it may use and still be rendered by SQL per membership (its time).
+_PER_SEGMENT = frozenset({"sid", "alias", "type", "PID", "PIDALIAS", "DPID", "ORDER_ID"})
+_PER_MEMBERSHIP = _PER_SEGMENT | {"lastUpdateTime", "lastRealizationTime"}
+_ROW_DEPENDENT = "<row>"  # an item that names the row's lists or IDs: rendered in Python
+
+
+@dataclass(frozen=True)
+class SqlList:
+    """One segment-list occurrence of a row template, joined by PostgreSQL as column
+    ``l<k>`` of the export row. Its item is either rendered once per segment in Python
+    (``item_sql`` None: ``render_item(constants, {sid, alias, type})``) or, when it shows the
+    membership's time, by ``item_sql`` for each membership."""
+
+    joined: bool  # SEGMENT_LIST; False: REMOVED_SEGMENT_LIST
+    separator: str
+    render_item: Callable[[Context, Any], str]
+    item_sql: str | None
 
 
 def _sql_literal(text: str) -> str:
@@ -218,6 +238,8 @@ class _Parser:
         self.values = values
         self.lists = lists
         self.uses: set[str] = set()
+        self.sql_lists: list[SqlList] = []
+        self.item_uses: set[str] | None = None  # inside an item template: what it names
 
     # -- helpers
     def error(self, message: str, pos: int | None = None) -> TemplateError:
@@ -266,7 +288,11 @@ class _Parser:
     def template(self) -> Template:
         parts = self.sequence(end=None, item=None)
         return Template(
-            self.text, tuple(parts), frozenset(self.uses), _sql_of(parts) if self.lists else None
+            self.text,
+            tuple(parts),
+            frozenset(self.uses),
+            _sql_of(parts) if self.lists else None,
+            tuple(self.sql_lists),
         )
 
     def sequence(
@@ -320,6 +346,8 @@ class _Parser:
         if self.peek("endif>"):
             raise self.error("<endif> without an <if(…)>", start)
         if self.peek("if(") and self.lists:
+            if self.item_uses is not None:
+                self.item_uses.add(_ROW_DEPENDENT)
             return self.conditional(item)
         name = self.name()
         if item is not None and self.peek("."):
@@ -334,6 +362,8 @@ class _Parser:
             return self.value(name, start)
         if name in LISTS and self.lists:
             self.uses.add(name)
+            if self.item_uses is not None:
+                self.item_uses.add(_ROW_DEPENDENT)
             return self.list_(name, start)
         allowed = sorted(set(CONSTANTS) | set(self.values) | (set(LISTS) if self.lists else set()))
         raise self.error(f"unknown macro {name!r} (known: {', '.join(allowed)})", start + 1)
@@ -365,6 +395,8 @@ class _Parser:
         return found
 
     def value(self, name: str, start: int) -> _Part:
+        if self.item_uses is not None:
+            self.item_uses.add(name)
         options = self.options({"format"} if name == "TIMESTAMP" else set())
         self.close(start)
         if name == "TIMESTAMP":
@@ -379,10 +411,9 @@ class _Parser:
     def list_(self, name: str, start: int) -> _Part:
         fields, default = LISTS[name]
         render_item: Callable[[Context, Any], str]
+        item_uses = {default}
         item_sql: str | None = _SQL_FIELDS.get(default)
-        by_default = True
         if self.peek(":"):
-            by_default = False
             self.pos += 1
             opened = self.pos
             self.expect("{", "'{' to start the item template")
@@ -390,9 +421,10 @@ class _Parser:
             var = self.name()
             self.skip_space()
             self.expect("|", "'|' after the item's name")
+            outer_uses, self.item_uses = self.item_uses, set()
             body = self.sequence(end="}", item=(var, fields), opened=opened)
+            item_uses, self.item_uses = self.item_uses, outer_uses
             self.expect("}", "'}'")
-
             render_item = functools.partial(_item_by_template, body, var)
             item_sql = _sql_of(body)
         else:
@@ -402,13 +434,16 @@ class _Parser:
         separator = self.options({"separator"}).get("separator", "")
         self.close(start)
         sql = None
-        if name in _SQL_LISTS and by_default:  # the SIDs as they are: no per-item query
-            sql = f"array_to_string({_SQL_LISTS[name][0]}, {_sql_literal(separator)})"
-        elif name in _SQL_LISTS and item_sql is not None:
-            sids, times = _SQL_LISTS[name]
-            sql = (
-                f"coalesce((SELECT string_agg({item_sql}, {_sql_literal(separator)} ORDER BY u.o)"
-                f" FROM unnest({sids}, {times}) WITH ORDINALITY AS u(sid, at, o)), '')"
+        per_segment = item_uses <= _PER_SEGMENT
+        if name in _SQL_COUNTS and (per_segment or (item_uses <= _PER_MEMBERSHIP and item_sql)):
+            sql = f"r.l{len(self.sql_lists)}"
+            self.sql_lists.append(
+                SqlList(
+                    joined=name == "SEGMENT_LIST",
+                    separator=separator,
+                    render_item=render_item,
+                    item_sql=None if per_segment else item_sql,
+                )
             )
         return _with_sql(
             lambda context: separator.join(render_item(context, v) for v in context[name]), sql
@@ -426,6 +461,8 @@ class _Parser:
                 f"an item has no field {field!r} (fields: {', '.join(sorted(fields))})", at
             )
         self.close(start)
+        assert self.item_uses is not None  # an item's field is read inside its item template
+        self.item_uses.add(field)
         return _with_sql(lambda context: str(context[var][field]), _SQL_FIELDS.get(field))
 
     def conditional(self, item: tuple[str, frozenset[str]] | None) -> _Part:
@@ -457,7 +494,7 @@ class _Parser:
 
         body_sql = _sql_of(body)
         sql = None
-        if body_sql is not None and all(name in _SQL_LISTS for name in names):
-            tests = " AND ".join(f"cardinality({_SQL_LISTS[name][0]}) > 0" for name in names)
+        if body_sql is not None and all(name in _SQL_COUNTS for name in names):
+            tests = " AND ".join(f"{_SQL_COUNTS[name]} > 0" for name in names)
             sql = f"(CASE WHEN {tests} THEN {body_sql} ELSE '' END)"
         return _with_sql(render, sql)

@@ -307,26 +307,47 @@ def test_a_run_killed_with_its_worker_is_marked_and_the_next_covers_its_changes(
         '<seg.lastRealizationTime>}; separator=";"><ASCII_SOH><PID>,<PIDALIAS>,<DPID>,<ORDER_ID>',
         "<UUID><if(SEGMENT_LIST && REMOVED_SEGMENT_LIST)> both<endif><if(SEGMENT_LIST)> in<endif>"
         " 100% <SET_ATTRIBUTES>'quoted'<COMMA>",
+        '<DP_UUID>|<SEGMENT_LIST:{s|<PIDALIAS>-<s.sid>=<s.alias>}; separator="%">|'
+        '<REMOVED_SEGMENT_LIST:{s|<s.alias>@<s.lastUpdateTime>}; separator=",">'
+        '<if(REMOVED_SEGMENT_LIST)>|<REMOVED_SEGMENT_LIST;separator="">|<SEGMENT_LIST><endif>',
     ],
 )
+@pytest.mark.parametrize("mode", ["full", "iter"])
+@pytest.mark.parametrize("id_column", ["uuid", "dpuuid"])
+@pytest.mark.django_db(transaction=True)  # each delivery's changes at their own time (iter)
 def test_rendering_in_postgresql_equals_rendering_in_python(
-    world: World, deliver: Deliver, tmp_path: Path, source: str
+    deliver: Deliver, tmp_path: Path, source: str, mode: str, id_column: str
 ) -> None:
+    from partners.outbound import services
     from partners.outbound.templates import compile_row_template
 
+    world = World()
     template = compile_row_template(source)
     assert template.sql is not None
-    destination = _destination(world, tmp_path, row_template=source, pid_alias="ac'me")
+    destination = _destination(
+        world,
+        tmp_path,
+        row_template=source,
+        pid_alias="ac'me%\\t\\",  # a backslash before a t, and at the end
+        mode=mode,
+        id_column=id_column,
+        id_data_source=world.source,
+    )
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10,d_sid=11\nu2\td_sid=11\n"})
+    outbound_run(destination=destination)
+    deliver({"ftp_dpm_21_1700000001.sync": "u1\t10:0\nu2\td_sid=10\n"})  # a leave, a join
     sql_run = outbound_run(destination=destination)
+    assert (sql_run.mode, sql_run.since is None) == (mode, mode == "full")
     by_sql = sorted(_files(tmp_path)[sql_run.files.get().name].decode().splitlines())
 
-    from partners.outbound import services
-
     python_folder = tmp_path / "python"
-    python_folder.mkdir()
+    python_folder.mkdir(exist_ok=True)
     run = OutboundRun.objects.create(
-        destination=destination, mode="full", started_at=sql_run.started_at
+        destination=destination,
+        mode=mode,
+        since=sql_run.since,
+        until=sql_run.until,
+        started_at=sql_run.started_at,
     )
     services._render_and_deliver(destination, run, python_folder, force_python=True)
     by_python = sorted(_files(tmp_path)[run.files.get().name].decode().splitlines())
@@ -334,17 +355,30 @@ def test_rendering_in_postgresql_equals_rendering_in_python(
     assert len(by_sql) == 2
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            '<UUID><TAB><DP_UUID_LIST;separator="|"><TAB><TRAIT_LIST:{t|<t.traitId>}>',
+            "{uuid}\tu1\t1011\n",
+        ),
+        # One line per membership: the item names the row's UUID.
+        ('<SEGMENT_LIST:{s|<UUID>,<s.sid>}; separator="\\n">', "{uuid},500\n{uuid},501\n"),
+        ("<UUID> <SEGMENT_LIST:{s|<if(REMOVED_SEGMENT_LIST)>-<endif><s.sid>}>", "{uuid} 500501\n"),
+    ],
+)
 def test_templates_sql_cannot_render_fall_back_to_python(
-    world: World, deliver: Deliver, tmp_path: Path
+    world: World, deliver: Deliver, tmp_path: Path, source: str, expected: str
 ) -> None:
     from partners.outbound.templates import compile_row_template
 
-    source = '<UUID><TAB><DP_UUID_LIST;separator="|"><TAB><TRAIT_LIST:{t|<t.traitId>}>'
     assert compile_row_template(source).sql is None
     destination = _destination(world, tmp_path, row_template=source, id_data_source=world.source)
-    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10,d_sid=11\n"})
     run = outbound_run(destination=destination)
-    assert _files(tmp_path)[run.files.get().name].decode() == f"{world.u1.uuid}\tu1\t10\n"
+    text = _files(tmp_path)[run.files.get().name].decode()
+    assert text == expected.format(uuid=world.u1.uuid)
+    assert run.lines == text.count("\n")  # the .info counts lines, not rows
 
 
 def test_a_wrong_header_template_is_refused_on_save(world: World, tmp_path: Path) -> None:
