@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -635,6 +635,17 @@ def _validate_row_template(value: str) -> None:
     _template_check(compile_row_template, value)
 
 
+def _validate_outbound_folder(value: str) -> None:
+    # The partner's top folder and its date=… folders are where inbound files are polled.
+    steps = value.strip("/").split("/")
+    if steps == [""]:
+        raise ValidationError("a folder under the partner's folder (inbound files arrive there)")
+    if steps[0].startswith("date="):
+        raise ValidationError("date=… folders are where the partner's inbound files arrive")
+    if any(step in ("", ".", "..") for step in steps):
+        raise ValidationError("a plain folder path: no empty, '.' or '..' steps")
+
+
 class Destination(models.Model):
     """Where and how a partner receives segment membership (SPEC §6): a folder of one of its
     channels, the file layout (templates), the mode and the mapped segments."""
@@ -664,7 +675,8 @@ class Destination(models.Model):
     folder = models.CharField(
         max_length=300,
         default="outbound",
-        help_text="Under <prefix>/<partner slug>/ in the channel.",
+        validators=[_validate_outbound_folder],
+        help_text="Under <prefix>/<partner slug>/ in the channel; never polled for inbound files.",
     )
     sync_type = models.CharField(max_length=5, choices=SyncType.choices, default=SyncType.S3)
     mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.FULL)
@@ -688,7 +700,9 @@ class Destination(models.Model):
         help_text="An optional first line of each file (row macros; its lists are empty).",
     )
     gzip = models.BooleanField(default=False)
-    max_part_bytes = models.BigIntegerField(default=1024**3, help_text="Per file, before gzip.")
+    max_part_bytes = models.BigIntegerField(
+        default=1024**3, validators=[MinValueValidator(1)], help_text="Per file, before gzip."
+    )
     daily_at = models.TimeField(default="14:00", help_text="UTC.")
     segments: models.ManyToManyField[Any, Any] = models.ManyToManyField(
         "segments.Segment", through="DestinationSegment", related_name="destinations"
@@ -700,12 +714,19 @@ class Destination(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
 
+    @property
+    def delivery_folder(self) -> str:
+        """Where its files go in its channel (and what the channel's poller leaves alone)."""
+        return f"{self.partner.slug}/{self.folder.strip('/')}"
+
     def clean(self) -> None:
         errors = {}
         if self.channel_id and self.partner_id and self.channel.partner_id != self.partner_id:
             errors["channel"] = "a channel of this partner"
         if self.id_column == self.IDColumn.DPUUID and not self.id_data_source_id:
             errors["id_data_source"] = "needed to write DPUUIDs"
+        elif (source := self.id_data_source) is not None and source.partner_id != self.partner_id:
+            errors["id_data_source"] = "a data source of this partner"
         if errors:
             raise ValidationError(errors)
 

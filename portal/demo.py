@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from openpyxl import Workbook
 
-from partners.models import InboundChannel, Partner, PartnerUser
+from partners.models import (
+    Destination,
+    DestinationSegment,
+    InboundChannel,
+    Partner,
+    PartnerUser,
+)
 from segments.taxonomy import taxonomy_import
 
 DEMO_TAXONOMY: dict[str, list[list[object]]] = {
@@ -123,11 +130,21 @@ def demo_seed() -> DemoSeed:
     # <DEMO_DROPZONE>/acme/date=YYYY-MM-DD/.
     dropzone = Path(os.environ.get("DEMO_DROPZONE", settings.BASE_DIR / ".local" / "dropzone"))
     (dropzone / acme.slug).mkdir(parents=True, exist_ok=True)
-    InboundChannel.objects.update_or_create(
+    channel, _ = InboundChannel.objects.update_or_create(
         partner=acme,
         name="Demo drop zone",
         defaults={"kind": InboundChannel.Kind.LOCAL, "prefix": str(dropzone), "active": True},
     )
+    # ... and a destination sending the three segments back to <dropzone>/acme/outbound/.
+    destination, _ = Destination.objects.update_or_create(
+        partner=acme, name="Acme daily segments", defaults={"channel": channel}
+    )
+    for sid, value in ((500, "sporty-auto"), (501, "auto-or-30-49"), (502, "fans-premium")):
+        DestinationSegment.objects.update_or_create(
+            destination=destination,
+            segment_id=sid,
+            defaults={"value": value, "start_date": date(2026, 1, 1)},
+        )
     return DemoSeed(
         summary=f"{result.summary()}; drop zone {dropzone}/{acme.slug}/date=YYYY-MM-DD/",
         users=[

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from typing import IO, Any
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.core.management.color import no_style
+from django.db import connection, models, transaction
 from django.utils import timezone
 from openpyxl import Workbook, load_workbook
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 
-from partners.models import DataSource, Partner, ReceiptRecipient
+from partners.models import (
+    DataSource,
+    Destination,
+    DestinationSegment,
+    InboundChannel,
+    Partner,
+    ReceiptRecipient,
+)
 from segments.models import Segment, Trait, unknown_traits_message
 from segments.rules import RuleError, parse_segment_rule, segment_rule_sids
 from segments.services import segments_rebuild_request
@@ -97,6 +106,48 @@ def _choice(choices: type[models.TextChoices]) -> Callable[[object], str | None]
     return read
 
 
+def _verbatim(value: object) -> str:
+    """Text kept as typed (a template's leading or trailing space is part of it)."""
+    return "" if value is None else _text(value) if isinstance(value, float) else str(value)
+
+
+def _positive_number(value: object) -> int | None:
+    number = _whole_number(value)
+    if number == 0:
+        raise CellError("must be a positive whole number")
+    return number
+
+
+def _time_of_day(value: object) -> time | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.time()
+    if isinstance(value, time):
+        return value
+    if isinstance(value, float) and 0 <= value < 1:  # a spreadsheet time: a share of a day
+        return (datetime.min + timedelta(days=value)).time().replace(microsecond=0)
+    text = _text(value)
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise CellError(f"'{text}' is not a time of day (HH:MM)") from None
+
+
+def _date(value: object) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = _text(value)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CellError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
 def _host_list(value: object) -> list[str]:
     return [host.strip() for host in _text(value).split(",") if host.strip()]
 
@@ -118,6 +169,8 @@ class Sheet:
     name: str
     model: type[models.Model]
     columns: tuple[Column, ...]
+    # Rows with no ID of their own are matched on these model fields; else on the first column.
+    natural_key: tuple[str, ...] = ()
 
     @property
     def key(self) -> Column:
@@ -166,6 +219,7 @@ RECEIPT_RECIPIENTS = Sheet(
         Column("dpid", "data_source_id", _positive_id),
         Column("enabled", "enabled", _boolean),
     ),
+    natural_key=("partner", "email", "data_source"),
 )
 TRAITS = Sheet(
     "Traits",
@@ -191,7 +245,50 @@ SEGMENTS = Sheet(
         Column("status", "status", _choice(Segment.Status)),
     ),
 )
-SHEETS: tuple[Sheet, ...] = (PARTNERS, DATA_SOURCES, RECEIPT_RECIPIENTS, TRAITS, SEGMENTS)
+DESTINATIONS = Sheet(
+    "Destinations",
+    Destination,
+    (
+        Column("id", "id", _positive_id, required=True),
+        Column("partner_pid", "partner_id", _positive_id, required=True),
+        Column("name", "name", required=True),
+        Column("channel_id", "channel_id", _positive_id, required=True),
+        Column("folder", "folder"),
+        Column("sync_type", "sync_type", _choice(Destination.SyncType)),
+        Column("mode", "mode", _choice(Destination.Mode)),
+        Column("id_column", "id_column", _choice(Destination.IDColumn)),
+        Column("id_dpid", "id_data_source_id", _positive_id),
+        Column("pid_alias", "pid_alias"),
+        Column("file_name_template", "file_name_template", _verbatim),
+        Column("row_template", "row_template", _verbatim),
+        Column("header_template", "header_template", _verbatim),
+        Column("gzip", "gzip", _boolean),
+        Column("max_part_bytes", "max_part_bytes", _positive_number),
+        Column("daily_at_utc", "daily_at", _time_of_day, write=lambda t: t.strftime("%H:%M")),
+        Column("active", "active", _boolean),
+    ),
+)
+DESTINATION_SEGMENTS = Sheet(
+    "DestinationSegments",
+    DestinationSegment,
+    (
+        Column("destination_id", "destination_id", _positive_id, required=True),
+        Column("sid", "segment_id", _positive_id, required=True),
+        Column("value", "value", required=True),
+        Column("start_date", "start_date", _date, required=True, write=date.isoformat),
+        Column("end_date", "end_date", _date, write=date.isoformat),
+    ),
+    natural_key=("destination", "segment"),
+)
+SHEETS: tuple[Sheet, ...] = (
+    PARTNERS,
+    DATA_SOURCES,
+    RECEIPT_RECIPIENTS,
+    TRAITS,
+    SEGMENTS,
+    DESTINATIONS,
+    DESTINATION_SEGMENTS,
+)
 
 
 # --------------------------------------------------------------------------- export
@@ -200,9 +297,14 @@ SHEETS: tuple[Sheet, ...] = (PARTNERS, DATA_SOURCES, RECEIPT_RECIPIENTS, TRAITS,
 def _export_rows(sheet: Sheet) -> Iterable[models.Model]:
     if sheet is DATA_SOURCES:
         return DataSource.objects.filter(partner__isnull=False).order_by("dpid")
-    if sheet is RECEIPT_RECIPIENTS:
-        return ReceiptRecipient.objects.order_by("partner_id", "email", "data_source_id")
+    if sheet.natural_key:
+        return sheet.model._default_manager.order_by(*_natural_key_columns(sheet), "pk")
     return sheet.model._default_manager.order_by("pk")
+
+
+def _natural_key_columns(sheet: Sheet) -> list[str]:
+    fields = (sheet.model._meta.get_field(name) for name in sheet.natural_key)
+    return [field.attname for field in fields if isinstance(field, models.Field)]
 
 
 def taxonomy_export(*, output: IO[bytes]) -> None:
@@ -354,7 +456,7 @@ def _build_objects(data: SheetRows, existing: dict[Any, models.Model], errors: _
         obj = stored if stored is not None else sheet.model()
         for column in data.present:
             value = row.values.get(column.name)
-            if value is None and not column.required:
+            if value in (None, "") and not column.required:  # an empty cell: the default
                 model_field = sheet.model._meta.get_field(column.field.removesuffix("_id"))
                 assert isinstance(model_field, models.Field)
                 value = model_field.get_default()
@@ -385,6 +487,8 @@ def _validate(sheets: dict[str, SheetRows], errors: _Errors) -> None:
     recipients = sheets.get(RECEIPT_RECIPIENTS.name)
     traits = sheets.get(TRAITS.name)
     segments = sheets.get(SEGMENTS.name)
+    destinations = sheets.get(DESTINATIONS.name)
+    mappings = sheets.get(DESTINATION_SEGMENTS.name)
 
     # Partners: unique PID and slug, across the workbook and what is stored.
     partner_pids = set(Partner.objects.values_list("pid", flat=True))
@@ -484,11 +588,52 @@ def _validate(sheets: dict[str, SheetRows], errors: _Errors) -> None:
             if missing:
                 errors.add(row.cells["rule"], unknown_traits_message(missing))
 
+    # Destinations: the partner's own channel and data source; DPUUIDs need their source.
+    destination_ids = set(Destination.objects.values_list("id", flat=True))
+    if destinations:
+        _check_duplicates(destinations, lambda r: r.values.get("id"), errors)
+        channels = dict(InboundChannel.objects.values_list("id", "partner_id"))
+        for row in destinations.rows:
+            pid, channel = row.values.get("partner_pid"), row.values.get("channel_id")
+            if pid is not None and pid not in partner_pids:
+                errors.add(row.cells["partner_pid"], f"unknown partner PID {pid}")
+            if channel is not None and channel not in channels:
+                errors.add(row.cells["channel_id"], f"unknown channel {channel}")
+            elif channel is not None and pid is not None and channels[channel] != pid:
+                errors.add(row.cells["channel_id"], f"channel {channel} belongs to another partner")
+            dpid = row.values.get("id_dpid")
+            if dpid is not None and dpid not in owners:
+                errors.add(row.cells["id_dpid"], f"unknown data source DPID {dpid}")
+            elif dpid is not None and pid is not None and owners[dpid] != pid:
+                errors.add(row.cells["id_dpid"], f"DPID {dpid} is not a data source of PID {pid}")
+            if row.obj.id_column == Destination.IDColumn.DPUUID and not row.obj.id_data_source_id:
+                where = row.cells.get("id_dpid", row.cells.get("id_column", row.cells["id"]))
+                errors.add(where, "writing DPUUIDs needs the id_dpid of their data source")
+            if row.values.get("id") is not None:
+                destination_ids.add(row.values["id"])
+
+    # Destination segments: a known destination and segment, the end not before the start.
+    if mappings:
+        _check_duplicates(
+            mappings, lambda r: (r.values.get("destination_id"), r.values.get("sid")), errors
+        )
+        segment_sids = set(Segment.objects.values_list("sid", flat=True))
+        segment_sids |= {row.values["sid"] for row in (segments.rows if segments else [])}
+        for row in mappings.rows:
+            destination, sid = row.values.get("destination_id"), row.values.get("sid")
+            if destination is not None and destination not in destination_ids:
+                errors.add(row.cells["destination_id"], f"unknown destination {destination}")
+            if sid is not None and sid not in segment_sids:
+                errors.add(row.cells["sid"], f"unknown segment SID {sid}")
+            start, end = row.values.get("start_date"), row.values.get("end_date")
+            if start and end and end < start:
+                errors.add(row.cells["end_date"], "the end date is before the start date")
+
 
 def _existing(data: SheetRows) -> dict[Any, models.Model]:
     sheet = data.sheet
-    if sheet is RECEIPT_RECIPIENTS:
-        return {}  # recipients have no ID of their own: matched on (partner, e-mail, DPID)
+    if sheet.natural_key:
+        return {}  # no ID of their own: matched on the natural key when written
     keys = [row.values[sheet.key.name] for row in data.rows if row.values.get(sheet.key.name)]
     return sheet.model._default_manager.in_bulk(keys)
 
@@ -498,10 +643,11 @@ def _write(data: SheetRows, result: TaxonomyImportResult) -> None:
     sheet = data.sheet
     objects = [row.obj for row in data.rows]
     manager = sheet.model._default_manager
-    if sheet is RECEIPT_RECIPIENTS:
-        unique_fields = ["partner", "email", "data_source"]
-        keys: list[Any] = [(o.partner_id, o.email, o.data_source_id) for o in objects]
-        stored = set(manager.values_list("partner_id", "email", "data_source_id"))
+    if sheet.natural_key:
+        unique_fields = list(sheet.natural_key)
+        attnames = _natural_key_columns(sheet)
+        keys: list[Any] = [tuple(getattr(o, name) for name in attnames) for o in objects]
+        stored = set(manager.values_list(*attnames))
     else:
         unique_fields = [sheet.key.field]
         keys = [o.pk for o in objects]
@@ -524,6 +670,12 @@ def _write(data: SheetRows, result: TaxonomyImportResult) -> None:
         )
     elif objects:
         manager.bulk_create(objects, ignore_conflicts=True)
+    if objects and not sheet.natural_key and isinstance(sheet.model._meta.pk, models.AutoField):
+        # Rows inserted with their own IDs: move the ID sequence past them, or the next one
+        # made in the admin would collide.
+        with connection.cursor() as cursor:
+            for statement in connection.ops.sequence_reset_sql(no_style(), [sheet.model]):
+                cursor.execute(statement)
     created = sum(1 for key in keys if key not in stored)
     result.created[sheet.name] = created
     result.updated[sheet.name] = len(objects) - created

@@ -169,7 +169,15 @@ def test_taxonomy_page_exports_and_imports(admin_client: Client) -> None:
     exported = admin_client.get(reverse("admin:taxonomy_export"))
     assert exported["Content-Disposition"].startswith('attachment; filename="taxonomy-')
     book = load_workbook(io.BytesIO(exported.content), read_only=True)
-    assert book.sheetnames == ["Partners", "DataSources", "ReceiptRecipients", "Traits", "Segments"]
+    assert book.sheetnames == [
+        "Partners",
+        "DataSources",
+        "ReceiptRecipients",
+        "Traits",
+        "Segments",
+        "Destinations",
+        "DestinationSegments",
+    ]
 
 
 def test_taxonomy_page_lists_every_problem(admin_client: Client) -> None:

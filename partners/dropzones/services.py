@@ -90,7 +90,14 @@ def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult)
     for seen in ChannelObject.objects.filter(channel=channel).order_by("path", "pk"):
         latest[seen.path] = seen  # the newest row per path wins
         versions.add((seen.path, seen.version))
+    # The partner's outbound folders in this channel hold our own exports, not deliveries.
+    outbound = tuple(
+        f"{destination.delivery_folder}/"
+        for destination in channel.destinations.select_related("partner")
+    )
     for listed in channel_list(channel, storage):
+        if outbound and listed.path.startswith(outbound):
+            continue
         result.listed += 1
         known = latest.get(listed.path)
         if known is not None and known.state == ChannelObject.State.SEEN:

@@ -281,7 +281,7 @@ def _deliver(
     context = _file_name_context(destination, mode=run.mode, moment=run.started_at)
     base = name_template.render({**context, "SPLITNUM": ""})
     suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
-    target = f"{destination.partner.slug}/{destination.folder.strip('/')}"
+    target = destination.delivery_folder
     storage = channel_storage(destination.channel)
     entries = []
     try:
@@ -403,7 +403,7 @@ def outbound_purge(*, now: datetime | None = None) -> int:
     old = OutboundRun.objects.filter(started_at__lt=cutoff, purged_at__isnull=True)
     for run in old.select_related("destination__partner", "destination__channel"):
         destination = run.destination
-        target = f"{destination.partner.slug}/{destination.folder.strip('/')}"
+        target = destination.delivery_folder
         names = [*run.files.values_list("name", flat=True), run.info_name]
         storage = channel_storage(destination.channel)
         try:

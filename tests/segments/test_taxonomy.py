@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from openpyxl import load_workbook
 
-from partners.models import DataSource, Partner, ReceiptRecipient
+from partners.models import (
+    DataSource,
+    Destination,
+    DestinationSegment,
+    InboundChannel,
+    Partner,
+    ReceiptRecipient,
+)
+from partners.outbound.templates import DEFAULT_ROW
 from portal.demo import DEMO_TAXONOMY, demo_workbook, workbook_bytes
 from segments.models import Segment, Trait
 from segments.taxonomy import TaxonomyImportError, taxonomy_export, taxonomy_import
@@ -32,6 +41,8 @@ def taxonomy_state() -> list[Any]:
         list(ReceiptRecipient.objects.order_by("id").values()),
         list(Trait.objects.order_by("sid").values()),
         list(Segment.objects.order_by("sid").values()),
+        list(Destination.objects.order_by("id").values()),
+        list(DestinationSegment.objects.order_by("id").values()),
     ]
 
 
@@ -168,7 +179,7 @@ def test_unknown_sheets_and_columns_and_missing_required_columns() -> None:
         "receipts_enabled, active)",
         "Traits!A1: missing required column 'dpid'",
         "Notes!A1: unknown sheet 'Notes' (expected Partners, DataSources, ReceiptRecipients, "
-        "Traits, Segments)",
+        "Traits, Segments, Destinations, DestinationSegments)",
     ]
 
 
@@ -220,7 +231,11 @@ def test_commands_round_trip(tmp_path: Path) -> None:
     exported_path = tmp_path / "exported.xlsx"
     call_command("taxonomy_export", str(exported_path), stdout=io.StringIO())
     book = load_workbook(exported_path, read_only=True)
-    assert [ws.title for ws in book.worksheets] == list(DEMO_TAXONOMY)
+    assert [ws.title for ws in book.worksheets] == [
+        *DEMO_TAXONOMY,
+        "Destinations",  # the demo's destination is made with its channel (portal.demo)
+        "DestinationSegments",
+    ]
     assert [row[0] for row in book["Traits"].iter_rows(min_row=2, values_only=True)] == [
         10,
         11,
@@ -241,3 +256,143 @@ def test_import_command_reports_every_problem(tmp_path: Path) -> None:
         "Partners!A2: 'x' is not a whole number",
         "Partners!B2: Enter a valid “slug” consisting of letters, numbers, underscores or hyphens.",
     ]
+
+
+DESTINATION_COLUMNS = [
+    "id",
+    "partner_pid",
+    "name",
+    "channel_id",
+    "folder",
+    "sync_type",
+    "mode",
+    "id_column",
+    "id_dpid",
+    "pid_alias",
+    "file_name_template",
+    "row_template",
+    "header_template",
+    "gzip",
+    "max_part_bytes",
+    "daily_at_utc",
+    "active",
+]
+
+
+def _channel(pid: int = 1001, name: str = "Acme bucket") -> InboundChannel:
+    return InboundChannel.objects.create(
+        partner_id=pid, name=name, kind="local", prefix="/srv/exchange"
+    )
+
+
+def test_destinations_and_their_segments_round_trip() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    channel = _channel()
+    sheets = {
+        "Destinations": [
+            DESTINATION_COLUMNS,
+            [
+                40,
+                1001,
+                "Acme daily",
+                channel.pk,
+                "to-acme",
+                "ftp",
+                "iter",
+                "dpuuid",
+                21,
+                "acme",
+                "<SYNC_TYPE>_<ORDER_ID>_<TIMESTAMP>SPLITNUM.sync",
+                '<DP_UUID><TAB><SEGMENT_LIST:{s|<s.alias>}; separator=","> ',  # a trailing space
+                "",
+                True,
+                50_000_000,
+                "06:30",
+                True,
+            ],
+            [41, 1001, "Acme weekly", channel.pk],  # every other column: the defaults
+        ],
+        "DestinationSegments": [
+            ["destination_id", "sid", "value", "start_date", "end_date"],
+            [40, 500, "sporty-auto", "2026-01-01", None],
+            [40, 501, "recent-auto", date(2026, 2, 1), datetime(2026, 12, 31)],
+            [41, 500, "sporty", "2026-03-01", ""],
+        ],
+    }
+    result = taxonomy_import(workbook=workbook_bytes(sheets))
+    assert (result.created["Destinations"], result.created["DestinationSegments"]) == (2, 3)
+    daily = Destination.objects.get(pk=40)
+    assert (daily.mode, daily.id_column, daily.id_data_source_id, daily.gzip) == (
+        "iter",
+        "dpuuid",
+        21,
+        True,
+    )
+    assert daily.row_template.endswith('separator=","> ')
+    assert (daily.daily_at, daily.max_part_bytes, daily.folder) == (
+        time(6, 30),
+        50_000_000,
+        "to-acme",
+    )
+    weekly = Destination.objects.get(pk=41)
+    assert (weekly.mode, weekly.daily_at, weekly.row_template) == ("full", time(14, 0), DEFAULT_ROW)
+    mapped = DestinationSegment.objects.get(destination_id=40, segment_id=501)
+    assert (mapped.value, mapped.start_date, mapped.end_date) == (
+        "recent-auto",
+        date(2026, 2, 1),
+        date(2026, 12, 31),
+    )
+    # The ID sequence moved past the workbook's IDs: the admin's next destination is 42.
+    assert Destination.objects.create(partner_id=1001, name="Next", channel=channel).pk == 42
+
+    first = exported()
+    assert first["Destinations"][1][15] == "06:30"
+    assert first["DestinationSegments"][2] == (40, 501, "recent-auto", "2026-02-01", "2026-12-31")
+    before = taxonomy_state()[5:]  # the destinations and their segments
+    buffer = io.BytesIO()
+    taxonomy_export(output=buffer)
+    buffer.seek(0)
+    again = taxonomy_import(workbook=buffer)
+    assert again.created["Destinations"] == again.created["DestinationSegments"] == 0
+    assert taxonomy_state()[5:] == before
+
+
+def test_bad_destinations_are_reported_by_cell_and_nothing_changes() -> None:
+    taxonomy_import(workbook=demo_workbook())
+    channel = _channel()
+    Partner.objects.create(pid=2002, slug="other", name="Other")
+    foreign = _channel(2002, "Other's bucket")
+    before = taxonomy_state()
+    sheets = {
+        "Destinations": [
+            ["id", "partner_pid", "name", "channel_id", "id_column", "id_dpid", "row_template"],
+            [40, 1001, "Wrong channel", foreign.pk, "uuid", None, "<UUID>"],
+            [41, 1001, "No channel", 999, "dpuuid", None, "<UUID> <SEGMENTS>"],
+            [42, 1001, "Global IDs", channel.pk, "dpuuid", 20914, "<UUID>"],
+            [43, 1001, "Good", channel.pk, "uuid", None, "<UUID>"],
+        ],
+        "DestinationSegments": [
+            ["destination_id", "sid", "value", "start_date", "end_date"],
+            [43, 500, "a", "2026-01-01", "2025-12-31"],
+            [43, 500, "again", "2026-01-01", None],
+            [44, 599, "b", "next week", None],
+        ],
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == [
+        f"Destinations!D2: channel {foreign.pk} belongs to another partner",
+        "Destinations!D3: unknown channel 999",
+        "Destinations!F3: writing DPUUIDs needs the id_dpid of their data source",
+        "Destinations!G3: unknown macro 'SEGMENTS' (known: ASCII_SOH, CLOSE_CURLY_BRACKET, "
+        "COMMA, DPID, DP_UUID, DP_UUID_LIST, OPEN_CURLY_BRACKET, ORDER_ID, OUTPUT_ATTRIBUTE_VALUE, "
+        "PID, PIDALIAS, REMOVED_SEGMENT_LIST, SEGMENT_LIST, SET_ATTRIBUTES, TAB, TRAIT_LIST, "
+        "UUID) (at column 9)",
+        "Destinations!F4: DPID 20914 is not a data source of PID 1001",
+        "DestinationSegments!E2: the end date is before the start date",
+        "DestinationSegments!A3: this row repeats row 2",
+        "DestinationSegments!A4: unknown destination 44",
+        "DestinationSegments!B4: unknown segment SID 599",
+        "DestinationSegments!D4: 'next week' is not a date (YYYY-MM-DD)",
+    ]
+    assert taxonomy_state() == before

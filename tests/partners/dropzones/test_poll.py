@@ -90,6 +90,28 @@ def test_foreign_dpids_and_misplaced_files_are_rejected_with_the_reason(
     assert _poll(dropzone).rejected == []  # said once
 
 
+def test_the_outbound_folder_of_a_destination_on_the_channel_is_not_polled(
+    dropzone: DropZone, world: World
+) -> None:
+    from partners.models import Destination
+
+    Destination.objects.create(
+        partner=world.partner, name="Acme daily", channel=dropzone.channel, folder="/to-acme/"
+    )
+    dropzone.put("acme/to-acme/s3_1_21_full_1700000000.sync", b"1234 500,501 \n")
+    dropzone.put("acme/to-acme/s3_1_21_full_1700000000.info", b"{}")
+    dropzone.put(f"acme/outbound/{NAME}", b"u1\td_sid=10\n")  # no destination's folder
+    _poll(dropzone)
+    result = _poll(dropzone)
+    assert result.listed == 1
+    assert result.rejected == [
+        (
+            f"acme/outbound/{NAME}",
+            "put files in acme/date=YYYY-MM-DD/ (SPEC §3.1), not in acme/outbound",
+        )
+    ]
+
+
 def test_split_parts_arriving_in_separate_polls_make_one_batch(
     dropzone: DropZone, world: World, settings: Any
 ) -> None:

@@ -387,3 +387,23 @@ def test_a_wrong_header_template_is_refused_on_save(world: World, tmp_path: Path
     destination = _destination(world, tmp_path, header_template="ID<TAB><NOPE>")
     with pytest.raises(ValidationError, match="unknown macro 'NOPE'"):
         destination.full_clean()
+
+
+@pytest.mark.parametrize(
+    ("folder", "error"),
+    [
+        ("/", "a folder under the partner's folder (inbound files arrive there)"),
+        ("date=2026-11-28/out", "date=… folders are where the partner's inbound files arrive"),
+        ("out/../../other", "a plain folder path: no empty, '.' or '..' steps"),
+    ],
+)
+def test_a_destination_folder_that_the_poller_reads_or_that_leaves_the_partner_is_refused(
+    world: World, tmp_path: Path, folder: str, error: str
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    destination = _destination(world, tmp_path)
+    destination.folder = folder
+    with pytest.raises(ValidationError) as caught:
+        destination.full_clean()
+    assert caught.value.message_dict == {"folder": [error]}
