@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from partners.models import Destination, OutboundRun
-from partners.outbound.services import outbound_run, outbound_run_resend
+from partners.outbound.services import OutboundRunInProgress, outbound_run, outbound_run_resend
 
 
 def outbound_run_job(destination_id: int) -> int | None:
     destination = Destination.objects.filter(pk=destination_id).first()
     if destination is None:
         return None
-    return outbound_run(destination=destination).pk
+    try:
+        return outbound_run(destination=destination).pk
+    except OutboundRunInProgress:
+        return None  # clicked twice: the run going on is the one asked for
 
 
 def outbound_run_resend_job(run_id: int) -> int | None:

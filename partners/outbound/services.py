@@ -5,7 +5,8 @@ Nothing reaches the channel until every part is rendered (into local temporary f
 each file is delivered under a temporary name and then renamed (an S3 object appears whole),
 so a run that fails midway leaves no half-written file under a final name and no ``.info``;
 the retry is a new run. An ``iter`` run sends the changes since the last *successful* run, so
-a failed run loses nothing.
+a failed run loses nothing. One run per destination at a time: a PostgreSQL session lock,
+which dies with its worker's connection, so the next run knows a "running" run was killed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from storages.backends.sftpstorage import SFTPStorage
 
@@ -153,6 +155,27 @@ def destination_dpid(destination: Destination) -> int:
     return first.first() or 0
 
 
+class OutboundRunInProgress(Exception):
+    """Another run of the destination is going on (in a live worker)."""
+
+
+_RUN_LOCK = 0x53324F55  # "S2OU": the advisory-lock namespace of outbound runs
+
+
+@contextmanager
+def _destination_held(destination: Destination) -> Iterator[None]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_RUN_LOCK, destination.pk])
+        (held,) = cursor.fetchone()
+    if not held:
+        raise OutboundRunInProgress(f"destination {destination.pk} is being exported right now")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_RUN_LOCK, destination.pk])
+
+
 def outbound_run(
     *,
     destination: Destination,
@@ -160,16 +183,54 @@ def outbound_run(
     window: tuple[datetime | None, datetime] | None = None,
 ) -> OutboundRun:
     """Export the destination now (``mode`` defaults to the destination's). ``window`` (a
-    re-send) replays the changes of a past run instead of those since the last success."""
-    mode = mode or destination.mode
-    started = timezone.now()
-    # A run still "running" here was killed with its worker: say so in the history. (Its
-    # files were never renamed into place, or were complete; it wrote no .info.)
-    destination.runs.filter(status=OutboundRun.Status.RUNNING).update(
-        status=OutboundRun.Status.FAILED,
-        error="interrupted: the worker stopped before the run ended",
-        finished_at=started,
+    re-send) replays the changes of a past run instead of those since the last success.
+    Raises :class:`OutboundRunInProgress` while another run of the destination goes on."""
+    with _destination_held(destination):
+        _interrupted_runs_close(destination)
+        return _run(destination, mode=mode or destination.mode, window=window)
+
+
+def _interrupted_runs_close(destination: Destination) -> None:
+    """A run still "running" while we hold the destination was killed with its worker: say
+    so in the history, and delete what it left under temporary names (its files were never
+    renamed into place, or were complete; it wrote no .info)."""
+    for killed in destination.runs.filter(status=OutboundRun.Status.RUNNING):
+        killed.status = OutboundRun.Status.FAILED
+        killed.error = "interrupted: the worker stopped before the run ended"
+        killed.finished_at = timezone.now()
+        killed.save(update_fields=["status", "error", "finished_at"])
+        storage = channel_storage(destination.channel)
+        try:
+            for name in _leftovers(destination, killed, storage):
+                storage.delete(f"{destination.delivery_folder}/{name}")
+        finally:
+            storage_close(storage)
+
+
+def _leftovers(destination: Destination, run: OutboundRun, storage: Storage) -> list[str]:
+    # The run's names, whatever its SPLITNUM: what comes before and after it.
+    context = _file_name_context(destination, mode=run.mode, moment=run.started_at)
+    rendered = compile_file_name_template(destination.file_name_template).render(
+        {**context, "SPLITNUM": "\0"}
     )
+    head, _, tail = rendered.partition("\0")
+    try:
+        _, names = storage.listdir(destination.delivery_folder)
+    except FileNotFoundError:
+        return []
+    return [
+        name
+        for name in names
+        if name.endswith(".partial")
+        and name.startswith(head)
+        and name.removesuffix(".partial").removesuffix(".gz").endswith(tail)
+    ]
+
+
+def _run(
+    destination: Destination, *, mode: str, window: tuple[datetime | None, datetime] | None
+) -> OutboundRun:
+    started = timezone.now()
     last_ok = destination.runs.filter(status=OutboundRun.Status.SUCCEEDED).first()
     since = None
     if mode == Destination.Mode.ITER and last_ok is not None:
@@ -386,6 +447,8 @@ def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
             continue
         try:
             runs.append(outbound_run(destination=destination))
+        except OutboundRunInProgress:
+            continue  # Run now, or a re-send, is exporting it at this moment
         except Exception:  # recorded on the run (failed, with its error); the others still go
             failed = destination.runs.first()
             if failed is not None:

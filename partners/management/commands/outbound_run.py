@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from partners.models import Destination
-from partners.outbound.services import outbound_run
+from partners.outbound.services import OutboundRunInProgress, outbound_run
 from partners.schedules import outbound_run_due_run, schedule_run
 
 
@@ -29,6 +29,8 @@ class Command(BaseCommand):
             raise CommandError(f"no destination {destination}")
         try:
             run = outbound_run(destination=found, mode=mode)
+        except OutboundRunInProgress as exc:
+            raise CommandError(str(exc)) from exc
         except Exception as exc:
             raise CommandError(f"destination {destination}: the run failed: {exc}") from exc
         self.stdout.write(

@@ -271,21 +271,113 @@ def test_files_of_runs_older_than_eight_days_are_purged(
     assert old.files.count() == 1  # the history stays
 
 
-def test_a_run_killed_with_its_worker_is_marked_and_the_next_covers_its_changes(
+@pytest.mark.django_db(transaction=True)
+def test_a_run_killed_midway_with_sigkill_then_retried(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import django_rq
+    import psutil
+    from django.db import connection
+
+    from partners.outbound.jobs import outbound_run_job
+    from partners.outbound.services import OutboundRunInProgress
+    from tests.partners.inbound.test_jobs import BASE_DIR, worker_environment
+
+    world = World()
+    destination = _destination(world, tmp_path, max_part_bytes=4_000_000)
+    members = 500_000  # about a second of rendering: time to be killed in the middle
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO segments_profile (uuid, created_at)"
+            " SELECT '7' || lpad(n::text, 37, '0'), now() FROM generate_series(1, %s) n",
+            [members],
+        )
+        cursor.execute(
+            "INSERT INTO segments_segmentmembership (profile_id, segment_id, joined_at)"
+            " SELECT id, 500, now() FROM segments_profile WHERE uuid LIKE '7%%'"
+        )
+    queue = django_rq.get_queue("outbound")
+    queue.empty()
+    queue.enqueue(outbound_run_job, destination.pk)
+    worker = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "outbound", "--burst"],
+        env=worker_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not destination.runs.exists():
+        assert time.monotonic() < deadline, "the worker never started the run"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    # What a host or container dying does: the worker and its work horse (RQ forks the
+    # horse into a session of its own) die at once, without a word.
+    for process in [*psutil.Process(worker.pid).children(recursive=True), worker]:
+        os.kill(process.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    killed = destination.runs.get()
+    assert killed.status == "running"  # killed before it could say anything
+    assert not [name for name in _files(tmp_path) if not name.endswith(".partial")]
+
+    deadline = time.monotonic() + 10
+    while True:  # PostgreSQL lets go of the dead worker's lock as it notices the hang-up
+        try:
+            retry = outbound_run(destination=destination)
+            break
+        except OutboundRunInProgress:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    killed.refresh_from_db()
+    assert (killed.status, killed.error) == (
+        "failed",
+        "interrupted: the worker stopped before the run ended",
+    )
+    assert (retry.status, retry.lines, retry.records_successful) == ("succeeded", members, members)
+    files = _files(tmp_path)
+    assert sorted(files) == sorted([*retry.files.values_list("name", flat=True), retry.info_name])
+    assert _check_info(files)["Totals"]["TotalNumberLines"] == members
+    rows = b"".join(data for name, data in files.items() if name != retry.info_name)
+    assert len(set(rows.splitlines())) == members  # every member once
+
+
+def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
     world: World, deliver: Deliver, tmp_path: Path
 ) -> None:
+    import psycopg
+    from django.db import connection
     from django.utils import timezone
+
+    from partners.outbound.services import _RUN_LOCK, OutboundRunInProgress
 
     destination = _destination(world, tmp_path, mode="iter")
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
-    # What a SIGKILL mid-run leaves: a run "running" forever, a temporary file, no .info.
-    killed = OutboundRun.objects.create(
-        destination=destination, mode="iter", started_at=timezone.now()
-    )
-    leftover = tmp_path / "acme" / "outbound" / "s3_1_21_iter_1.sync.partial"
-    leftover.parent.mkdir(parents=True)
+    started = timezone.now()
+    killed = OutboundRun.objects.create(destination=destination, mode="iter", started_at=started)
+    stamp = int(started.timestamp() * 1000)
+    folder = tmp_path / "acme" / "outbound"
+    folder.mkdir(parents=True)
+    leftover = folder / f"s3_{destination.pk}_21_iter_{stamp}.sync.partial"
     leftover.write_text("half a fi")
-    run = outbound_run(destination=destination)
+    foreign = folder / "partner-notes.txt.partial"  # not a name this destination writes
+    foreign.write_text("theirs")
+
+    # While another worker holds the destination, its "running" run is alive: no second run.
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or None, port=db["PORT"] or None, user=db["USER"], dbname=db["NAME"]
+    ) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [_RUN_LOCK, destination.pk])
+        with pytest.raises(OutboundRunInProgress, match="is being exported right now"):
+            outbound_run(destination=destination)
+    killed.refresh_from_db()
+    assert killed.status == "running"
+
+    run = outbound_run(destination=destination)  # the holder is gone: that run was killed
     killed.refresh_from_db()
     assert (killed.status, killed.error) == (
         "failed",
@@ -293,8 +385,7 @@ def test_a_run_killed_with_its_worker_is_marked_and_the_next_covers_its_changes(
     )
     assert run.since is None  # no run ever succeeded: every member
     assert run.lines == 1
-    finals = [name for name in _files(tmp_path) if not name.endswith(".partial")]
-    assert sorted(finals) == sorted([run.files.get().name, run.info_name])
+    assert sorted(_files(tmp_path)) == sorted([run.files.get().name, run.info_name, foreign.name])
 
 
 @pytest.mark.parametrize(
