@@ -21,7 +21,7 @@ from partners.idsync.mappings import id_mappings_expire
 from partners.models import ScheduleRun
 from partners.outbound.services import outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
-from segments.services import segments_membership_rebuild
+from segments.services import membership_changes_prune, segments_membership_rebuild
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,13 @@ def inbound_purge_run() -> str:
     # The record of past runs is kept as long as the files (a poll every 5 min is 288 a day).
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     pruned, _ = ScheduleRun.objects.filter(started_at__lt=cutoff).delete()
+    changes = membership_changes_prune()
     return (
         f"{result.deleted} file(s) older than {settings.INBOUND_RETENTION_DAYS} days deleted,"
         f" {result.missing} already gone, {result.unclaimed} unclaimed upload(s) deleted;"
         f" {outbound} outbound file(s) older than {settings.OUTBOUND_RETENTION_DAYS} days"
-        f" deleted; {pruned} old schedule run record(s) pruned"
+        f" deleted; {pruned} old schedule run record(s) pruned; {changes} membership change(s)"
+        f" older than {settings.SEGMENT_CHANGES_RETENTION_DAYS} days pruned"
     )
 
 

@@ -119,6 +119,11 @@ INBOUND_PARTS_MAX_WAIT_SECONDS = int(os.environ.get("INBOUND_PARTS_MAX_WAIT_SECO
 INBOUND_POLL_SECONDS = int(os.environ.get("INBOUND_POLL_SECONDS", "300"))
 INBOUND_RETENTION_DAYS = int(os.environ.get("INBOUND_RETENTION_DAYS", "30"))
 OUTBOUND_RETENTION_DAYS = int(os.environ.get("OUTBOUND_RETENTION_DAYS", "8"))
+# The membership change log (iter exports, the 14-day trend) keeps this many days; an iter
+# destination whose last success is older gets a full export instead.
+SEGMENT_CHANGES_RETENTION_DAYS = max(
+    15, int(os.environ.get("SEGMENT_CHANGES_RETENTION_DAYS", "30"))
+)
 # SFTP drop zones: known host keys (new hosts are trusted on first use and remembered).
 SFTP_KNOWN_HOST_FILE = os.environ.get("SFTP_KNOWN_HOST_FILE") or None
 # GnuPG home holding the platform's private key, for .pgp / .gpg inbound files.

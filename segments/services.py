@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timedelta
 
 import django_rq
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from segments.membership import segment_memberships_rebuild
+from segments.models import SegmentMembershipChange
 
 
 def segments_membership_rebuild(*, segment_sids: list[int] | None = None) -> int:
@@ -17,6 +20,19 @@ def segments_membership_rebuild(*, segment_sids: list[int] | None = None) -> int
     with transaction.atomic():
         now = int(timezone.now().timestamp())
         return segment_memberships_rebuild(segment_sids=segment_sids, now=now)
+
+
+def membership_changes_horizon(*, now: datetime | None = None) -> datetime:
+    """The oldest moment the membership change log still tells everything after."""
+    return (now or timezone.now()) - timedelta(days=settings.SEGMENT_CHANGES_RETENTION_DAYS)
+
+
+def membership_changes_prune(*, now: datetime | None = None) -> int:
+    """Delete the logged joins and leaves older than ``SEGMENT_CHANGES_RETENTION_DAYS`` (one
+    DELETE); return how many."""
+    old = SegmentMembershipChange.objects.filter(at__lt=membership_changes_horizon(now=now))
+    deleted, _ = old.delete()
+    return deleted
 
 
 def segments_rebuild_request(*, sids: list[int]) -> None:

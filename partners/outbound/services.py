@@ -49,6 +49,7 @@ from partners.outbound.templates import (
 from partners.receipts.alerts import outbound_failure_alert
 from partners.storage import storage_close
 from segments.models import Segment, Trait
+from segments.services import membership_changes_horizon
 
 # A header line is rendered with the row macros of nobody: empty IDs, empty lists.
 _NO_MEMBER: dict[str, Any] = {
@@ -238,6 +239,9 @@ def _run(
     until = started
     if window is not None:
         since, until = window
+    if mode == Destination.Mode.ITER and since and since < membership_changes_horizon(now=started):
+        # The change log no longer reaches back to the last success: everybody, as they are.
+        mode, since = Destination.Mode.FULL, None
     run = OutboundRun.objects.create(
         destination=destination, mode=mode, since=since, until=until, started_at=started
     )

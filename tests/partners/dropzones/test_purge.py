@@ -15,6 +15,8 @@ from django.utils import timezone
 from partners.models import InboundFile, ScheduleRun
 from partners.portal.uploads import upload_accept, upload_store
 from partners.schedules import inbound_purge_run
+from segments.models import SegmentMembershipChange
+from tests.factories import SegmentFactory
 from tests.partners.inbound.conftest import World
 
 
@@ -40,13 +42,23 @@ def test_old_uploads_go_checked_ones_never_processed_too_records_stay(
     InboundFile.objects.update(received_at=timezone.now() - timedelta(days=31))
     ScheduleRun.objects.create(name="inbound_poll", started_at=timezone.now() - timedelta(days=31))
     ScheduleRun.objects.create(name="inbound_poll", started_at=timezone.now())
+    segment = SegmentFactory.create(sid=500, data_source=world.source, rule="10T")
+    for days in (31, 29):  # a join a month ago is pruned; one within 30 days stays
+        SegmentMembershipChange.objects.create(
+            profile=world.u1,
+            segment=segment,
+            joined=True,
+            at=timezone.now() - timedelta(days=days),
+        )
 
     result = inbound_purge_run()
 
     assert result == (
         "1 file(s) older than 30 days deleted, 0 already gone, 1 unclaimed upload(s) deleted;"
-        " 0 outbound file(s) older than 8 days deleted; 1 old schedule run record(s) pruned"
+        " 0 outbound file(s) older than 8 days deleted; 1 old schedule run record(s) pruned;"
+        " 1 membership change(s) older than 30 days pruned"
     )
+    assert SegmentMembershipChange.objects.get().at > timezone.now() - timedelta(days=30)
     assert not default_storage.exists(checked.path)
     assert default_storage.exists(fresh_check.path)
     assert not default_storage.exists(delivered.path)

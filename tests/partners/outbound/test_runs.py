@@ -292,13 +292,12 @@ def test_a_run_killed_midway_with_sigkill_then_retried(tmp_path: Path) -> None:
     members = 500_000  # about a second of rendering: time to be killed in the middle
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO segments_profile (uuid, created_at)"
-            " SELECT '7' || lpad(n::text, 37, '0'), now() FROM generate_series(1, %s) n",
+            "WITH made AS (INSERT INTO segments_profile (uuid, created_at)"
+            "  SELECT '7' || lpad(n::text, 37, '0'), now() FROM generate_series(1, %s) n"
+            "  RETURNING id)"
+            " INSERT INTO segments_segmentmembership (profile_id, segment_id, joined_at)"
+            " SELECT id, 500, now() FROM made",
             [members],
-        )
-        cursor.execute(
-            "INSERT INTO segments_segmentmembership (profile_id, segment_id, joined_at)"
-            " SELECT id, 500, now() FROM segments_profile WHERE uuid LIKE '7%%'"
         )
     queue = django_rq.get_queue("outbound")
     queue.empty()
@@ -498,3 +497,23 @@ def test_a_destination_folder_that_the_poller_reads_or_that_leaves_the_partner_i
     with pytest.raises(ValidationError) as caught:
         destination.full_clean()
     assert caught.value.message_dict == {"folder": [error]}
+
+
+def test_an_iter_destination_whose_last_success_is_older_than_the_change_log_gets_a_full_run(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    destination = _destination(world, tmp_path, mode="iter")
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\nu2\td_sid=11\n"})
+    first = outbound_run(destination=destination)
+    assert first.mode == "iter"
+    recent = outbound_run(destination=destination)
+    assert (recent.mode, recent.since, recent.lines) == ("iter", first.started_at, 0)
+    # A month without a successful run: the changes since may be pruned already.
+    destination.runs.update(started_at=timezone.now() - timedelta(days=31))
+    late = outbound_run(destination=destination)
+    assert (late.mode, late.since, late.lines) == ("full", None, 2)
+    assert "_full_" in late.files.get().name
