@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from partners.dropzones.services import inbound_polls_request
 from partners.models import (
     ChannelObject,
     DataSource,
@@ -35,7 +35,11 @@ from partners.models import (
     ReceiptRecipient,
     ScheduleRun,
 )
-from partners.outbound.services import destination_preview
+from partners.outbound.services import (
+    destination_preview,
+    outbound_resends_request,
+    outbound_runs_request,
+)
 from partners.receipts.render import receipt_text
 from partners.receipts.services import receipt_delivery_request, receipt_recipients
 from partners.receipts.workbook import receipt_workbook_response
@@ -299,11 +303,9 @@ class InboundChannelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Poll the selected drop zones now")
     def poll_now(self, request: HttpRequest, queryset: QuerySet[InboundChannel]) -> None:
-        for channel in queryset:
-            django_rq.get_queue("inbound").enqueue(
-                "partners.dropzones.jobs.inbound_poll_job", channel.pk
-            )
-        messages.success(request, f"{queryset.count()} drop zone(s) queued for a poll.")
+        ids = list(queryset.values_list("pk", flat=True))
+        inbound_polls_request(channel_ids=ids)
+        messages.success(request, f"{len(ids)} drop zone(s) queued for a poll.")
 
 
 @admin.register(ChannelObject)
@@ -369,11 +371,9 @@ class DestinationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run the selected destinations now")
     def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        for destination in queryset:
-            django_rq.get_queue("outbound").enqueue(
-                "partners.outbound.jobs.outbound_run_job", destination.pk, job_timeout=4 * 3600
-            )
-        messages.success(request, f"{queryset.count()} destination(s) queued.")
+        ids = list(queryset.values_list("pk", flat=True))
+        outbound_runs_request(destination_ids=ids)
+        messages.success(request, f"{len(ids)} destination(s) queued.")
 
 
 class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -406,11 +406,9 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Send the selected runs again (same mode and window)")
     def resend(self, request: HttpRequest, queryset: QuerySet[OutboundRun]) -> None:
-        for run in queryset:
-            django_rq.get_queue("outbound").enqueue(
-                "partners.outbound.jobs.outbound_run_resend_job", run.pk, job_timeout=4 * 3600
-            )
-        messages.success(request, f"{queryset.count()} run(s) queued to be sent again.")
+        ids = list(queryset.values_list("pk", flat=True))
+        outbound_resends_request(run_ids=ids)
+        messages.success(request, f"{len(ids)} run(s) queued to be sent again.")
 
     @admin.display(description="duration")
     def duration(self, obj: OutboundRun) -> str:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from partners.dropzones.services import inbound_poll_all, inbound_purge
 from partners.idsync.mappings import id_mappings_expire
 from partners.models import ScheduleRun
-from partners.outbound.services import outbound_purge, outbound_runs_due
+from partners.outbound.services import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
 from segments.services import membership_changes_prune, segments_membership_rebuild
 
@@ -107,7 +107,7 @@ def schedules() -> list[Schedule]:
             outbound_run_due_run,
             interval=settings.INBOUND_POLL_SECONDS,
             queue="outbound",
-            timeout=4 * 3600,
+            timeout=OUTBOUND_JOB_TIMEOUT,
         ),
         Schedule(
             "segments_refresh",

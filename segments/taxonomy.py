@@ -108,7 +108,7 @@ def _choice(choices: type[models.TextChoices]) -> Callable[[object], str | None]
 
 def _verbatim(value: object) -> str:
     """Text kept as typed (a template's leading or trailing space is part of it)."""
-    return "" if value is None else _text(value) if isinstance(value, float) else str(value)
+    return value if isinstance(value, str) else _text(value)
 
 
 def _positive_number(value: object) -> int | None:

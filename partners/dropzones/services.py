@@ -7,6 +7,7 @@ import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import django_rq
 from django.conf import settings
 from django.core.files.storage import Storage
 from django.db import connection, transaction
@@ -162,6 +163,13 @@ def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) 
     seen.file = InboundFile.objects.filter(storage=alias, path=seen.path).latest("pk")
     seen.state = ChannelObject.State.REGISTERED
     result.registered.append(seen.path)
+
+
+def inbound_polls_request(*, channel_ids: list[int]) -> None:
+    """Queue a poll of each channel now, in the inbound workers (admin *Poll now*)."""
+    queue = django_rq.get_queue("inbound")
+    for pk in channel_ids:
+        queue.enqueue("partners.dropzones.jobs.inbound_poll_job", pk)
 
 
 def inbound_poll_all(*, channel_id: int | None = None) -> list[PollResult]:

@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+import django_rq
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
@@ -154,6 +155,28 @@ def destination_dpid(destination: Destination) -> int:
         return destination.id_data_source_id
     first = destination.partner.data_sources.order_by("dpid").values_list("dpid", flat=True)
     return first.first() or 0
+
+
+# A run may export millions of members to a slow SFTP server.
+OUTBOUND_JOB_TIMEOUT = 4 * 3600
+
+
+def outbound_runs_request(*, destination_ids: list[int]) -> None:
+    """Queue a run of each destination now, in the outbound workers (admin *Run now*)."""
+    queue = django_rq.get_queue("outbound")
+    for pk in destination_ids:
+        queue.enqueue(
+            "partners.outbound.jobs.outbound_run_job", pk, job_timeout=OUTBOUND_JOB_TIMEOUT
+        )
+
+
+def outbound_resends_request(*, run_ids: list[int]) -> None:
+    """Queue each past run to be sent again, the same mode and window (admin *Send again*)."""
+    queue = django_rq.get_queue("outbound")
+    for pk in run_ids:
+        queue.enqueue(
+            "partners.outbound.jobs.outbound_run_resend_job", pk, job_timeout=OUTBOUND_JOB_TIMEOUT
+        )
 
 
 class OutboundRunInProgress(Exception):

@@ -351,7 +351,7 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
     from django.db import connection
     from django.utils import timezone
 
-    from partners.outbound.services import _RUN_LOCK, OutboundRunInProgress
+    from partners.outbound.services import _RUN_LOCK, OutboundRunInProgress, outbound_runs_due
 
     destination = _destination(world, tmp_path, mode="iter")
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
@@ -373,6 +373,7 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
         other.execute("SELECT pg_advisory_lock(%s, %s)", [_RUN_LOCK, destination.pk])
         with pytest.raises(OutboundRunInProgress, match="is being exported right now"):
             outbound_run(destination=destination)
+        assert outbound_runs_due(now=started.replace(hour=23, minute=59)) == []  # skipped
     killed.refresh_from_db()
     assert killed.status == "running"
 
@@ -517,3 +518,43 @@ def test_an_iter_destination_whose_last_success_is_older_than_the_change_log_get
     late = outbound_run(destination=destination)
     assert (late.mode, late.since, late.lines) == ("full", None, 2)
     assert "_full_" in late.files.get().name
+
+
+def test_run_now_and_send_again_in_the_admin_queue_jobs_a_worker_runs(
+    world: World,
+    deliver: Deliver,
+    tmp_path: Path,
+    admin_client: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    import django_rq
+    from rq import SimpleWorker
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    queue = django_rq.get_queue("outbound")
+    queue.empty()
+    with django_capture_on_commit_callbacks(execute=True):  # django-rq enqueues on commit
+        admin_client.post(
+            "/admin/partners/destination/",
+            {"action": "run_now", "_selected_action": [destination.pk]},
+        )
+    [job] = queue.jobs
+    assert job.timeout == 4 * 3600
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    first = destination.runs.get()
+    assert (first.status, first.lines) == ("succeeded", 1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/partners/outboundrun/",
+            {"action": "resend", "_selected_action": [first.pk]},
+        )
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    again = destination.runs.first()
+    assert again is not None
+    assert (again.pk != first.pk, again.status, again.until) == (
+        True,
+        "succeeded",
+        first.started_at,
+    )
