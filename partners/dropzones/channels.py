@@ -19,6 +19,8 @@ from datetime import date
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage, Storage
+from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
+from paramiko.sftp_attr import SFTPAttributes
 from storages.backends.s3 import S3Storage
 from storages.backends.sftpstorage import SFTPStorage
 
@@ -110,21 +112,60 @@ def channel_list(channel: InboundChannel, storage: Storage) -> Iterator[ListedOb
         raise ImproperlyConfigured(f"cannot list {type(storage).__name__}")
 
 
+def _sftp_listdir(storage: SFTPStorage, path: str) -> list[SFTPAttributes]:
+    """paramiko's ``listdir_attr``, except that a name which is not UTF-8 comes back with
+    its bytes as lone surrogates (as ``os.listdir`` gives them) instead of failing the
+    whole folder: one such name must not hide the good files beside it."""
+    sftp = storage.sftp
+    kind, message = sftp._request(CMD_OPENDIR, path)
+    if kind != CMD_HANDLE:
+        raise OSError(f"cannot open the folder {path}")
+    handle = message.get_binary()
+    entries = []
+    try:
+        while True:
+            try:
+                kind, message = sftp._request(CMD_READDIR, handle)
+            except EOFError:
+                break
+            if kind != CMD_NAME:
+                raise OSError(f"cannot read the folder {path}")
+            for _ in range(message.get_int()):
+                name = message.get_string().decode("utf-8", "surrogateescape")
+                longname = message.get_string().decode("utf-8", "replace")
+                entry = SFTPAttributes._from_msg(message, name, longname)
+                if name not in (".", ".."):
+                    entries.append(entry)
+    finally:
+        sftp._request(CMD_CLOSE, handle)
+    return entries
+
+
 def _sftp_walk(storage: SFTPStorage, folder: str) -> Iterator[ListedObject]:
     pending = [folder]
     while pending:
         current = pending.pop()
         try:
-            entries = storage.sftp.listdir_attr(storage._remote_path(current))
+            entries = _sftp_listdir(storage, storage._remote_path(current))
         except FileNotFoundError:
             continue
         for entry in entries:
             path = posixpath.join(current, entry.filename)
             if stat.S_ISDIR(entry.st_mode or 0):
+                if not _utf8(path):
+                    continue  # a folder whose name is not UTF-8 cannot be opened by name
                 pending.append(path)
             elif stat.S_ISREG(entry.st_mode or 0):
                 size = entry.st_size or 0
                 yield ListedObject(path, size, f"{size}:{entry.st_mtime}")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def delivery_date(path: str, slug: str) -> date | None:

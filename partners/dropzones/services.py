@@ -14,11 +14,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from partners.dropzones.channels import (
+    ListedObject,
     channel_list,
     channel_storage,
     channel_storage_alias,
     delivery_date,
 )
+from partners.inbound.names import name_text_problem
 from partners.inbound.services import (
     InboundRejected,
     inbound_files_register,
@@ -100,29 +102,62 @@ def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult)
         if outbound and listed.path.startswith(outbound):
             continue
         result.listed += 1
-        known = latest.get(listed.path)
-        if known is not None and known.state == ChannelObject.State.SEEN:
-            if (known.version, known.size) == (listed.version, listed.size):
-                _register(channel, known, result)
-            else:  # still being written: it goes once it holds between two polls
-                known.version, known.size = listed.version, listed.size
-            known.last_seen_at = now
-            known.save()
-        elif (listed.path, listed.version) not in versions:
-            # New, or replaced by new content after it was taken: it goes next poll if it
-            # holds (the same content again is a duplicate there, by name and SHA-256).
-            ChannelObject.objects.create(
-                channel=channel,
-                path=listed.path,
-                version=listed.version,
-                size=listed.size,
-                first_seen_at=now,
-                last_seen_at=now,
-            )
-            result.new += 1
+        try:
+            # One object's failure rolls back its own rows only, never the whole poll: a
+            # name the database cannot hold must not keep the good files beside it out.
+            with transaction.atomic():
+                _poll_object(channel, listed, latest, versions, now, result)
+        except Exception:
+            logger.exception("channel %s: %r could not be registered", channel.pk, listed.path)
+            result.unreadable.append((_storable_path(listed.path), "could not be registered"))
     channel.last_polled_at = now
     channel.last_poll_result = result.summary()
     channel.save(update_fields=["last_polled_at", "last_poll_result"])
+
+
+def _storable_path(path: str) -> str:
+    """``path`` as text the database can hold: bytes that are not UTF-8 shown as ``\\xff``,
+    NUL as ``\\x00``, cut to the column's length. Only rejected objects need it."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= 1000 else text[:999] + "…"
+
+
+def _poll_object(
+    channel: InboundChannel,
+    listed: ListedObject,
+    latest: dict[str, ChannelObject],
+    versions: set[tuple[str, str]],
+    now: datetime,
+    result: PollResult,
+) -> None:
+    path = _storable_path(listed.path)
+    known = latest.get(path)
+    if known is not None and known.state == ChannelObject.State.SEEN:
+        if (known.version, known.size) == (listed.version, listed.size):
+            _register(channel, known, result)
+        else:  # still being written: it goes once it holds between two polls
+            known.version, known.size = listed.version, listed.size
+        known.last_seen_at = now
+        known.save()
+    elif (path, listed.version) not in versions:
+        # New, or replaced by new content after it was taken: it goes next poll if it
+        # holds (the same content again is a duplicate there, by name and SHA-256).
+        seen = ChannelObject.objects.create(
+            channel=channel,
+            path=path,
+            version=listed.version[:200],
+            size=listed.size,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        result.new += 1
+        problem = name_text_problem(posixpath.basename(listed.path))
+        if path != listed.path or problem:
+            # A name that is not even text (or too long to keep) cannot become a delivery:
+            # said at once, with its name as the database can show it.
+            _reject(channel, seen, problem or "the name is too long", result)
+            seen.save()
 
 
 def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) -> None:
@@ -144,18 +179,7 @@ def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) 
             )
             registration_enqueue(registration)
     except InboundRejected as exc:
-        seen.file = InboundFile.objects.create(
-            partner=channel.partner,
-            name=name,
-            storage=alias,
-            path=seen.path,
-            size=seen.size,
-            sha256="",
-            status=InboundFile.Status.REJECTED,
-            error=exc.reason,
-        )
-        seen.state = ChannelObject.State.REJECTED
-        result.rejected.append((seen.path, exc.reason))
+        _reject(channel, seen, exc.reason, result)
         return
     except StorageReadError as exc:
         result.unreadable.append((seen.path, str(exc)))
@@ -163,6 +187,22 @@ def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) 
     seen.file = InboundFile.objects.filter(storage=alias, path=seen.path).latest("pk")
     seen.state = ChannelObject.State.REGISTERED
     result.registered.append(seen.path)
+
+
+def _reject(channel: InboundChannel, seen: ChannelObject, reason: str, result: PollResult) -> None:
+    """Refuse a listed object with ``reason``: the partner sees it in *My files*."""
+    seen.file = InboundFile.objects.create(
+        partner=channel.partner,
+        name=posixpath.basename(seen.path)[:255],
+        storage=channel_storage_alias(channel),
+        path=seen.path,
+        size=seen.size,
+        sha256="",
+        status=InboundFile.Status.REJECTED,
+        error=reason,
+    )
+    seen.state = ChannelObject.State.REJECTED
+    result.rejected.append((seen.path, reason))
 
 
 def inbound_polls_request(*, channel_ids: list[int]) -> None:

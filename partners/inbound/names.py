@@ -64,16 +64,42 @@ _SHAPES = {
     FileKind.ID_SYNC: "adobe_id_<MASTER_DPID>_<DPID>[_<DPID>...]_<TIMESTAMP>.sync",
 }
 _DIGITS = re.compile(r"[0-9]+")
+MAX_NAME_CHARS = 255  # InboundFile.name
+MAX_DPID = 2**31 - 1  # DPIDs are 32-bit integers everywhere (database, ID sync)
+MAX_SPLIT = 9999  # ~10 TB of 1 GB parts (SPEC §3.6); and it fits the part-number column
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def name_text_problem(name: str) -> str | None:
+    """Why ``name`` cannot even be kept as text (None when it can): bytes that are not
+    UTF-8 (a listing decodes them as lone surrogates), control characters, or a length past
+    what is stored. Said before anything quotes the name back."""
+    for position, char in enumerate(name):
+        if "\udc80" <= char <= "\udcff":  # os.fsdecode's stand-in for an undecodable byte
+            return f"the name is not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x}): rename the file"
+        if "\ud800" <= char <= "\udfff":
+            return f"the name is not UTF-8 text (at character {position + 1}): rename the file"
+    control = _CONTROL.search(name)
+    if control:
+        return f"the name holds a control character (U+{ord(control[0]):04X})"
+    if len(name) > MAX_NAME_CHARS:
+        return f"the name is longer than {MAX_NAME_CHARS} characters"
+    return None
 
 
 def _dpid(text: str, element: str, *, allow_zero: bool = False) -> int:
     if not _DIGITS.fullmatch(text) or (int(text) == 0 and not allow_zero):
         raise FileNameError(f"'{text}' is not a {element} (a positive whole number)")
+    if int(text) > MAX_DPID:
+        raise FileNameError(f"'{text}' is not a {element} (at most {MAX_DPID})")
     return int(text)
 
 
 def parse_inbound_file_name(name: str) -> InboundFileName:
     """Parse a file name; raise :class:`FileNameError` saying which element is wrong."""
+    problem = name_text_problem(name)
+    if problem:
+        raise FileNameError(problem)
     if "/" in name or "\\" in name:
         raise FileNameError(f"'{name}' is a path, not a file name")
     kind = next((kind for prefix, kind in _PREFIXES if name.startswith(prefix)), None)
@@ -96,6 +122,8 @@ def parse_inbound_file_name(name: str) -> InboundFileName:
     split: int | None = None
     if extensions and _DIGITS.fullmatch(extensions[0]):
         split = int(extensions.pop(0))
+        if split > MAX_SPLIT:
+            raise FileNameError(f"part number {split} is too large (at most {MAX_SPLIT})")
     compression = Compression.NONE
     if extensions:
         last = extensions.pop(0)

@@ -130,7 +130,9 @@ def upload_register(*, partner: Partner, stored: StoredFile) -> Registration:
         with transaction.atomic():
             registration = inbound_files_register(files=[stored], partner=partner, complete=False)
             registration_enqueue(registration)
-    except InboundRejected:
+    except Exception:
+        # Refused, or anything unforeseen: a delivery that was not registered leaves nothing
+        # behind in the storage either.
         upload_discard(stored)
         raise
     return registration

@@ -68,6 +68,7 @@ class DropZone:
     put: Callable[[str, bytes], object]
     remove: Callable[[str], object]
     exists: Callable[[str], bool]
+    folder: Path | None = None  # SFTP and local: where the served files are on this disk
 
 
 @pytest.fixture(params=["s3", "sftp", "local"])
@@ -136,5 +137,9 @@ def dropzone_make(
         target.write_bytes(data)
 
     return DropZone(
-        channel, put, lambda path: (folder / path).unlink(), lambda path: (folder / path).exists()
+        channel,
+        put,
+        lambda path: (folder / path).unlink(),
+        lambda path: (folder / path).exists(),
+        folder,
     )

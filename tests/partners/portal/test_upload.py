@@ -106,3 +106,35 @@ def test_uploads_need_a_csrf_token(world: World, acme: Client) -> None:
     )
     assert response.status_code == 403
     assert not InboundFile.objects.exists()
+
+
+HOSTILE_NAMES = [
+    ("ftp_dpm_21_1700000000.sync.99999999999", "part number 99999999999 is too large"),
+    ("ftp_dpm_99999999999_1700000000.sync", "'99999999999' is not a DPID (at most 2147483647)"),
+    ("adobe_id_0_21_1700000000.sync.2147483648.gz", "part number 2147483648 is too large"),
+]
+
+
+@pytest.mark.parametrize(("name", "message"), HOSTILE_NAMES)
+def test_hostile_names_are_refused_in_words_and_nothing_is_kept(
+    acme: Client, world: World, settings: Any, name: str, message: str
+) -> None:
+    from partners.portal.api import api_token_rotate
+
+    response = _post(acme, name)
+    assert response.status_code == 200
+    page = html.unescape(response.content.decode())
+    assert message in page.split('id="file-errors"')[1].split("</ul>")[0]
+
+    token = api_token_rotate(partner=world.partner, by="test")
+    api = Client().post(
+        "/api/v1/files",
+        {"file": SimpleUploadedFile(name, CONTENT)},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert api.status_code == 400
+    assert message in api.json()["errors"][0]["msg"]
+
+    assert not InboundFile.objects.exists()
+    uploads = Path(settings.MEDIA_ROOT) / "uploads"
+    assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
