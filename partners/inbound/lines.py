@@ -46,6 +46,12 @@ class OverlongLine(NamedTuple):
 LineBlock = tuple[int, list["bytes | OverlongLine"]]
 
 
+def line_start(raw: bytes) -> str:
+    """The first characters of a rejected line, as the error reports keep them: bytes that
+    are not UTF-8 and NUL (which PostgreSQL text cannot hold) shown as U+FFFD."""
+    return raw[:LINE_START_CHARS].decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
 def read_line_blocks(
     stream: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES, block_bytes: int = 1 << 19
 ) -> Iterator[LineBlock]:
@@ -74,7 +80,7 @@ def read_line_blocks(
         carry = complete.pop()  # the unfinished last line (b"" after a final "\n")
         lines = cast("list[bytes | OverlongLine]", complete)  # an over-long line may join
         if len(carry) > max_bytes + 2:  # too long even with its "\r\n" still to come
-            lines.append(OverlongLine(carry[:LINE_START_CHARS].decode("utf-8", "replace")))
+            lines.append(OverlongLine(line_start(carry)))
             carry = b""
             skipping = True
         if lines:
@@ -104,20 +110,17 @@ def decode_lines(
         if raw[-1:] == b"\r":
             raw = raw[:-1]
         if len(raw) > max_bytes:
-            start = raw[:LINE_START_CHARS].decode("utf-8", "replace")
-            yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", start)
+            yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", line_start(raw))
             continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            start = raw[:LINE_START_CHARS].decode("utf-8", "replace")
-            yield RawLine(number, None, f"not UTF-8 text (byte {exc.start + 1})", start)
+            yield RawLine(number, None, f"not UTF-8 text (byte {exc.start + 1})", line_start(raw))
             continue
         if not text or text.isspace():
             continue  # blank lines are not records
         if "\x00" in text:  # PostgreSQL text cannot hold it: refused here, shown as U+FFFD
-            start = text[:LINE_START_CHARS].replace("\x00", "\ufffd")
-            yield RawLine(number, None, "the line holds a NUL character", start)
+            yield RawLine(number, None, "the line holds a NUL character", line_start(raw))
             continue
         yield RawLine(number, text, None, text[:LINE_START_CHARS])
 

@@ -466,3 +466,26 @@ def test_parse_processes_give_the_same_result_as_one_process(
     assert in_process[0]["records_received"] == 40_000
     assert in_process[0]["format_errors"] > 40  # the tab-less lines and the empty signals
     assert run(1700000001, processes=2) == in_process
+
+
+def test_lines_holding_nul_with_bad_utf8_or_past_the_limit_are_rejected_and_the_batch_ends(
+    world: World, deliver: Deliver
+) -> None:
+    """PostgreSQL text cannot hold NUL: every kept start of a rejected line is shown without
+    it, whatever else is wrong with the line (not UTF-8, too long), so the errors store."""
+    from partners.inbound.lines import MAX_LINE_BYTES
+
+    data = (
+        b"u1\td_sid=10\n"
+        b"u2\td_sid=10\x00\xff\n"  # NUL and a byte that is not UTF-8
+        + b"u2\t\x00"
+        + b"a" * MAX_LINE_BYTES
+        + b"\n"  # NUL and too long
+        + b"u2\t\x00" * 30_000
+        + b"\n"  # too long while streaming
+    )
+    receipt = deliver({"ftp_dpm_21_1700000000.sync": data})
+    assert (receipt.records_received, receipt.format_errors, receipt.stored_records) == (4, 3, 1)
+    starts = list(receipt.batch.line_errors.order_by("line_number").values_list("line_start"))
+    assert len(starts) == 3
+    assert all("\x00" not in start and "\ufffd" in start for (start,) in starts)
