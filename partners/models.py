@@ -254,6 +254,8 @@ class InboundBatch(models.Model):
         PROCESSING = "processing", "Processing"
         PROCESSED = "processed", "Processed"
         FAILED = "failed", "Failed"
+        # Every file was processed before, by a batch that ran first: nothing applied twice.
+        DUPLICATE = "duplicate", "Duplicate (already processed)"
 
     key = models.CharField(max_length=255, help_text="The file name before its part number.")
     kind = models.CharField(max_length=20, choices=Kind.choices)

@@ -13,6 +13,7 @@ from pathlib import Path
 import django_rq
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rq import Retry
 from rq.job import Dependency
@@ -59,6 +60,8 @@ from segments.membership import segment_memberships_refresh
 from segments.models import Trait
 from segments.rules import parse_trait_rule
 
+ALREADY_PROCESSED = "already processed (same name and content)"
+
 
 class InboundRejected(Exception):
     """A file or batch that cannot be processed at all; nothing was changed."""
@@ -67,6 +70,14 @@ class InboundRejected(Exception):
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
+
+
+# The states a batch ends in: nothing more happens to it.
+INBOUND_BATCH_ENDED = (
+    InboundBatch.Status.PROCESSED,
+    InboundBatch.Status.FAILED,
+    InboundBatch.Status.DUPLICATE,
+)
 
 
 @dataclass(frozen=True)
@@ -227,7 +238,7 @@ def inbound_files_register(
                     size=delivery.size,
                     sha256=sha,
                     status=InboundFile.Status.DUPLICATE if seen else InboundFile.Status.RECEIVED,
-                    error="already processed (same name and content)" if seen else "",
+                    error=ALREADY_PROCESSED if seen else "",
                 )
                 if seen:
                     duplicates.append(file)
@@ -405,20 +416,49 @@ def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) ->
             batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
             if batch.status == InboundBatch.Status.PROCESSED:
                 return batch.receipt
-            apply = (
-                idsync_batch_apply if batch.kind == InboundBatch.Kind.ID_SYNC else _process_traits
-            )
-            receipt = apply(batch, started=started, progress=progress)
-            receipt_delivery_request(receipt=receipt)  # e-mailed once the batch commits
-            receipt_failure_alert(receipt=receipt)
-            batch.files.update(status=InboundFile.Status.PROCESSED)
-            InboundBatch.objects.filter(pk=batch.pk).update(
-                status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
-            )
-            return receipt
+            if batch.status != InboundBatch.Status.DUPLICATE and _processed_before_set_aside(batch):
+                apply = (
+                    idsync_batch_apply
+                    if batch.kind == InboundBatch.Kind.ID_SYNC
+                    else _process_traits
+                )
+                receipt = apply(batch, started=started, progress=progress)
+                receipt_delivery_request(receipt=receipt)  # e-mailed once the batch commits
+                receipt_failure_alert(receipt=receipt)
+                batch.files.update(status=InboundFile.Status.PROCESSED)
+                InboundBatch.objects.filter(pk=batch.pk).update(
+                    status=InboundBatch.Status.PROCESSED, finished_at=receipt.job_end
+                )
+                return receipt
     except UnreadableFileError as exc:
         _batch_mark_failed(batch, str(exc))
         raise InboundRejected(batch.key, str(exc)) from exc
+    raise InboundRejected(batch.key, ALREADY_PROCESSED)
+
+
+def _processed_before_set_aside(batch: InboundBatch) -> bool:
+    """Take out of the batch its files that another batch processed since they were
+    registered (the same file delivered twice before either was processed); whether any
+    file is left.
+    A batch with none left is a duplicate. Runs under the target's lock, so the batch that
+    went first is committed and seen."""
+    copies = batch.files.filter(
+        Exists(
+            InboundFile.objects.filter(
+                name=OuterRef("name"),
+                sha256=OuterRef("sha256"),
+                status=InboundFile.Status.PROCESSED,
+            )
+        )
+    )
+    # Out of the batch, as a duplicate found at registration is: the rest goes on without it.
+    copies.update(batch=None, status=InboundFile.Status.DUPLICATE, error=ALREADY_PROCESSED)
+    if batch.files.exists():
+        return True
+    InboundBatch.objects.filter(pk=batch.pk).update(
+        status=InboundBatch.Status.DUPLICATE, finished_at=timezone.now()
+    )
+    return False
 
 
 def inbound_part_stage(*, file_id: int) -> StagedPart | None:
@@ -433,7 +473,7 @@ def inbound_part_stage(*, file_id: int) -> StagedPart | None:
     )
     if file is None or batch is None:
         return None
-    if batch.status in (InboundBatch.Status.PROCESSED, InboundBatch.Status.FAILED):
+    if batch.status in INBOUND_BATCH_ENDED:
         return None
     existing = StagedPart.objects.filter(file=file).first()
     if existing is not None:

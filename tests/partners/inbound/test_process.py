@@ -489,3 +489,28 @@ def test_lines_holding_nul_with_bad_utf8_or_past_the_limit_are_rejected_and_the_
     starts = list(receipt.batch.line_errors.order_by("line_number").values_list("line_start"))
     assert len(starts) == 3
     assert all("\x00" not in start and "\ufffd" in start for (start,) in starts)
+
+
+def test_the_same_file_delivered_twice_before_processing_is_applied_once(
+    world: World, tmp_path: Path
+) -> None:
+    """Both deliveries are registered before either is processed (so neither is a duplicate
+    yet); the second to be processed finds the first applied and ends as a duplicate."""
+    path = tmp_path / "ftp_dpm_21_1700000000.sync"
+    path.write_text("u1\td_sid=10\n")
+    first = inbound_files_register(paths=[path]).batches[0]
+    second = inbound_files_register(paths=[path]).batches[0]
+    assert inbound_batch_process(batch_id=first.pk).stored_records == 1
+    with pytest.raises(InboundRejected, match="already processed"):
+        inbound_batch_process(batch_id=second.pk)
+    second.refresh_from_db()
+    assert second.status == InboundBatch.Status.DUPLICATE
+    assert second.finished_at is not None
+    [copy] = InboundFile.objects.exclude(batch=first)
+    assert (copy.status, copy.error) == (
+        InboundFile.Status.DUPLICATE,
+        "already processed (same name and content)",
+    )
+    assert world.held(world.u1) == {10}
+    with pytest.raises(InboundRejected, match="already processed"):  # and again, the same
+        inbound_batch_process(batch_id=second.pk)
