@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from partners.dropzones.services import inbound_poll_all, inbound_purge
 from partners.idsync.mappings import id_mappings_expire
+from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import ScheduleRun
 from partners.outbound.services import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
@@ -40,6 +41,10 @@ def inbound_poll_run(*, channel_id: int | None = None) -> str:
     if not results:
         return "no active drop zone"
     return "; ".join(f"channel {r.channel_id}: {r.summary()}" for r in results)
+
+
+def inbound_sweep_run() -> str:
+    return inbound_batches_sweep().summary()
 
 
 def inbound_purge_run() -> str:
@@ -88,6 +93,15 @@ def schedules() -> list[Schedule]:
             inbound_poll_run,
             interval=settings.INBOUND_POLL_SECONDS,
             queue="inbound",
+        ),
+        Schedule(
+            "inbound_sweep",
+            "Queue again the batches whose job was lost, fail those RQ gave up on",
+            inbound_sweep_run,
+            interval=settings.INBOUND_SWEEP_SECONDS,
+            # Not the inbound queue: its workers may all be busy (or dead: what it is for).
+            queue="default",
+            timeout=300,
         ),
         Schedule(
             "inbound_purge",

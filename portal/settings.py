@@ -96,7 +96,7 @@ RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": int(os.environ.get("RQ_DEFAULT_TIMEOUT", "3600"))}
     for name in RQ_QUEUE_NAMES
 }
-RQ = {"COMMIT_MODE": "on_db_commit"}
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "portal.rq_worker.OutageTolerantWorker"}
 # Inbound batches: seconds a batch may take, and RQ's retries after a failure or a crash.
 INBOUND_JOB_TIMEOUT = int(os.environ.get("INBOUND_JOB_TIMEOUT", "14400"))
 # Batches of at least this many bytes (as delivered) are parsed by several processes.
@@ -115,6 +115,10 @@ INBOUND_RETRY_INTERVALS = [
 # seconds and none is missing, or, missing parts or not, after MAX_WAIT seconds.
 INBOUND_PARTS_SETTLE_SECONDS = int(os.environ.get("INBOUND_PARTS_SETTLE_SECONDS", "300"))
 INBOUND_PARTS_MAX_WAIT_SECONDS = int(os.environ.get("INBOUND_PARTS_MAX_WAIT_SECONDS", "21600"))
+# The sweep (every INBOUND_SWEEP_SECONDS) queues again a batch queued or processing with no
+# live job for longer than INBOUND_SWEEP_GRACE_SECONDS, and fails one RQ gave up on.
+INBOUND_SWEEP_SECONDS = int(os.environ.get("INBOUND_SWEEP_SECONDS", "60"))
+INBOUND_SWEEP_GRACE_SECONDS = int(os.environ.get("INBOUND_SWEEP_GRACE_SECONDS", "120"))
 # Drop zones: how often they are polled (RQ cron), how long delivered files are kept.
 INBOUND_POLL_SECONDS = int(os.environ.get("INBOUND_POLL_SECONDS", "300"))
 INBOUND_RETENTION_DAYS = int(os.environ.get("INBOUND_RETENTION_DAYS", "30"))

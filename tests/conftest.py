@@ -106,3 +106,74 @@ def s3_default_storage(settings: Any, s3_endpoint: str, s3_bucket: str) -> str:
         },
     }
     return s3_bucket
+
+
+class PrivateRedis:
+    """A Redis server of the test's own, on a free loopback port, that the test may stop and
+    start again (the shared one must never go down under the other tests). It keeps nothing
+    on disk: stopped, it loses everything, like a Redis restarted without persistence."""
+
+    def __init__(self, folder: Path) -> None:
+        import socket
+        import sys
+
+        self.folder = folder
+        self.binary = shutil.which("redis-server") or str(
+            Path(sys.executable).parent / "redis-server"
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Any = None
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the private Redis did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(settings: Any, tmp_path: Path) -> Iterator[PrivateRedis]:
+    """Every RQ queue on a Redis of the test's own (see :class:`PrivateRedis`)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    settings.REDIS_URL = server.url
+    settings.RQ_QUEUES = {
+        name: {**config, "URL": server.url} for name, config in settings.RQ_QUEUES.items()
+    }
+    yield server
+    server.stop()

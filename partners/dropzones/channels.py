@@ -133,7 +133,7 @@ def _sftp_listdir(storage: SFTPStorage, path: str) -> list[SFTPAttributes]:
             for _ in range(message.get_int()):
                 name = message.get_string().decode("utf-8", "surrogateescape")
                 longname = message.get_string().decode("utf-8", "replace")
-                entry = SFTPAttributes._from_msg(message, name, longname)
+                entry = SFTPAttributes._from_msg(message, name, longname)  # type: ignore[attr-defined]
                 if name not in (".", ".."):
                     entries.append(entry)
     finally:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import redis
 from rq import get_current_job
+from rq.job import Job
 
 from partners.inbound.services import (
+    PROCESSING_FAILED,
     InboundRejected,
+    inbound_batch_fail,
     inbound_batch_process,
     inbound_part_stage,
     inbound_waiting_batches_release,
@@ -22,7 +27,11 @@ def _job_progress(percent: int) -> None:
     job = get_current_job()
     if job is not None:
         job.meta["progress"] = percent
-        job.save_meta()
+        try:
+            job.save_meta()
+        except redis.exceptions.ConnectionError:
+            # Only what the portal shows: Redis being down must not fail the batch itself.
+            logger.warning("progress of %s not kept: Redis unreachable", job.id)
 
 
 def inbound_batch_process_job(batch_id: int) -> int | None:
@@ -35,6 +44,17 @@ def inbound_batch_process_job(batch_id: int) -> int | None:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
         return None
+
+
+def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
+    """RQ's failure callback of a batch job (raised, or abandoned by a dead worker): once no
+    retry is left, the batch ends failed with a receipt rather than staying processing."""
+    if job.retries_left:
+        return  # RQ queues it again
+    logger.error(
+        "inbound batch job %s failed for good: %s", job.id, exc_info[1] if exc_info else ""
+    )
+    inbound_batch_fail(batch_id=int(job.args[0]), reason=PROCESSING_FAILED)
 
 
 def inbound_waiting_batches_release_job() -> int:

@@ -8,7 +8,13 @@ rejected lines.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -161,9 +167,30 @@ def line_block_parse(
 _process_catalog: TraitCatalog | None = None
 
 
-def _parse_process_init(catalog: TraitCatalog) -> None:
+def _parse_process_init(catalog: TraitCatalog, parent: int) -> None:
     global _process_catalog
     _process_catalog = catalog
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` (the worker's work horse) dies, however it dies: a
+    SIGKILL (OOM killer, RQ's timeout) runs no cleanup, and a pool process waiting on its
+    queue would otherwise wait forever, holding its memory. Linux tells us (PR_SET_PDEATHSIG);
+    elsewhere a thread watches for a new parent."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before we asked
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _parse_process_block(block: LineBlock, context: LineContext) -> BlockResult:
@@ -188,7 +215,7 @@ def line_parse_pool(catalog: TraitCatalog, *, processes: int) -> Iterator[Execut
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_parse_process_init,
-        initargs=(catalog,),
+        initargs=(catalog, os.getpid()),
     ) as pool:
         yield pool
 

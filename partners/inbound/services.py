@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
-from rq import Retry
+from rq import Callback, Retry
 from rq.job import Dependency
 
 from partners.idsync.files import idsync_batch_apply
@@ -61,6 +60,10 @@ from segments.models import Trait
 from segments.rules import parse_trait_rule
 
 ALREADY_PROCESSED = "already processed (same name and content)"
+PROCESSING_FAILED = (
+    "the processing failed on our side, several times; nothing of the batch was applied."
+    " Our team has been told: send the file again, or wait for them to contact you"
+)
 
 
 class InboundRejected(Exception):
@@ -260,10 +263,21 @@ def registration_enqueue(registration: Registration) -> None:
     """Once the current transaction commits: queue the registration's complete batches, and
     look at its waiting ones again when the wait for more parts may be over."""
     for batch in registration.batches:
-        transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
+        _batch_enqueue_on_commit(batch)
     if registration.waiting:
         # enqueue_in ignores django-rq's commit mode: hold it until the commit ourselves.
         transaction.on_commit(_release_check_schedule, robust=True)
+
+
+def _batch_enqueue_on_commit(batch: InboundBatch) -> None:
+    """Queue ``batch`` once the current transaction commits. Robust: with Redis unreachable
+    the delivery is still received (committed, queued) and the sweep
+    (:func:`partners.inbound.sweep.inbound_batches_sweep`) queues it once Redis is back."""
+
+    def enqueue() -> None:  # a function, not a partial: Django logs a failure by its name
+        inbound_batch_enqueue(batch=batch)
+
+    transaction.on_commit(enqueue, robust=True)
 
 
 def _release_check_schedule() -> None:
@@ -299,7 +313,7 @@ def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[Inbo
             batch.status = InboundBatch.Status.QUEUED
             batch.missing_parts = ", ".join(str(number) for number in missing)
             batch.save(update_fields=["status", "missing_parts"])
-            transaction.on_commit(functools.partial(inbound_batch_enqueue, batch=batch))
+            _batch_enqueue_on_commit(batch)
             released.append(batch)
     return released
 
@@ -355,6 +369,9 @@ def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
         job_id=inbound_batch_job_id(batch.pk),
         job_timeout=settings.INBOUND_JOB_TIMEOUT,
         retry=retry,
+        # Once RQ gives up (no retry left, or abandoned for good), the batch fails with a
+        # receipt instead of staying "processing".
+        on_failure=Callback("partners.inbound.jobs.inbound_batch_job_failed"),
         depends_on=depends_on,
         description=f"Process inbound batch {batch.key} (#{batch.pk})",
     )
@@ -405,6 +422,8 @@ def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) ->
     batch = InboundBatch.objects.select_related("data_source", "target").get(pk=batch_id)
     if batch.status == InboundBatch.Status.PROCESSED:
         return batch.receipt
+    if batch.status in INBOUND_BATCH_ENDED:  # failed or a duplicate: it has ended
+        raise InboundRejected(batch.key, batch.error or ALREADY_PROCESSED)
     started = timezone.now()
     InboundBatch.objects.filter(pk=batch.pk).update(
         status=InboundBatch.Status.PROCESSING, started_at=started, error=""
@@ -416,7 +435,7 @@ def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) ->
             batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
             if batch.status == InboundBatch.Status.PROCESSED:
                 return batch.receipt
-            if batch.status != InboundBatch.Status.DUPLICATE and _processed_before_set_aside(batch):
+            if _processed_before_set_aside(batch):
                 apply = (
                     idsync_batch_apply
                     if batch.kind == InboundBatch.Kind.ID_SYNC
@@ -431,7 +450,7 @@ def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) ->
                 )
                 return receipt
     except UnreadableFileError as exc:
-        _batch_mark_failed(batch, str(exc))
+        inbound_batch_fail(batch_id=batch.pk, reason=str(exc))
         raise InboundRejected(batch.key, str(exc)) from exc
     raise InboundRejected(batch.key, ALREADY_PROCESSED)
 
@@ -507,7 +526,7 @@ def inbound_part_stage(*, file_id: int) -> StagedPart | None:
                 rejected=tally.rejected,
             )
     except UnreadableFileError as exc:
-        _batch_mark_failed(batch, str(exc))
+        inbound_batch_fail(batch_id=batch.pk, reason=str(exc))
         raise InboundRejected(file.name, str(exc)) from exc
 
 
@@ -548,12 +567,24 @@ def _trait_files_stage(
         )
 
 
-def _batch_mark_failed(batch: InboundBatch, reason: str) -> None:
+def inbound_batch_fail(*, batch_id: int, reason: str) -> Receipt | None:
+    """End a batch that cannot be processed: failed, with ``reason`` (in the partner's
+    words) on it and its files, and a receipt saying so, e-mailed like any other (nothing
+    of the batch was applied). None when the batch is gone or had already ended."""
     with transaction.atomic():
+        batch = InboundBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None or batch.status in INBOUND_BATCH_ENDED:
+            return None
+        now = timezone.now()
         InboundBatch.objects.filter(pk=batch.pk).update(
-            status=InboundBatch.Status.FAILED, error=reason, finished_at=timezone.now()
+            status=InboundBatch.Status.FAILED, error=reason, finished_at=now
         )
         batch.files.update(status=InboundFile.Status.FAILED, error=reason)
+        receipt = Receipt.objects.create(
+            batch=batch, job_start=batch.started_at or now, job_end=now
+        )
+        receipt_delivery_request(receipt=receipt)
+        return receipt
 
 
 def _process_traits(

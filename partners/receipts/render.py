@@ -35,10 +35,17 @@ def receipt_counters(receipt: Receipt) -> tuple[tuple[str, str], ...]:
     return IDSYNC_COUNTERS if receipt.batch.kind == InboundBatch.Kind.ID_SYNC else S2S_COUNTERS
 
 
+def receipt_failure(receipt: Receipt) -> str:
+    """Why the receipt's batch was not processed at all ("" when it was)."""
+    batch = receipt.batch
+    return batch.error if batch.status == InboundBatch.Status.FAILED else ""
+
+
 def receipt_context(receipt: Receipt) -> dict[str, Any]:
     """What a receipt page shows, as the e-mail and the portal lay it out."""
     batch = receipt.batch
     return {
+        "failure": receipt_failure(receipt),
         "receipt": receipt,
         "batch": batch,
         "partner": batch.partner,
@@ -54,6 +61,8 @@ def receipt_context(receipt: Receipt) -> dict[str, Any]:
 def receipt_json(receipt: Receipt) -> dict[str, Any]:
     files = list(receipt.batch.files.order_by("split", "name").values_list("name", flat=True))
     data: dict[str, Any] = {"files": files, "missing_parts": receipt.batch.missing_parts}
+    if receipt_failure(receipt):
+        data["failure"] = receipt_failure(receipt)  # the batch was not processed: why
     for field, _ in receipt_counters(receipt):
         data[field] = getattr(receipt, field)
     if receipt.batch.kind != InboundBatch.Kind.ID_SYNC:
@@ -79,6 +88,7 @@ def receipt_text(receipt: Receipt) -> str:
             if batch.missing_parts
             else []
         ),
+        *([f"Not processed: {receipt_failure(receipt)}"] if receipt_failure(receipt) else []),
         "",
     ]
     width = max(len(label) for _, label in receipt_counters(receipt))

@@ -59,11 +59,13 @@ def worker_environment() -> dict[str, str]:
     }
 
 
-def start_worker() -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     """A real forking RQ worker (`manage.py rqworker`) in its own process group."""
     return subprocess.Popen(
-        [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "inbound", "--burst"],
-        env=worker_environment(),
+        [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "inbound", "--burst", *options],
+        env=env or worker_environment(),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -139,3 +141,36 @@ def test_a_worker_killed_mid_batch_leaves_the_old_state_and_the_retry_completes(
     )
     assert ProfileTraits.objects.count() == lines
     assert Profile.objects.count() == lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_parse_processes_die_with_their_work_horse(tmp_path: Path, inbound_queue: Any) -> None:
+    """The OOM killer (or anything) may kill the work horse alone: the processes parsing its
+    batch must not stay behind, each holding memory and a share of the pool's queue."""
+    import psutil
+
+    source = DataSourceFactory.create(dpid=31, inbound_id_type="uuid")
+    TraitFactory.create(sid=40, data_source=source)
+    path = tmp_path / "ftp_dpm_31_1700000000.sync"
+    with path.open("w") as out:
+        for i in range(300_000):
+            out.write(f"{10**37 + i}\td_sid=40,color=red\n")
+    batch = inbound_files_register(paths=[path]).batches[0]
+    inbound_batch_enqueue(batch=batch)
+    worker = start_worker(env={**worker_environment(), "INBOUND_PARSE_PROCESSES": "2"})
+    deadline = time.monotonic() + 120
+    parsers: list[Any] = []
+    while len(parsers) < 2:
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+        assert time.monotonic() < deadline, "the batch never started its parse processes"
+        horses = psutil.Process(worker.pid).children()
+        parsers = [
+            p for h in horses for p in h.children() if "multiprocessing" in " ".join(p.cmdline())
+        ]
+        time.sleep(0.05)
+    [horse] = psutil.Process(worker.pid).children()
+    horse.kill()  # the horse alone, not its process group
+    _, alive = psutil.wait_procs(parsers, timeout=10)
+    assert alive == [], "parse processes outlived their work horse"
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)

@@ -1,0 +1,102 @@
+"""The inbound sweep: every batch ends, or is picked up again by itself.
+
+RQ already retries a failed job and, at a live worker's maintenance (every 10 minutes),
+a job whose worker died. What it cannot see is a batch whose job it never had or lost: an
+upload committed while Redis was unreachable, a Redis restarted without its data, a failure
+callback that could not run. The sweep (a schedule, every ``INBOUND_SWEEP_SECONDS``) looks
+from the database's side: every batch *queued* or *processing* must have a live job, else it
+is queued again, or failed with its receipt when RQ gave up on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import django_rq
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from partners.inbound.services import (
+    PROCESSING_FAILED,
+    inbound_batch_enqueue,
+    inbound_batch_fail,
+    inbound_batch_job_id,
+    inbound_waiting_batches_release,
+)
+from partners.models import InboundBatch
+
+logger = logging.getLogger(__name__)
+
+# The job is still on its way: waiting in a queue, running, deferred behind its part jobs, or
+# scheduled for a retry.
+_ALIVE = {
+    JobStatus.QUEUED,
+    JobStatus.STARTED,
+    JobStatus.DEFERRED,
+    JobStatus.SCHEDULED,
+    JobStatus.CREATED,
+}
+
+
+@dataclass
+class SweepResult:
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.requeued)} batch(es) queued again, {len(self.failed)} failed for good,"
+            f" {len(self.released)} split batch(es) released"
+        )
+
+
+def _still_pending(batch: InboundBatch) -> bool:
+    """Read again: the batch may have ended between the query and the look at its job."""
+    return InboundBatch.objects.filter(
+        pk=batch.pk, status__in=[InboundBatch.Status.QUEUED, InboundBatch.Status.PROCESSING]
+    ).exists()
+
+
+def inbound_batches_sweep(*, now: datetime | None = None) -> SweepResult:
+    """Find what RQ lost or gave up on, and act (safe to run anywhere, any number of times:
+    queuing a batch twice processes it once, and failing one that ended does nothing)."""
+    now = now or timezone.now()
+    queue = django_rq.get_queue("inbound")
+    # A worker that died (killed, its host gone, Redis out under it) leaves its job
+    # "started" until its heartbeat lapses (~90 s); a live worker would only look at its next
+    # maintenance, ten minutes later. Looking now gets the retry going within minutes.
+    StartedJobRegistry(queue=queue).cleanup(timestamp=now.timestamp())
+    result = SweepResult()
+    result.released = [b.pk for b in inbound_waiting_batches_release(now=now)]
+
+    # A batch just committed may not have reached Redis yet (its job is sent on commit).
+    grace = now - timedelta(seconds=settings.INBOUND_SWEEP_GRACE_SECONDS)
+    pending = list(
+        InboundBatch.objects.filter(
+            Q(status=InboundBatch.Status.QUEUED, created_at__lt=grace)
+            | Q(status=InboundBatch.Status.PROCESSING, started_at__lt=grace)
+        ).order_by("pk")
+    )
+    jobs = Job.fetch_many(
+        [inbound_batch_job_id(b.pk) for b in pending], connection=queue.connection
+    )
+    for batch, job in zip(pending, jobs, strict=True):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in _ALIVE or not _still_pending(batch):
+            continue
+        if status == JobStatus.FAILED:  # RQ gave up; its failure callback did not end it
+            if inbound_batch_fail(batch_id=batch.pk, reason=PROCESSING_FAILED):
+                result.failed.append(batch.pk)
+            continue
+        if job is not None:  # finished, stopped or canceled, yet not ended: run it again
+            job.delete()
+        logger.warning("inbound batch %s had no live job (%s): queued again", batch.pk, status)
+        inbound_batch_enqueue(batch=batch)
+        result.requeued.append(batch.pk)
+    return result
