@@ -5,8 +5,9 @@
 
 It creates a scratch database next to DATABASE_URL's (``<name>_idsync_bench``), migrates it,
 seeds a partner data source and 100,000 returning visitors (profiles with a mapping), starts
-gunicorn with the README's setup (``--workers`` sync workers, default 2 per core) on a free
-loopback port, and runs ``wrk`` (Debian package ``wrk``) from another process: a mix of
+gunicorn as the README runs its ID-sync pool (portal/gunicorn_conf.py with WEB_POOL=idsync:
+``--workers`` sync workers, default 2 per core) on a free loopback port, and runs ``wrk``
+(Debian package ``wrk``) from another process: a mix of
 returning visitors (their cookie, a known DPUUID: a refresh) and new visitors (no cookie, a
 new DPUUID: a profile and a mapping). It prints requests/s, p50/p99 latency and every answer
 that is not 2xx/3xx. Target (2 cores): >= 2,000 requests/s, p99 <= 50 ms, zero errors.
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -104,13 +106,15 @@ def main() -> None:
         "DEBUG": "0",
         "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "WEB_POOL": "idsync",  # the production ID-sync pool (portal/gunicorn_conf.py)
+        "WEB_WORKERS": str(args.workers),
     }
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
-            "portal.wsgi:application",
-            "--workers",
-            str(args.workers),
+            "-c",
+            "python:portal.gunicorn_conf",
+            "portal.wsgi:idsync_application",
             "--bind",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -122,7 +126,9 @@ def main() -> None:
     try:
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ibs", timeout=1)
+                break
+            except urllib.error.HTTPError:  # answering (400: no ID given): it is up
                 break
             except OSError:
                 time.sleep(0.1)

@@ -213,6 +213,10 @@ NOTIFY_RETRY_INTERVALS = [
 PORTAL_UPLOAD_MAX_BYTES = int(os.environ.get("PORTAL_UPLOAD_MAX_BYTES", str(5 * 1024**3)))
 # "Check only" reads this many lines of the file.
 PORTAL_DRY_RUN_LINES = int(os.environ.get("PORTAL_DRY_RUN_LINES", "10000"))
+# ... and stops after this many plain (inflated) bytes or seconds, whichever comes first: it
+# runs inside a web request, and a small gzip may inflate to gigabytes of blank lines.
+PORTAL_DRY_RUN_MAX_BYTES = int(os.environ.get("PORTAL_DRY_RUN_MAX_BYTES", str(64 * 1024**2)))
+PORTAL_DRY_RUN_SECONDS = float(os.environ.get("PORTAL_DRY_RUN_SECONDS", "10"))
 
 # --- HTTP ID sync (/ibs:) --------------------------------------------------------------------
 IDSYNC_COOKIE_NAME = os.environ.get("IDSYNC_COOKIE_NAME", "dd_uuid")

@@ -305,6 +305,13 @@ def idsync_out_answer(environ: dict[str, Any], start_response: StartResponse) ->
     return [b""]
 
 
+def idsync_only(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    """What the ID-sync pool answers for any other path: it serves nothing else (the proxy
+    sends the portal, the admin and the API to the portal pool)."""
+    error = CallError(0, "not an ID-sync path: this server answers /ibs, /optout, /idsync/")
+    return _errors(start_response, [error], "404 Not Found")
+
+
 def with_idsync_endpoints(django_app: WSGIApp) -> WSGIApp:
     """The WSGI application: the ID-sync paths answered here, the rest by Django."""
 

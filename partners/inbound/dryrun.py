@@ -3,10 +3,13 @@ as processing would, with an estimate of how many of its user IDs we know."""
 
 from __future__ import annotations
 
+import io
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
+from django.conf import settings
 from django.db import connection
 
 from partners.inbound.lines import DEVICE_ID_TYPES, LineFormatError, read_lines, user_id_problem
@@ -26,12 +29,53 @@ from partners.storage import StoredFile
 ERRORS_PER_KIND = 10
 
 
+class _CheckBound(io.RawIOBase):
+    """The plain bytes a check may read: at most ``max_bytes``, for at most ``seconds``.
+    Blank lines count too (a small gzip of a gigabyte of them holds no record at all), and
+    the check ends at the last whole line before the bound, so no line is cut in two."""
+
+    def __init__(self, inner: IO[bytes], *, max_bytes: int, seconds: float) -> None:
+        self.inner = inner
+        self.left = max_bytes
+        self.deadline = time.monotonic() + seconds
+        self.started = time.monotonic()
+        self.read_bytes = 0
+        self.stopped = ""  # why the check stopped before the end of the file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.stopped:
+            return 0
+        data = self.inner.read(min(len(buffer), self.left + 1))
+        if not data:
+            return 0
+        if len(data) > self.left:
+            self.stopped = "bytes"
+        elif time.monotonic() > self.deadline:
+            self.stopped = "time"
+        if self.stopped:
+            data = data[: data.rfind(b"\n") + 1]  # up to the last whole line (maybe none)
+        self.left -= len(data)
+        self.read_bytes += len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
 @dataclass
 class DryRunReport:
     name: str
     target_dpid: int
     lines: int = 0  # lines read (the sample)
     complete: bool = True  # the whole file was read (it had no more than the sample)
+    bytes_read: int = 0  # plain (inflated, decrypted) bytes read
+    seconds: float = 0.0  # how long the reading took
+    stopped: str = ""  # "", or why the check stopped early: "lines", "bytes", "time"
     format_errors: int = 0
     invalid_ids: int = 0
     ids_checked: int = 0  # distinct valid user IDs of the sample
@@ -41,6 +85,9 @@ class DryRunReport:
     failed_validation: int = 0  # references to traits of other data sources
     unused_signals: int = 0
     errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sample_lines: int = 0
+    max_bytes: int = 0
+    max_seconds: float = 0.0
 
     @property
     def match_rate(self) -> float | None:
@@ -63,21 +110,56 @@ class DryRunReport:
         }
         return [(labels[kind], shown) for kind, shown in self.errors.items()]
 
+    @property
+    def extent(self) -> str:
+        """How far the check read, in the partner's words."""
+        lines = f"{self.lines:,} line{'s' if self.lines != 1 else ''}"
+        if self.complete:
+            return f"The whole file was read: {lines}."
+        amount = f"{self.bytes_read / 1024**2:,.1f} MB in {self.seconds:.1f} s"
+        why = {
+            "lines": f"the check reads at most {self.sample_lines:,} lines",
+            "bytes": f"the check reads at most {self.max_bytes / 1024**2:,.0f} MB",
+            "time": f"the check reads for at most {self.max_seconds:g} seconds",
+        }[self.stopped]
+        return (
+            f"The first {lines} were checked ({amount}), then the check stopped: {why}."
+            " Processing reads the whole file."
+        )
+
     def reject(self, kind: str, line: int, reason: str, start: str) -> None:
         shown = self.errors.setdefault(kind, [])
         if len(shown) < ERRORS_PER_KIND:
             shown.append({"line": line, "reason": reason, "start": start})
 
 
-def inbound_dry_run(*, file: StoredFile, partner: Partner, sample_lines: int) -> DryRunReport:
-    """Raises :class:`InboundRejected` when the file cannot be processed at all (its name,
-    its DPIDs, an unreadable file), exactly as a real delivery would."""
+def inbound_dry_run(
+    *,
+    file: StoredFile,
+    partner: Partner,
+    sample_lines: int,
+    max_bytes: int | None = None,
+    seconds: float | None = None,
+) -> DryRunReport:
+    """Check the first ``sample_lines`` records, reading at most ``max_bytes`` plain bytes
+    for at most ``seconds`` (a check runs inside a web request: it must stay small, whatever
+    the file inflates to). Raises :class:`InboundRejected` when the file cannot be processed
+    at all (its name, its DPIDs, an unreadable file), exactly as a real delivery would.
+    The bounds default to ``PORTAL_DRY_RUN_MAX_BYTES`` and ``PORTAL_DRY_RUN_SECONDS``."""
+    max_bytes = settings.PORTAL_DRY_RUN_MAX_BYTES if max_bytes is None else max_bytes
+    seconds = settings.PORTAL_DRY_RUN_SECONDS if seconds is None else seconds
     parsed = parse_inbound_file_name(file.name)
     if parsed.kind is FileKind.ID_SYNC:
         raise InboundRejected(file.name, "the check covers trait files; send ID-sync files as is")
     _, ids, target = traits_name_check(parsed, partner)
     catalog = trait_catalog_load(target)
-    report = DryRunReport(name=file.name, target_dpid=target.dpid)
+    report = DryRunReport(
+        name=file.name,
+        target_dpid=target.dpid,
+        sample_lines=sample_lines,
+        max_bytes=max_bytes,
+        max_seconds=seconds,
+    )
     context = LineContext(
         file_no=0,
         device_file=parsed.kind is FileKind.DEVICE_TRAITS,
@@ -91,10 +173,12 @@ def inbound_dry_run(*, file: StoredFile, partner: Partner, sample_lines: int) ->
     device_type: str | None = None
     valid_ids: dict[int, set[str]] = {}
     try:
-        with open_plain(file.storage, file.path, parsed.compression) as stream:
+        with open_plain(file.storage, file.path, parsed.compression) as plain:
+            bound = _CheckBound(plain, max_bytes=max_bytes, seconds=seconds)
+            stream = io.BufferedReader(bound, 1 << 20)
             for raw in read_lines(stream):
                 if report.lines >= sample_lines:
-                    report.complete = False
+                    report.complete, report.stopped = False, "lines"
                     break
                 report.lines += 1
                 if raw.text is None:
@@ -128,6 +212,13 @@ def inbound_dry_run(*, file: StoredFile, partner: Partner, sample_lines: int) ->
                     report.reject("no_trait_realized", raw.number, reason, raw.start)
     except UnreadableFileError as exc:
         raise InboundRejected(file.name, str(exc)) from exc
+    report.bytes_read, report.seconds = bound.read_bytes, bound.elapsed
+    if bound.stopped and not report.stopped:
+        report.complete, report.stopped = False, bound.stopped
+    if report.lines == 0 and report.stopped:
+        raise InboundRejected(
+            file.name, f"no record in the first {report.bytes_read / 1024**2:,.1f} MB of the file"
+        )
     if report.lines == 0:
         raise InboundRejected(file.name, "the file holds no records")
     report.ids_checked, report.ids_known = _known_ids(

@@ -146,6 +146,9 @@ def dry_run_api(request: HttpRequest) -> HttpResponse:
             "target_dpid": report.target_dpid,
             "lines": report.lines,
             "complete": report.complete,
+            "stopped": report.stopped,  # "", "lines", "bytes" or "time"
+            "bytes_read": report.bytes_read,
+            "extent": report.extent,
             "format_errors": report.format_errors,
             "invalid_ids": report.invalid_ids,
             "ids_checked": report.ids_checked,
