@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_rq",
+    "axes",
     "partners",
     "segments",
 ]
@@ -52,6 +54,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the portal's "too many attempts" page.
+    "axes.middleware.AxesMiddleware",
+    # Turns a password-reset rate limit into its page (RATELIMIT_VIEW).
+    "django_ratelimit.middleware.RatelimitMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -95,6 +101,14 @@ RQ_QUEUE_NAMES = ("inbound", "notify", "outbound", "default")
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": int(os.environ.get("RQ_DEFAULT_TIMEOUT", "3600"))}
     for name in RQ_QUEUE_NAMES
+}
+# The shared cache (rate limits): the same Redis.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "s2s",
+    }
 }
 RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "portal.rq_worker.OutageTolerantWorker"}
 # Inbound batches: seconds a batch may take, and RQ's retries after a failure or a crash.
@@ -141,6 +155,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "portal:login"  # the admin has its own login page
+# Guessing is slow (django-axes, every web login: the portal's and the admin's): after
+# LOGIN_FAILURE_LIMIT failed logins for one username, or from one address, further logins
+# are refused for LOGIN_COOLOFF_MINUTES (counted in the database: across processes).
+AUTHENTICATION_BACKENDS = [
+    "portal.auth.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "portal.auth.client_address"
+AXES_VERBOSE = False
+# Password reset requests: at most PASSWORD_RESET_RATE per address typed and per client
+# address (django-ratelimit, counted in the shared cache below).
+PASSWORD_RESET_RATE = os.environ.get("PASSWORD_RESET_RATE", "5/h")
+RATELIMIT_VIEW = "partners.portal.views.rate_limited_view"
+RATELIMIT_IP_META_KEY = "portal.auth.client_address"
+RATELIMIT_FAIL_OPEN = True  # Redis down must not stop a partner from resetting a password
 LOGIN_REDIRECT_URL = "portal:home"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -177,3 +177,15 @@ def private_redis(settings: Any, tmp_path: Path) -> Iterator[PrivateRedis]:
     }
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _rate_limits_cleared() -> Iterator[None]:
+    """Each test starts with no rate-limit counts (they live in the shared Redis, under the
+    cache's key prefix; the login attempts of django-axes are rows, rolled back per test)."""
+    yield
+    from django.core.cache import cache
+
+    client = cache._cache.get_client()  # type: ignore[attr-defined]
+    for key in client.scan_iter(match=f"{cache.key_prefix}:*"):
+        client.delete(key)

@@ -25,10 +25,12 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(next_page="portal:login"), name="logout"),
     path(
         "password-reset/",
-        auth_views.PasswordResetView.as_view(
-            template_name="portal/password_reset.html",
-            email_template_name="portal/password_reset_email.txt",
-            success_url=reverse_lazy("portal:password_reset_done"),
+        views.reset_rate_limited(
+            auth_views.PasswordResetView.as_view(
+                template_name="portal/password_reset.html",
+                email_template_name="portal/password_reset_email.txt",
+                success_url=reverse_lazy("portal:password_reset_done"),
+            )
         ),
         name="password_reset",
     ),

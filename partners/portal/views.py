@@ -3,6 +3,7 @@ from :mod:`partners.portal.access`, rows are read scoped to it (404 otherwise)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
+from django_ratelimit.decorators import ratelimit
 
 from partners.inbound.services import InboundRejected
 from partners.models import Partner, PartnerAPIToken, Receipt
@@ -177,6 +179,31 @@ def process_checked_view(request: HttpRequest) -> HttpResponse:
         return redirect("portal:upload")
     messages.success(request, registration_message(name, registration))
     return redirect("portal:files")
+
+
+def _reset_rate(group: str, request: HttpRequest) -> str:
+    return str(settings.PASSWORD_RESET_RATE)
+
+
+def _reset_address(group: str, request: HttpRequest) -> str:
+    return request.POST.get("email", "").strip().lower()
+
+
+def reset_rate_limited(view: Callable[..., Any]) -> Callable[..., Any]:
+    """At most PASSWORD_RESET_RATE reset requests per address typed and per client address:
+    the same for every address, so it tells nothing of which ones have an account."""
+    for key in ("ip", _reset_address):
+        view = ratelimit(key=key, rate=_reset_rate, method="POST", block=True)(view)
+    return view
+
+
+def rate_limited_view(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """RATELIMIT_VIEW: a request over its rate limit (password resets)."""
+    message = (
+        "There were too many password reset requests for this address or from this network."
+        " Try again in an hour; a link sent earlier still works."
+    )
+    return render(request, "portal/message.html", {"message": message}, status=429)
 
 
 @partner_required
