@@ -469,20 +469,36 @@ class ReceiptDelivery(models.Model):
 
 
 class IDSyncOptOut(models.Model):
-    """A visitor who opted out of a partner's ID sync: that DPUUID is never mapped again."""
+    """An opt-out of a partner's ID sync: that DPUUID is never mapped again, to any visitor
+    when the data source asked (``profile`` empty: the partner API), or to that visitor only
+    when the visitor asked from their browser (``/optout``, their cookie's UUID)."""
 
     data_source = models.ForeignKey(DataSource, on_delete=models.CASCADE, related_name="opt_outs")
-    dpuuid = models.CharField("DPUUID", max_length=255)
+    dpuuid = models.CharField("DPUUID", max_length=255, validators=[validate_dpuuid])
+    profile = models.ForeignKey(
+        "segments.Profile",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The visitor who opted out from their browser; empty: every visitor "
+        "(the data source's opt-out).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         verbose_name = "ID-sync opt-out"
         constraints = [
-            models.UniqueConstraint(fields=["data_source", "dpuuid"], name="idsyncoptout_unique")
+            models.UniqueConstraint(
+                fields=["data_source", "dpuuid", "profile"],
+                nulls_distinct=False,
+                name="idsyncoptout_unique",
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.data_source_id}:{self.dpuuid}"
+        whose = f" (visitor {self.profile_id})" if self.profile_id else ""
+        return f"{self.data_source_id}:{self.dpuuid}{whose}"
 
 
 class PartnerAPIToken(models.Model):

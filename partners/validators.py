@@ -6,6 +6,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
+from partners.inbound.lines import CONTROL_CHARACTER
+
 DD_UUID_MACRO = "${DD_UUID}"
 _HOST_RE = re.compile(
     r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
@@ -20,6 +22,8 @@ def validate_dpuuid(value: str) -> None:
         raise ValidationError("A DPUUID must not contain ':' (nor its encoding '%3A').")
     if "\t" in value:
         raise ValidationError("A DPUUID must not contain a tab.")
+    if CONTROL_CHARACTER.search(value):
+        raise ValidationError("A DPUUID must not contain control characters.")
 
 
 def validate_redirect_host(value: str) -> None:

@@ -215,3 +215,34 @@ def test_a_check_stops_at_its_time_bound_and_says_so(pools: Any) -> None:
     assert (report["complete"], report["stopped"]) == (False, "time")
     assert 0 < report["lines"] < 3_000_000
     assert "then the check stopped: the check reads for at most 1 seconds" in report["extent"]
+
+
+def _answer(server: Gunicorn, path: str) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    return response.status, body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_says_what_is_down_and_ibs_answers_503_code_0(pools: Any) -> None:
+    """Before: with the database down /ibs: answered 500 (the data sources were read outside
+    the guard) and /healthz said "ok" whatever the state."""
+    portal, idsync = pools()
+    for server in (portal, idsync):
+        assert _answer(server, "/healthz") == (200, {"database": "ok", "redis": "ok"})
+    portal.stop()
+    idsync.stop()
+    closed = f"postgres://postgres@127.0.0.1:{_free_port()}/nothing"
+    portal, idsync = pools(DATABASE_URL=closed, REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0")
+    for server in (portal, idsync):
+        status, body = _answer(server, "/healthz")
+        assert status == 503
+        assert body["database"].startswith("unreachable")
+        assert body["redis"].startswith("unreachable")
+    status, body = _answer(idsync, "/ibs:dpid=21&dpuuid=u1")
+    assert (status, body) == (503, {"errors": [{"code": 0, "msg": "try again"}]})
+    status, body = _answer(idsync, "/optout?d_cid=21%01u1")
+    assert status == 503

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from partners.inbound.lines import CONTROL_CHARACTER
+
 MAX_IDS = 10
 MAX_IDS_PER_DPID = 3
 MAX_DPUUID_CHARS = 255
@@ -58,17 +60,43 @@ def _dpid(value: str, errors: list[CallError]) -> int | None:
     return int(value)
 
 
+# What a redirect URL may hold as sent: printable ASCII (anything else percent-encoded), so
+# that it goes into the Location header byte for byte.
+_REDIRECT_CHARS = re.compile(r"[!-~]+")
+
+
 def _dpuuid(value: str, errors: list[CallError]) -> str | None:
     if not value:
         errors.append(CallError(MISSING_ID, "an empty DPUUID"))
         return None
-    if ":" in value:
-        errors.append(CallError(COLON_IN_DPUUID, "a DPUUID must not contain ':'"))
+    # '%3A' once decoded is a DPUUID sent encoded twice ('%253A'): the colon it stands for
+    # is refused in files too (SPEC §2.1).
+    if ":" in value or "%3a" in value.lower():
+        errors.append(CallError(COLON_IN_DPUUID, "a DPUUID must not contain ':' (nor '%3A')"))
         return None
-    if len(value) > MAX_DPUUID_CHARS or any(ch in value for ch in "\t\r\n\x00"):
-        errors.append(CallError(BAD_ENCODING, "a DPUUID is at most 255 characters, without tabs"))
+    if len(value) > MAX_DPUUID_CHARS or CONTROL_CHARACTER.search(value):
+        errors.append(
+            CallError(
+                BAD_ENCODING,
+                "a DPUUID is at most 255 characters, without tabs or control characters",
+            )
+        )
         return None
     return value
+
+
+def _redirect(value: str, errors: list[CallError]) -> str | None:
+    decoded = _decoded(value, "redir", errors)
+    if decoded is not None and not _REDIRECT_CHARS.fullmatch(decoded):
+        errors.append(
+            CallError(
+                BAD_ENCODING,
+                "redir must be a URL of printable ASCII: its own non-ASCII characters"
+                " percent-encoded, no spaces or control characters",
+            )
+        )
+        return None
+    return decoded
 
 
 def parse_ibs_call(target: str) -> IbsCall:
@@ -106,7 +134,7 @@ def parse_ibs_call(target: str) -> IbsCall:
             decoded = _decoded(raw, "dpuuid", errors)
             dpuuid = None if decoded is None else _dpuuid(decoded, errors)
         elif key == "redir":
-            call.redirect = _decoded(raw, "redir", errors)
+            call.redirect = _redirect(raw, errors)
         elif key == "gdpr":
             gdpr = raw
         elif key == "gdpr_consent":

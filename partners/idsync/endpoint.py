@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import psycopg
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from partners.idsync.calls import (
+    BAD_ENCODING,
     INACTIVE_DATA_SOURCE,
     REDIRECT_NOT_ALLOWED,
     UNKNOWN_DPID,
@@ -29,6 +31,8 @@ from partners.idsync.calls import (
     redirect_host_allowed,
 )
 from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE, MAX_PROFILES_PER_DPUUID
+from partners.inbound.lines import user_id_problem
+from portal.health import health_report, healthy
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -58,7 +62,8 @@ WITH made AS (
     SELECT v.dpid, v.dpuuid, profile.id, now(), now()
     FROM profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) AS v(dpid, dpuuid)
     WHERE NOT EXISTS (SELECT 1 FROM partners_idsyncoptout o
-                      WHERE o.data_source_id = v.dpid AND o.dpuuid = v.dpuuid)
+                      WHERE o.data_source_id = v.dpid AND o.dpuuid = v.dpuuid
+                        AND (o.profile_id IS NULL OR o.profile_id = profile.id))
     ON CONFLICT (data_source_id, dpuuid, profile_id) DO UPDATE SET last_seen_at = now()
         -- a returning visitor syncs on every page view: refresh at most hourly (expiry
         -- counts days), so most of their calls write nothing at all
@@ -84,37 +89,56 @@ WITH made AS (
 SELECT (SELECT count(*) FROM mapped), (SELECT count(*) FROM evicted)
 """
 
-OPT_OUT_SQL = """
-WITH recorded AS (
-    INSERT INTO partners_idsyncoptout (data_source_id, dpuuid, created_at)
-    SELECT v.dpid, v.dpuuid, now()
-    FROM unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
-    ON CONFLICT (data_source_id, dpuuid) DO NOTHING RETURNING 1
+# A visitor's own opt-out (README "HTTP ID sync"): only the mappings of the visitor's cookie
+# UUID go, and only that UUID is never mapped to these IDs again. A data source's opt-out
+# (the partner API) blocks the ID for every visitor: see partners/idsync/optouts.py.
+VISITOR_OPT_OUT_SQL = """
+WITH profile AS (
+    SELECT id FROM segments_profile WHERE uuid = %(uuid)s
+), recorded AS (
+    INSERT INTO partners_idsyncoptout (data_source_id, dpuuid, profile_id, created_at)
+    SELECT v.dpid, v.dpuuid, profile.id, now()
+    FROM profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
+    ON CONFLICT DO NOTHING RETURNING 1
 )
-DELETE FROM partners_idmapping m USING unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
-WHERE m.data_source_id = v.dpid AND m.dpuuid = v.dpuuid
+DELETE FROM partners_idmapping m
+USING profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
+WHERE m.data_source_id = v.dpid AND m.dpuuid = v.dpuuid AND m.profile_id = profile.id
 """
 
 
+class Source(NamedTuple):
+    """What the endpoints need of a data source."""
+
+    active: bool
+    redirect_hosts: list[str]
+    idsync_url_template: str
+    inbound_id_type: str
+    device_id_format: str
+
+
 class _Sources:
-    """Each data source's (active, redirect hosts, partner ID-sync URL), read at most every
-    IDSYNC_SOURCE_CACHE_SECONDS per worker process."""
+    """Each data source's settings, read at most every IDSYNC_SOURCE_CACHE_SECONDS per worker
+    process (shared by its threads: a race only reads a source twice)."""
 
     def __init__(self) -> None:
-        self._known: dict[int, tuple[float, tuple[bool, list[str], str] | None]] = {}
+        self._known: dict[int, tuple[float, Source | None]] = {}
 
-    def get(self, dpids: Iterable[int]) -> dict[int, tuple[bool, list[str], str] | None]:
+    def get(self, dpids: Iterable[int]) -> dict[int, Source | None]:
         now = time.monotonic()
         wanted = set(dpids)
         stale = [d for d in wanted if d not in self._known or self._known[d][0] < now]
         if stale:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT dpid, active, redirect_hosts, idsync_url_template"
-                    " FROM partners_datasource WHERE dpid = ANY(%s)",
+                    "SELECT dpid, active, redirect_hosts, idsync_url_template, inbound_id_type,"
+                    " device_id_format FROM partners_datasource WHERE dpid = ANY(%s)",
                     [stale],
                 )
-                found = {row[0]: (row[1], list(row[2]), row[3]) for row in cursor.fetchall()}
+                found = {
+                    row[0]: Source(row[1], list(row[2]), row[3], row[4], row[5])
+                    for row in cursor.fetchall()
+                }
             expires = now + settings.IDSYNC_SOURCE_CACHE_SECONDS
             for dpid in stale:
                 self._known[dpid] = (expires, found.get(dpid))
@@ -206,17 +230,38 @@ def _errors(
     )
 
 
-def _source_errors(dpids: list[int]) -> list[CallError]:
+def _source_errors(ids: list[tuple[int, str]]) -> list[CallError]:
+    """Unknown or inactive data sources, and global device IDs not in their source's format
+    (checked as in files: SPEC §3)."""
     errors = []
-    for dpid, source in sorted(sources.get(dpids).items()):
+    known = sources.get(dpid for dpid, _ in ids)
+    for dpid, source in sorted(known.items()):
         if source is None:
             errors.append(CallError(UNKNOWN_DPID, f"DPID {dpid} is not a data source"))
-        elif not source[0]:
+        elif not source.active:
             errors.append(CallError(INACTIVE_DATA_SOURCE, f"data source {dpid} is not active"))
+    for dpid, dpuuid in ids:
+        source = known[dpid]
+        if source and source.active and source.inbound_id_type == "device":
+            problem = user_id_problem(
+                dpuuid, inbound_id_type="device", device_id_format=source.device_id_format
+            )
+            if problem:
+                errors.append(CallError(BAD_ENCODING, f"DPID {dpid}: {problem}"))
     return errors
 
 
-_session_ready: int | None = None
+def _unavailable(start_response: StartResponse) -> list[bytes]:
+    """The database cannot be reached: the documented 503, code 0; the connection is
+    dropped when broken, so the next call reconnects."""
+    connection.close_if_unusable_or_obsolete()
+    return _errors(start_response, [CallError(0, "try again")], status="503 Service Unavailable")
+
+
+# The database connections already set up for SYNC_SQL. A weak set: a connection closed and
+# collected leaves it (an id() could be reused by its successor); each gthread thread has its
+# own connection, so membership is per connection, not per process.
+_sessions_ready: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _sync_write(params: dict[str, Any]) -> None:
@@ -224,16 +269,15 @@ def _sync_write(params: dict[str, Any]) -> None:
     once per connection, not per call) with asynchronous commit: a crash may lose the last
     fraction of a second of syncs (browsers sync again on the next page view), never
     corrupt anything, and a call does not wait for a disk flush."""
-    global _session_ready
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
-    if _session_ready != id(raw):  # a new connection (first call, or after a reconnect)
+    if raw not in _sessions_ready:  # a new connection (first call, or after a reconnect)
         raw.execute("SET synchronous_commit = off")
         # Django turns psycopg's prepared statements off (its own cursors bind client-side
         # and never use them); this endpoint's one statement is prepared explicitly.
         raw.prepare_threshold = 1_000_000
-        _session_ready = id(raw)
+        _sessions_ready.add(raw)
     # A server-side-binding cursor: Django's own bind client-side, which cannot prepare.
     with psycopg.Cursor(raw) as cursor:
         cursor.execute(SYNC_SQL, params, prepare=True)
@@ -242,10 +286,13 @@ def _sync_write(params: dict[str, Any]) -> None:
 def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     """``/ibs:`` and ``/ibs?``: map the partner's IDs to the visitor's UUID."""
     call = parse_ibs_call(_raw_target(environ))
-    errors = call.errors or _source_errors([dpid for dpid, _ in call.ids])
+    try:
+        errors = call.errors or _source_errors(call.ids)
+    except (DatabaseError, psycopg.Error):
+        return _unavailable(start_response)
     if not errors and call.redirect is not None:
-        known = sources.get(dpid for dpid, _ in call.ids)
-        hosts = [host for source in known.values() if source for host in source[1]]
+        known = sources.get(dpid for dpid, _ in call.ids)  # just read: from the cache
+        hosts = [host for source in known.values() if source for host in source.redirect_hosts]
         if not redirect_host_allowed(call.redirect, hosts):
             errors = [CallError(REDIRECT_NOT_ALLOWED, "the redirect goes to a host not allowed")]
     if errors:
@@ -262,10 +309,7 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
             }
         )
     except (DatabaseError, psycopg.Error):
-        connection.close_if_unusable_or_obsolete()
-        return _json(
-            start_response, "503 Service Unavailable", {"errors": [{"code": 0, "msg": "try again"}]}
-        )
+        return _unavailable(start_response)
     if call.redirect is not None:
         location = call.redirect.replace(UUID_PLACEHOLDER, uuid)
         start_response("302 Found", [("Location", location), ("Content-Length", "0"), *headers])
@@ -277,37 +321,59 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
 
 
 def optout_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-    """``/optout?d_cid=<DPID>%01<ID>``: never map these IDs again, and forget their mappings."""
+    """``/optout?d_cid=<DPID>%01<ID>``: the visitor making the call opts out of these IDs.
+    Only their own cookie's UUID is concerned: its mappings to these IDs go and are never made
+    again. Without the cookie there is nothing of theirs to forget, and nothing changes: an
+    opt-out for an ID, whoever holds it, is the data source's (``POST /api/v1/optouts``)."""
     call = parse_ibs_call(_raw_target(environ).replace("/optout", "/ibs", 1))
-    errors = [e for e in call.errors if e.code not in (7, 8)] or _source_errors(
-        [dpid for dpid, _ in call.ids]
-    )
-    if errors:
-        return _errors(start_response, errors)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            OPT_OUT_SQL,
-            {"dpids": [dpid for dpid, _ in call.ids], "dpuuids": [d for _, d in call.ids]},
-        )
-    return _json(start_response, "200 OK", {"opted_out": len(call.ids)})
+    try:
+        errors = [e for e in call.errors if e.code not in (7, 8)] or _source_errors(call.ids)
+        if errors:
+            return _errors(start_response, errors)
+        uuid = _cookie_uuid(environ)
+        if uuid is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    VISITOR_OPT_OUT_SQL,
+                    {
+                        "uuid": uuid,
+                        "dpids": [dpid for dpid, _ in call.ids],
+                        "dpuuids": [d for _, d in call.ids],
+                    },
+                )
+    except (DatabaseError, psycopg.Error):
+        return _unavailable(start_response)
+    return _json(start_response, "200 OK", {"opted_out": len(call.ids) if uuid is not None else 0})
 
 
 def idsync_out_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     """``/idsync/out/<DPID>``: send the visitor to the partner's ID-sync URL with our UUID."""
     tail = environ.get("PATH_INFO", "")[len("/idsync/out/") :].strip("/")
-    source = sources.get([int(tail)]).get(int(tail)) if tail.isdigit() and len(tail) < 10 else None
-    if source is None or not source[0] or not source[2]:
+    try:
+        source = (
+            sources.get([int(tail)]).get(int(tail))
+            if tail.isascii() and tail.isdigit() and len(tail) < 10
+            else None
+        )
+    except (DatabaseError, psycopg.Error):
+        return _unavailable(start_response)
+    if source is None or not source.active or not source.idsync_url_template:
         error = CallError(UNKNOWN_DPID, "no active data source with a partner ID-sync URL here")
         return _errors(start_response, [error], "404 Not Found")
     uuid, headers = _visitor(environ)
-    location = source[2].replace(UUID_PLACEHOLDER, uuid)
+    location = source.idsync_url_template.replace(UUID_PLACEHOLDER, uuid)
     start_response("302 Found", [("Location", location), ("Content-Length", "0"), *headers])
     return [b""]
 
 
 def idsync_only(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-    """What the ID-sync pool answers for any other path: it serves nothing else (the proxy
-    sends the portal, the admin and the API to the portal pool)."""
+    """What the ID-sync pool answers for any other path: ``/healthz``, and nothing else (the
+    proxy sends the portal, the admin and the API to the portal pool)."""
+    if environ.get("PATH_INFO") == "/healthz":
+        report = health_report()
+        return _json(
+            start_response, "200 OK" if healthy(report) else "503 Service Unavailable", report
+        )
     error = CallError(0, "not an ID-sync path: this server answers /ibs, /optout, /idsync/")
     return _errors(start_response, [error], "404 Not Found")
 

@@ -159,7 +159,11 @@ def idsync_batch_apply(
                 INSERT INTO partners_idmapping
                     (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
                 SELECT DISTINCT dpid, id, profile_id, %(now)s::timestamptz, %(now)s::timestamptz
-                FROM idsync_master
+                FROM idsync_master s
+                -- an opted-out ID is never mapped again, by a file no more than by a browser
+                WHERE NOT EXISTS (SELECT 1 FROM partners_idsyncoptout o
+                                  WHERE o.data_source_id = s.dpid AND o.dpuuid = s.id
+                                    AND (o.profile_id IS NULL OR o.profile_id = s.profile_id))
                 ON CONFLICT (data_source_id, dpuuid, profile_id)
                 DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
                 RETURNING data_source_id, dpuuid, profile_id, (xmax = 0) AS created

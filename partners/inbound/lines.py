@@ -260,6 +260,9 @@ def parse_device_line(text: str) -> tuple[str, str, list[Signal]]:
 
 # --------------------------------------------------------------------------- user IDs
 
+# C0 and C1 control characters and DEL: never part of an ID or a name (they would travel into
+# every outbound file, receipt and workbook that shows it). Tabs split columns before this.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEX_LOWER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HEX_UPPER = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}")
 _ALPHANUMERIC = re.compile(r"[0-9A-Za-z]+")
@@ -282,4 +285,7 @@ def user_id_problem(user_id: str, *, inbound_id_type: str, device_id_format: str
         return "a DPUUID must not contain ':'"
     if len(user_id) > 255:
         return "a DPUUID is at most 255 characters"
+    control = CONTROL_CHARACTER.search(user_id)
+    if control:
+        return f"a DPUUID must not hold a control character (U+{ord(control[0]):04X})"
     return None

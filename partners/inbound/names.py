@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from partners.inbound.lines import CONTROL_CHARACTER
+
 
 class FileKind(StrEnum):
     TRAITS = "traits"  # ftp_dpm_
@@ -67,7 +69,6 @@ _DIGITS = re.compile(r"[0-9]+")
 MAX_NAME_CHARS = 255  # InboundFile.name
 MAX_DPID = 2**31 - 1  # DPIDs are 32-bit integers everywhere (database, ID sync)
 MAX_SPLIT = 9999  # ~10 TB of 1 GB parts (SPEC §3.6); and it fits the part-number column
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def name_text_problem(name: str) -> str | None:
@@ -79,7 +80,7 @@ def name_text_problem(name: str) -> str | None:
             return f"the name is not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x}): rename the file"
         if "\ud800" <= char <= "\udfff":
             return f"the name is not UTF-8 text (at character {position + 1}): rename the file"
-    control = _CONTROL.search(name)
+    control = CONTROL_CHARACTER.search(name)
     if control:
         return f"the name holds a control character (U+{ord(control[0]):04X})"
     if len(name) > MAX_NAME_CHARS:

@@ -5,6 +5,7 @@ session, so CSRF does not apply; every read is scoped to the token's partner."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Callable
 from functools import wraps
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from partners.idsync.optouts import MAX_OPT_OUTS_PER_CALL, optouts_record
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.selectors import file_status_rows, partner_recent_files
@@ -160,5 +162,31 @@ def dry_run_api(request: HttpRequest) -> HttpResponse:
             "unused_signals": report.unused_signals,
             "errors": report.errors,
             "process": {"token": upload_token(stored), "name": report.name},
+        }
+    )
+
+
+@token_required
+@require_http_methods(["POST"])
+def optouts_api(request: HttpRequest) -> HttpResponse:
+    """POST ``{"ids": [{"dpid": 21, "dpuuid": "u1"}, …]}``: the data source's opt-outs; each
+    ID is never mapped again, to anyone, and its mappings go. Bad items are listed by index in
+    ``rejected``; the others are recorded."""
+    partner: Partner = request.partner  # type: ignore[attr-defined]
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "the body is not JSON", "ids")
+    items = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        return _error(400, 'send {"ids": [{"dpid": <DPID>, "dpuuid": "<DPUUID>"}, …]}', "ids")
+    if len(items) > MAX_OPT_OUTS_PER_CALL:
+        return _error(400, f"at most {MAX_OPT_OUTS_PER_CALL} IDs in one call", "ids")
+    result = optouts_record(partner=partner, items=items)
+    return JsonResponse(
+        {
+            "opted_out": result.opted_out,
+            "mappings_deleted": result.mappings_deleted,
+            "rejected": result.rejected,
         }
     )

@@ -8,4 +8,5 @@ urlpatterns = [
     path("files", api.files_api, name="files"),
     path("receipts/<int:pk>", api.receipt_api, name="receipt"),
     path("dry-run", api.dry_run_api, name="dry_run"),
+    path("optouts", api.optouts_api, name="optouts"),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from io import StringIO
@@ -41,8 +42,6 @@ class Answer:
 
     @property
     def error_codes(self) -> list[int]:
-        import json
-
         return [e["code"] for e in json.loads(self.body)["errors"]]
 
 
@@ -150,6 +149,15 @@ def test_query_form_cid_form_and_encodings() -> None:
         ("/ibs:d_cid=21", 3),
         ("/ibs:dpid=21&dpuuid=a:b", 4),
         ("/ibs:dpid=21&dpuuid=a%3Ab", 4),
+        ("/ibs:dpid=21&dpuuid=a%253Ab", 4),  # encoded twice: '%3A' once decoded
+        ("/ibs:dpid=21&dpuuid=a%07b", 3),  # a control character
+        ("/ibs:dpid=21&dpuuid=a%C2%85b", 3),  # a C1 control character (NEL)
+        ("/ibs:d_cid=21%01a%1Bb", 3),
+        ("/ibs:dpid=20915&dpuuid=not-a-device-id", 3),  # IDFA: uppercase 8-4-4-4-12 hex
+        ("/ibs:dpid=20914&dpuuid=6D92078A-8246-4BA4-AE5B-76104861E7DC", 3),  # GAID: lowercase
+        ("/ibs:dpid=21&dpuuid=a&redir=https%3A%2F%2Fpartner.example%2F%C3%A9", 3),  # non-ASCII
+        ("/ibs:dpid=21&dpuuid=a&redir=https%3A%2F%2Fpartner.example%2F%E2%82%AC", 3),
+        ("/ibs:dpid=21&dpuuid=a&redir=https%3A%2F%2Fpartner.example%2F%0D%0ASet-Cookie:x", 3),
         ("/ibs:" + "&".join(f"d_cid={21 + n % 2}%01id{n}" for n in range(11)), 5),
         ("/ibs:d_cid=21%01a&d_cid=21%01b&d_cid=21%01c&d_cid=21%01d", 5),
         ("/ibs:dpid=21&dpuuid=a&redir=https%3A%2F%2Fevil.example%2F", 6),
@@ -227,17 +235,40 @@ def test_idsync_expire_deletes_mappings_unseen_for_120_days() -> None:
     assert set(IDMapping.objects.values_list("dpuuid", flat=True)) == {"recent"}
 
 
-def test_opt_out_removes_the_mapping_and_later_syncs_store_nothing() -> None:
-    uuid = "2" * 38
+def test_a_visitor_opts_out_of_their_own_mappings_only() -> None:
+    uuid, other = "2" * 38, "3" * 38
     get("/ibs:dpid=21&dpuuid=u1", cookie=uuid)
     get("/ibs:dpid=22&dpuuid=u1", cookie=uuid)
-    answer = get("/optout?d_cid=21%01u1")
+    get("/ibs:dpid=21&dpuuid=u1", cookie=other)  # the same ID in another browser
+    answer = get("/optout?d_cid=21%01u1", cookie=uuid)
     assert answer.status == 200
-    assert IDSyncOptOut.objects.filter(data_source_id=21, dpuuid="u1").exists()
-    assert _mappings() == {(22, "u1", uuid)}  # another partner's mapping stays
+    assert json.loads(answer.body) == {"opted_out": 1}
+    assert _mappings() == {(22, "u1", uuid), (21, "u1", other)}
     assert get("/ibs:dpid=21&dpuuid=u1", cookie=uuid).status == 200
-    assert _mappings() == {(22, "u1", uuid)}
-    assert get("/optout?d_cid=99%01u1").error_codes == [1]
+    assert _mappings() == {(22, "u1", uuid), (21, "u1", other)}  # never mapped to them again
+    assert get("/ibs:dpid=21&dpuuid=u2", cookie=uuid).status == 200  # other IDs still are
+    assert (21, "u2", uuid) in _mappings()
+    assert get("/ibs:dpid=21&dpuuid=u1", cookie="4" * 38).status == 200  # a new visitor too
+    assert (21, "u1", "4" * 38) in _mappings()
+    assert get("/optout?d_cid=99%01u1", cookie=uuid).error_codes == [1]
+
+
+def test_an_opt_out_without_the_visitors_cookie_changes_nothing() -> None:
+    """Before: an unauthenticated GET deleted anyone's mappings and blocked the ID for good."""
+    victim = "5" * 38
+    get("/ibs:dpid=21&dpuuid=victim", cookie=victim)
+    answer = get("/optout?d_cid=21%01victim")
+    assert answer.status == 200
+    assert json.loads(answer.body) == {"opted_out": 0}
+    assert answer.cookie is None
+    assert _mappings() == {(21, "victim", victim)}
+    assert not IDSyncOptOut.objects.exists()
+    # An attacker's own cookie only opts the attacker out.
+    get("/ibs:dpid=21&dpuuid=victim", cookie="6" * 38)
+    get("/optout?d_cid=21%01victim", cookie="6" * 38)
+    assert _mappings() == {(21, "victim", victim)}
+    assert get("/ibs:dpid=21&dpuuid=victim", cookie=victim).status == 200
+    assert _mappings() == {(21, "victim", victim)}
 
 
 def test_outbound_sync_sends_the_visitor_to_the_partner() -> None:

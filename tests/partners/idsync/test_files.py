@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE
 from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
-from partners.models import IDMapping, LineError, PendingRecord, Receipt
+from partners.models import IDMapping, IDSyncOptOut, LineError, PendingRecord, Receipt
 from segments.models import Profile, ProfileTraits
 from tests.factories import (
     DataSourceFactory,
@@ -150,3 +150,35 @@ def test_mapping_caps_evict_the_least_recently_seen(sources: None, tmp_path: Pat
     assert len(kept) == MAX_DPUUIDS_PER_PROFILE
     assert "newest" in kept
     assert "old-0" not in kept  # the least recently seen went
+
+
+def test_control_characters_in_dpuuids_are_refused(sources: None, tmp_path: Path) -> None:
+    """Before: a DPUUID holding \\x07 or \\x1b was mapped, and travelled into exports."""
+    path = tmp_path / "adobe_id_0_12345_1476312152.sync"
+    path.write_text(
+        f"{SAMPLE_UUIDS[0]}\tgood\n{SAMPLE_UUIDS[1]}\tbe\x07ll\n{SAMPLE_UUIDS[2]}\tesc\x1b[2J\n"
+        f"{SAMPLE_UUIDS[3]}\tnel\x85x\n"
+    )
+    receipt = process(path)
+    assert (receipt.records_received, receipt.mappings_created, receipt.rejected) == (4, 1, 3)
+    reasons = {e["reason"] for e in receipt.errors_sample}
+    assert reasons == {
+        "column 2: a DPUUID must not hold a control character (U+0007)",
+        "column 2: a DPUUID must not hold a control character (U+001B)",
+        "column 2: a DPUUID must not hold a control character (U+0085)",
+    }
+    assert list(IDMapping.objects.values_list("dpuuid", flat=True)) == ["good"]
+
+
+def test_an_id_the_data_source_opted_out_is_not_mapped_by_a_file(
+    sources: None, tmp_path: Path
+) -> None:
+    visitor = ProfileFactory.create(uuid=SAMPLE_UUIDS[1])
+    IDSyncOptOut.objects.create(data_source_id=12345, dpuuid="gone")  # every visitor
+    IDSyncOptOut.objects.create(data_source_id=12345, dpuuid="mine", profile=visitor)
+    path = tmp_path / "adobe_id_0_12345_1476312152.sync"
+    path.write_text(f"{SAMPLE_UUIDS[0]}\tgone\n{SAMPLE_UUIDS[0]}\tmine\n{SAMPLE_UUIDS[1]}\tmine\n")
+    receipt = process(path)
+    assert receipt.rejected == 0
+    mapped = set(IDMapping.objects.values_list("dpuuid", "profile__uuid"))
+    assert mapped == {("mine", SAMPLE_UUIDS[0])}  # only the visitor who opted out is spared

@@ -514,3 +514,14 @@ def test_the_same_file_delivered_twice_before_processing_is_applied_once(
     assert world.held(world.u1) == {10}
     with pytest.raises(InboundRejected, match="already processed"):  # and again, the same
         inbound_batch_process(batch_id=second.pk)
+
+
+def test_a_user_id_with_a_control_character_is_an_invalid_id(
+    world: World, deliver: Deliver
+) -> None:
+    """Before: 'u1\\x07' was looked up as a DPUUID (and, once mapped, exported as it is)."""
+    receipt = deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\nu1\x07\td_sid=10\n"})
+    assert (receipt.invalid_ids, receipt.stored_records) == (1, 1)
+    assert [e["reason"] for e in receipt.errors_sample] == [
+        "a DPUUID must not hold a control character (U+0007)"
+    ]

@@ -8,9 +8,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from partners.models import InboundFile, Receipt
+from partners.idsync.endpoint import sources
+from partners.models import IDMapping, IDSyncOptOut, InboundFile, Receipt
 from partners.portal.api import api_token_rotate
-from tests.factories import PartnerFactory
+from tests.factories import DataSourceFactory, IDMappingFactory, PartnerFactory
+from tests.partners.idsync.test_endpoint import get
 from tests.partners.inbound.conftest import Deliver, World
 from tests.partners.portal.test_pages import _login
 
@@ -111,3 +113,57 @@ def test_a_split_part_waits_for_the_others(client: Client, token: str) -> None:
     assert made.status_code == 201
     [row] = made.json()["files"]
     assert (row["status"], row["status_detail"]) == ("waiting", "parts here: 1")
+
+
+def test_a_data_source_opts_out_its_own_ids_for_every_visitor(
+    client: Client, world: World, token: str
+) -> None:
+    """The opt-out a browser cannot make for others: the partner's token proves the data
+    source is its own; bad items are listed and the good ones recorded all the same."""
+    other_partner = PartnerFactory.create()
+    DataSourceFactory.create(dpid=77, partner=other_partner)
+    IDMappingFactory.create(data_source=world.source, dpuuid="u1")  # a second visitor's u1
+    IDMappingFactory.create(data_source_id=77, dpuuid="u1")
+    ids = [
+        {"dpid": 21, "dpuuid": "u1"},
+        {"dpid": 21, "dpuuid": "u1"},  # the same twice: once
+        {"dpid": 77, "dpuuid": "u1"},  # another partner's data source
+        {"dpid": 2**31, "dpuuid": "u1"},
+        {"dpid": 21, "dpuuid": "a\x00b"},
+        {"dpid": 21, "dpuuid": "a:b"},
+        {"dpid": 21, "dpuuid": "x" * 256},
+        "u2",
+    ]
+    answer = client.post(
+        "/api/v1/optouts", {"ids": ids}, content_type="application/json", headers=_bearer(token)
+    )
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert (body["opted_out"], body["mappings_deleted"]) == (1, 2)
+    assert [item["index"] for item in body["rejected"]] == [2, 3, 4, 5, 6, 7]
+    assert body["rejected"][0]["msg"] == "data source 77 is not one of yours"
+    assert "control characters" in body["rejected"][2]["msg"]
+    assert set(IDMapping.objects.values_list("data_source_id", "dpuuid")) == {
+        (21, "u2"),
+        (77, "u1"),
+    }
+    assert IDSyncOptOut.objects.get().profile is None
+    # Never mapped again, to anyone (ID-sync files: tests/partners/idsync/test_files.py).
+    sources.clear()
+    assert get("/ibs:dpid=21&dpuuid=u1", cookie="7" * 38).status == 200
+    assert not IDMapping.objects.filter(data_source_id=21, dpuuid="u1").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"", 400), (b"not json", 400), (b'{"ids": []}', 400), (b"[1]", 400), (b"\xff", 400)],
+)
+def test_opt_out_calls_that_are_not_lists_of_ids(
+    client: Client, token: str, body: bytes, status: int
+) -> None:
+    answer = client.post(
+        "/api/v1/optouts", body, content_type="application/json", headers=_bearer(token)
+    )
+    assert answer.status_code == status
+    assert answer.json()["errors"][0]["field"] == "ids"
+    assert client.post("/api/v1/optouts", b"{}", content_type="application/json").status_code == 401
