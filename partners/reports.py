@@ -12,6 +12,7 @@ from django.utils import timezone
 from openpyxl import Workbook
 
 from partners.models import InboundBatch, Partner, Receipt
+from partners.xlsx import text_row
 
 REPORT_COUNTERS = (
     ("records_received", "Records received"),
@@ -102,14 +103,17 @@ def onboarding_report_xlsx(rows: list[ReportRow]) -> bytes:
     )
     for row in rows:
         sheet.append(
-            [
-                row.day,
-                row.dpid,
-                row.data_source,
-                row.batches,
-                *(row.counts[field] for field, _ in REPORT_COUNTERS),
-                row.success_percent,
-            ]
+            text_row(
+                sheet,
+                [
+                    row.day,
+                    row.dpid,
+                    row.data_source,  # a name staff typed: text, never a formula
+                    row.batches,
+                    *(row.counts[field] for field, _ in REPORT_COUNTERS),
+                    row.success_percent,
+                ],
+            )
         )
     stream = io.BytesIO()
     book.save(stream)

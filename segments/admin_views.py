@@ -12,7 +12,13 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from segments.taxonomy import TaxonomyImportError, taxonomy_export, taxonomy_import
+from segments.taxonomy import (
+    TaxonomyImportError,
+    sheets_importable,
+    sheets_viewable,
+    taxonomy_export,
+    taxonomy_import,
+)
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -27,7 +33,7 @@ class TaxonomyImportForm(forms.Form):
 @permission_required("segments.view_trait", raise_exception=True)
 def taxonomy_export_view(request: HttpRequest) -> HttpResponse:
     buffer = io.BytesIO()
-    taxonomy_export(output=buffer)
+    taxonomy_export(output=buffer, user=request.user)
     filename = f"taxonomy-{timezone.now():%Y%m%d-%H%M%S}.xlsx"
     response = HttpResponse(buffer.getvalue(), content_type=XLSX)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -37,22 +43,13 @@ def taxonomy_export_view(request: HttpRequest) -> HttpResponse:
 @permission_required("segments.view_trait", raise_exception=True)
 def taxonomy_view(request: HttpRequest) -> HttpResponse:
     errors: list[str] = []
-    can_import = all(
-        request.user.has_perm(f"{app}.{action}_{model}")
-        for app, model in [
-            ("partners", "partner"),
-            ("partners", "datasource"),
-            ("partners", "receiptrecipient"),
-            ("segments", "trait"),
-            ("segments", "segment"),
-        ]
-        for action in ("add", "change")
-    )
+    importable = sheets_importable(request.user)
+    can_import = bool(importable)
     if request.method == "POST" and can_import:
         form = TaxonomyImportForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                result = taxonomy_import(workbook=form.cleaned_data["workbook"])
+                result = taxonomy_import(workbook=form.cleaned_data["workbook"], user=request.user)
             except TaxonomyImportError as exc:
                 errors = exc.errors
             else:
@@ -66,5 +63,8 @@ def taxonomy_view(request: HttpRequest) -> HttpResponse:
         "form": form,
         "errors": errors,
         "can_import": can_import,
+        "viewable": [sheet.name for sheet in sheets_viewable(request.user)],
+        "importable": [sheet.name for sheet in importable],
+        "all_sheets": len(importable) == len(sheets_viewable(None)),
     }
     return TemplateResponse(request, "admin/taxonomy.html", context)

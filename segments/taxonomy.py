@@ -30,6 +30,7 @@ from partners.models import (
     Partner,
     ReceiptRecipient,
 )
+from partners.xlsx import text_row
 from segments.models import Segment, Trait, unknown_traits_message
 from segments.rules import RuleError, parse_segment_rule, segment_rule_sids
 from segments.services import segments_rebuild_request
@@ -307,10 +308,31 @@ def _natural_key_columns(sheet: Sheet) -> list[str]:
     return [field.attname for field in fields if isinstance(field, models.Field)]
 
 
-def taxonomy_export(*, output: IO[bytes]) -> None:
-    """Write the whole taxonomy (global device data sources excepted) to ``output``."""
+def _may(user: Any, sheet: Sheet, *actions: str) -> bool:
+    """Whether ``user`` holds the admin's permission for one of ``actions`` on the sheet's
+    model (no user: a management command, run by whoever runs the server)."""
+    if user is None:
+        return True
+    opts = sheet.model._meta
+    return any(user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}") for action in actions)
+
+
+def sheets_viewable(user: Any) -> list[Sheet]:
+    """The sheets ``user`` may export: those whose rows the admin shows them (the change
+    permission includes viewing, as in the admin)."""
+    return [sheet for sheet in SHEETS if _may(user, sheet, "view", "change")]
+
+
+def sheets_importable(user: Any) -> list[Sheet]:
+    """The sheets ``user`` may import: an import adds and changes rows, so both are needed."""
+    return [sheet for sheet in SHEETS if _may(user, sheet, "add") and _may(user, sheet, "change")]
+
+
+def taxonomy_export(*, output: IO[bytes], user: Any = None) -> None:
+    """Write the taxonomy (global device data sources excepted) to ``output``: every sheet
+    ``user`` may view."""
     workbook = Workbook(write_only=True)
-    for sheet in SHEETS:
+    for sheet in sheets_viewable(user):
         worksheet = workbook.create_sheet(sheet.name)
         worksheet.append([column.name for column in sheet.columns])
         for obj in _export_rows(sheet):
@@ -318,7 +340,7 @@ def taxonomy_export(*, output: IO[bytes]) -> None:
             for column in sheet.columns:
                 value = getattr(obj, column.field)
                 row.append(None if value is None else column.write(value))
-            worksheet.append(row)
+            worksheet.append(text_row(worksheet, row))
     workbook.save(output)
 
 
@@ -681,8 +703,9 @@ def _write(data: SheetRows, result: TaxonomyImportResult) -> None:
     result.updated[sheet.name] = len(objects) - created
 
 
-def taxonomy_import(*, workbook: IO[bytes]) -> TaxonomyImportResult:
-    """Apply a taxonomy workbook, all or nothing. Raises :class:`TaxonomyImportError`."""
+def taxonomy_import(*, workbook: IO[bytes], user: Any = None) -> TaxonomyImportResult:
+    """Apply a taxonomy workbook, all or nothing. Raises :class:`TaxonomyImportError`,
+    also when it holds a sheet that ``user`` may not add to and change."""
     errors = _Errors()
     try:
         book = load_workbook(workbook, read_only=True, data_only=True)
@@ -690,6 +713,7 @@ def taxonomy_import(*, workbook: IO[bytes]) -> TaxonomyImportResult:
         raise TaxonomyImportError([f"the file is not an XLSX workbook ({exc})"]) from exc
 
     known = {sheet.name: sheet for sheet in SHEETS}
+    permitted = sheets_importable(user)
     sheets: dict[str, SheetRows] = {}
     try:
         for worksheet in book.worksheets:
@@ -698,6 +722,14 @@ def taxonomy_import(*, workbook: IO[bytes]) -> TaxonomyImportResult:
                 errors.add(
                     f"{worksheet.title}!A1",
                     f"unknown sheet '{worksheet.title}' (expected {', '.join(known)})",
+                )
+                continue
+            if sheet not in permitted:
+                plural = sheet.model._meta.verbose_name_plural
+                errors.add(
+                    f"{worksheet.title}!A1",
+                    f"you may not add or change {plural}: remove this sheet, or ask for "
+                    "the add and change permissions",
                 )
                 continue
             data = _read_sheet(worksheet, sheet, errors)

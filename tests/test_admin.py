@@ -202,3 +202,54 @@ def _upload(content: bytes) -> io.BytesIO:
     upload = io.BytesIO(content)
     upload.name = "taxonomy.xlsx"
     return upload
+
+
+def _staff_with(*codenames: str) -> Client:
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("+".join(codenames), password="pw-limited-1", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_taxonomy_workbook_holds_only_what_the_user_may_view_and_change(
+    admin_client: Client,
+) -> None:
+    """Before: a staff user with only 'view trait' exported every partner's contacts,
+    recipients and destinations, and changed destinations by import."""
+    admin_client.post(reverse("admin:taxonomy"), {"workbook": _upload(demo_workbook().getvalue())})
+    viewer = _staff_with("view_trait")
+    exported = viewer.get(reverse("admin:taxonomy_export"))
+    assert load_workbook(io.BytesIO(exported.content), read_only=True).sheetnames == ["Traits"]
+    page = viewer.get(reverse("admin:taxonomy")).content.decode()
+    assert "the workbook holds: Traits." in page
+    assert "Import workbook" not in page
+    # Posting all the same changes nothing.
+    destinations = workbook_bytes({"Destinations": [["id", "name"], [1, "Hijacked"]]})
+    viewer.post(reverse("admin:taxonomy"), {"workbook": _upload(destinations.getvalue())})
+    from partners.models import Destination
+
+    assert not Destination.objects.filter(name="Hijacked").exists()
+
+    editor = _staff_with("view_trait", "add_trait", "change_trait")
+    page = editor.post(
+        reverse("admin:taxonomy"), {"workbook": _upload(destinations.getvalue())}
+    ).content.decode()
+    assert "Destinations!A1: you may not add or change destinations" in page
+    assert not Destination.objects.filter(name="Hijacked").exists()
+    traits = workbook_bytes(
+        {
+            "Traits": [
+                ["sid", "dpid", "name", "kind"],
+                [10, 21, "Renamed by the editor", "onboarded"],
+            ]
+        }
+    )
+    response = editor.post(
+        reverse("admin:taxonomy"), {"workbook": _upload(traits.getvalue())}, follow=True
+    )
+    page = response.content.decode()
+    assert "Taxonomy imported" in page, page[page.find("taxonomy-errors") :][:600]
+    assert Trait.objects.get(sid=10).name == "Renamed by the editor"

