@@ -26,6 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import re2
+
+# Bounds that keep a rule's parse and evaluation (both recursive) far from Python's
+# recursion limit, and a worker's time per line small: a rule past them is refused when
+# saved, with a clear error, instead of failing every batch that meets it.
+MAX_NESTING = 20  # parentheses and NOTs, one inside another
+MAX_TERMS = 500  # comparisons (trait rules) or trait references (segment rules)
+
 
 class RuleError(ValueError):
     """A rule that does not parse. ``column`` is 1-based, counted in characters."""
@@ -191,7 +199,7 @@ class Comparison:
     op: str
     value: str
     number: float | None
-    pattern: re.Pattern[str] | None = None
+    pattern: Any = None  # an RE2 pattern (linear time): see _regex
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +228,8 @@ class _Parser(Generic[L]):
         self.tokens = tokens
         self.position = 0
         self._primary = primary
+        self._nesting = 0
+        self._terms = 0
 
     @property
     def current(self) -> Token:
@@ -264,17 +274,34 @@ class _Parser(Generic[L]):
         return node
 
     def parse_unary(self) -> Any:
-        if self.current.kind == "NOT":
-            self.advance()
-            return Not(self.parse_unary())
-        if self.current.kind == "(":
-            self.advance()
-            node = self.parse_or()
-            if self.current.kind != ")":
-                raise self.unexpected("')'")
-            self.advance()
-            return node
+        if self.current.kind in ("NOT", "("):
+            self._nesting += 1
+            if self._nesting > MAX_NESTING:
+                raise RuleError(
+                    f"the rule nests more than {MAX_NESTING} levels deep (parentheses and NOT):"
+                    " simplify it",
+                    self.current.column,
+                )
+            try:
+                return self._nested()
+            finally:
+                self._nesting -= 1
+        self._terms += 1
+        if self._terms > MAX_TERMS:
+            raise RuleError(
+                f"the rule has more than {MAX_TERMS} terms: split it into several",
+                self.current.column,
+            )
         return self._primary(self)
+
+    def _nested(self) -> Any:
+        if self.advance().kind == "NOT":
+            return Not(self.parse_unary())
+        node = self.parse_or()
+        if self.current.kind != ")":
+            raise self.unexpected("')'")
+        self.advance()
+        return node
 
 
 def _comparison(parser: _Parser[Comparison]) -> Comparison:
@@ -300,11 +327,27 @@ def _comparison(parser: _Parser[Comparison]) -> Comparison:
     number = float(value) if _NUMBER_RE.fullmatch(value) else None
     pattern = None
     if op_token.text == "matchesregex":
-        try:
-            pattern = re.compile(value, re.IGNORECASE)
-        except re.error as exc:
-            raise RuleError(f"invalid regular expression: {exc.msg}", value_token.column) from exc
+        pattern = _regex(value, value_token.column)
     return Comparison(key_token.text.casefold(), op_token.text, value.casefold(), number, pattern)
+
+
+def _regex(value: str, column: int) -> Any:
+    """``value`` compiled by RE2, case-insensitive. RE2 matches in time linear in the value,
+    so no pattern (``^(a+)+$`` included) can stall a worker on a partner's value; what it
+    cannot do in linear time (backreferences, look-arounds) it refuses, here, when saved."""
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error is the rule's, reported to staff below
+    try:
+        return re2.compile(value, options)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise RuleError(
+            f"invalid regular expression: {detail} (RE2 syntax: no backreferences or look-arounds)",
+            column,
+        ) from None
 
 
 def _segment_term(parser: _Parser[TraitRef | Recency]) -> TraitRef | Recency:

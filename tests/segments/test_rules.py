@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -85,7 +86,8 @@ class TestTraitRuleParsing:
             ('x == "open', "unterminated string at column 6"),
             (
                 'x matchesregex "[a"',
-                "invalid regular expression: unterminated character set at column 16",
+                "invalid regular expression: missing ]: [a (RE2 syntax: no backreferences or"
+                " look-arounds) at column 16",
             ),
             ("x == 1 AND", "unexpected end of rule, expected a key at column 11"),
             (
@@ -186,3 +188,44 @@ class TestSegmentRules:
         assert not segment_rule_matches(recent, {1: now - timedelta(days=31)}, now=now)
         old = parse_segment_rule("[1T] > 30D")
         assert segment_rule_matches(old, {1: now - timedelta(days=31)}, now=now)
+
+
+class TestRulesThatCouldStallAWorker:
+    def test_a_catastrophic_pattern_runs_in_linear_time(self) -> None:
+        """Before: '^(a+)+$' against 28 'a's and a 'b' took 9 s (Python's backtracking)."""
+        rule = parse_trait_rule('x matchesregex "^(a+)+$"')
+        assert isinstance(rule, Comparison)
+        assert type(rule.pattern).__module__.startswith("re2")  # not Python's backtracking re
+        # 5,000 characters: a backtracking engine would not end in the lifetime of the test.
+        assert not trait_rule_matches(rule, signals(x="a" * 5000 + "b"))
+        assert trait_rule_matches(rule, signals(x="A" * 5000))  # still case-insensitive
+
+    @pytest.mark.parametrize("pattern", [r"(a)\\1", "(?=a)b", "(?<!a)b"])
+    def test_what_cannot_run_in_linear_time_is_refused_when_saved(self, pattern: str) -> None:
+        with pytest.raises(RuleError) as caught:
+            parse_trait_rule(f'x matchesregex "{pattern}"')
+        assert "RE2 syntax: no backreferences or look-arounds" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("parse", "text", "message"),
+        [
+            (parse_trait_rule, "(" * 5000 + "a == 1" + ")" * 5000, "nests more than 20 levels"),
+            (parse_trait_rule, "NOT " * 5000 + "a == 1", "nests more than 20 levels"),
+            (parse_segment_rule, "(" * 5000 + "1T" + ")" * 5000, "nests more than 20 levels"),
+            (parse_trait_rule, " OR ".join(["a == 1"] * 3000), "more than 500 terms"),
+            (parse_segment_rule, " AND ".join(["1T"] * 3000), "more than 500 terms"),
+        ],
+    )
+    def test_a_deeply_nested_rule_is_a_clear_error(
+        self, parse: Any, text: str, message: str
+    ) -> None:
+        """Before: RecursionError (a 500 in the admin, a failed batch in a worker)."""
+        with pytest.raises(RuleError) as caught:
+            parse(text)
+        assert message in str(caught.value)
+
+    def test_rules_within_the_bounds_parse_and_evaluate(self) -> None:
+        deep = "(" * 20 + "a == 1" + ")" * 20
+        assert trait_rule_matches(parse_trait_rule(deep), signals(a="1"))
+        wide = parse_trait_rule(" OR ".join(f"a == {n}" for n in range(500)))
+        assert trait_rule_matches(wide, signals(a="499"))
