@@ -13,7 +13,7 @@ from typing import Any
 from openpyxl.cell import WriteOnlyCell
 
 
-def text_cell(sheet: Any, value: str) -> WriteOnlyCell:
+def text_cell(sheet: Any, value: str) -> Any:
     """``value`` as a text cell, whatever it starts with."""
     cell = WriteOnlyCell(sheet, value=value)
     cell.data_type = "s"

@@ -183,7 +183,7 @@ def test_partner_data_in_the_workbook_is_text_never_a_formula(
     sheet = book["Rejected lines"]
     starts = [sheet.cell(row=r, column=5) for r in range(2, sheet.max_row + 1)]
     assert len(starts) == 1
-    assert line.startswith(starts[0].value)
+    assert line.startswith(str(starts[0].value))
     assert {c.data_type for c in starts} == {"s"}
     formulas = [c.coordinate for row in sheet.iter_rows() for c in row if c.data_type == "f"]
     assert formulas == []
