@@ -518,9 +518,13 @@ class PartnerAPIToken(models.Model):
         return f"{self.prefix}… ({self.partner})"
 
 
+# Only names in this namespace are looked up: a channel whose reference could name any
+# setting would send SECRET_KEY or DATABASES as a password to a host staff typed.
+CREDENTIALS_PREFIX = "S2S_CREDENTIALS_"
 CREDENTIALS_REF = RegexValidator(
-    r"^[A-Z_][A-Z0-9_]*$",
-    "the name of a setting or environment variable (capitals, digits, _), never the secret",
+    rf"^{CREDENTIALS_PREFIX}[A-Z0-9_]+$",
+    f"the name of an environment variable (or setting) starting with {CREDENTIALS_PREFIX},"
+    " in capitals, digits and _ (for example S2S_CREDENTIALS_ACME_SFTP), never the secret",
 )
 
 
@@ -554,13 +558,14 @@ class InboundChannel(models.Model):
     port = models.PositiveIntegerField("SFTP port", default=22)
     username = models.CharField("SFTP user", max_length=100, blank=True)
     credentials_ref = models.CharField(
-        "credentials (setting or variable name)",
+        "credentials (variable name)",
         max_length=100,
         blank=True,
         validators=[CREDENTIALS_REF],
-        help_text="The name of the Django setting or environment variable holding the"
-        " credentials, never the secret itself. S3: '<access key id>:<secret access key>'"
-        " (empty: boto3's own chain, e.g. an instance role). SFTP: the password, or"
+        help_text="The name of the environment variable (or Django setting) holding the"
+        " credentials, starting with S2S_CREDENTIALS_; never the secret itself."
+        " S3: '<access key id>:<secret access key>' (empty: boto3's own chain, e.g. an"
+        " instance role). SFTP: the password, or"
         " 'key:<path of a private key file>' (empty: the SSH agent and ~/.ssh keys).",
     )
     last_polled_at = models.DateTimeField(null=True, blank=True)

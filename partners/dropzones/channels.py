@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files.storage import FileSystemStorage, Storage
 from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
 from paramiko.sftp_attr import SFTPAttributes
 from storages.backends.s3 import S3Storage
 from storages.backends.sftpstorage import SFTPStorage
 
-from partners.models import InboundChannel
+from partners.models import CREDENTIALS_PREFIX, CREDENTIALS_REF, InboundChannel
 
 STORAGE_PREFIX = "channel:"  # InboundFile.storage of a drop-zone file: "channel:<id>"
 _DATE_FOLDER = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})")
@@ -42,10 +42,19 @@ def channel_storage_alias(channel: InboundChannel) -> str:
 
 
 def _secret(channel: InboundChannel) -> str:
-    """The credentials the channel refers to (a setting, else an environment variable)."""
+    """The credentials the channel refers to (a setting, else an environment variable), by
+    a name in the credentials namespace only, checked again here: a reference stored before
+    the rule (or written around the model) must not read another setting."""
     ref = channel.credentials_ref
     if not ref:
         return ""
+    try:
+        CREDENTIALS_REF(ref)
+    except ValidationError:
+        raise ImproperlyConfigured(
+            f"channel {channel.pk}: credentials reference {ref[:40]!r} is not a name starting"
+            f" with {CREDENTIALS_PREFIX}; nothing was read"
+        ) from None
     value = getattr(settings, ref, None) or os.environ.get(ref)
     if not value:
         raise ImproperlyConfigured(

@@ -86,7 +86,7 @@ def dropzone_make(
     if kind == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         bucket = request.getfixturevalue("s3_bucket")
-        settings.DROPZONE_TEST_S3 = "testing:testing"
+        settings.S2S_CREDENTIALS_DROPZONE_TEST_S3 = "testing:testing"
         channel = InboundChannel.objects.create(
             partner=partner,
             name="Acme bucket",
@@ -95,7 +95,7 @@ def dropzone_make(
             prefix="inbound",
             region="us-east-1",
             endpoint_url=endpoint,
-            credentials_ref="DROPZONE_TEST_S3",
+            credentials_ref="S2S_CREDENTIALS_DROPZONE_TEST_S3",
         )
         s3 = s3_client(endpoint)
 
@@ -114,7 +114,7 @@ def dropzone_make(
     if kind == "sftp":
         server: SFTPServer = request.getfixturevalue("sftp_server")
         folder = server.root / f"drop-{tmp_path.name}"
-        settings.DROPZONE_TEST_SFTP = "secret"
+        settings.S2S_CREDENTIALS_DROPZONE_TEST_SFTP = "secret"
         channel = InboundChannel.objects.create(
             partner=partner,
             name="Acme SFTP",
@@ -123,7 +123,7 @@ def dropzone_make(
             port=server.port,
             username="acme",
             prefix=f"/{folder.name}",
-            credentials_ref="DROPZONE_TEST_SFTP",
+            credentials_ref="S2S_CREDENTIALS_DROPZONE_TEST_SFTP",
         )
     else:
         folder = tmp_path / "dropzone"

@@ -4,10 +4,13 @@ drop zone, each rejected on its own with a reason while the good files beside it
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 
-from partners.dropzones.services import inbound_poll
+from partners.dropzones.channels import channel_storage
+from partners.dropzones.services import inbound_poll, inbound_poll_all
 from partners.models import ChannelObject, InboundBatch, InboundChannel, InboundFile
 from tests.partners.dropzones.conftest import DropZone
 from tests.partners.inbound.conftest import World
@@ -68,3 +71,51 @@ def test_a_name_that_is_not_utf8_is_rejected_and_does_not_block_the_channel(
     assert reason == "the name is not UTF-8 text (byte 0xff): rename the file"
     assert ChannelObject.objects.filter(state=ChannelObject.State.REJECTED).count() == 1
     assert _poll(dropzone).rejected == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "ref", ["SECRET_KEY", "DATABASES", "S2S_CREDENTIALS_", "s2s_credentials_x"]
+)
+def test_a_credentials_reference_names_credentials_only(
+    world: World, ref: str, settings: Any
+) -> None:
+    """Before: credentials_ref='SECRET_KEY' was accepted and sent as the SFTP password to the
+    host staff typed."""
+    channel = InboundChannel(
+        partner=world.partner,
+        name="sftp",
+        kind=InboundChannel.Kind.SFTP,
+        host="127.0.0.1",
+        port=1,  # nothing listens: the test must stop before any connection
+        username="acme",
+        prefix="/in",
+        credentials_ref=ref,
+    )
+    with pytest.raises(ValidationError) as caught:
+        channel.full_clean()
+    assert "starting with S2S_CREDENTIALS_" in str(caught.value.message_dict["credentials_ref"])
+    channel.credentials_ref = ""
+    channel.save()
+    InboundChannel.objects.filter(pk=channel.pk).update(credentials_ref=ref)  # stored earlier
+    [result] = inbound_poll_all(channel_id=channel.pk)
+    channel.refresh_from_db()
+    assert channel.last_poll_result.startswith(f"failed: channel {channel.pk}: credentials")
+    assert "nothing was read" in channel.last_poll_result
+    assert settings.SECRET_KEY not in channel.last_poll_result
+    assert result.unreadable
+
+
+def test_a_reference_in_the_namespace_is_read(world: World, settings: Any) -> None:
+    settings.S2S_CREDENTIALS_ACME_SFTP = "key:/keys/acme"
+    channel = InboundChannel.objects.create(
+        partner=world.partner,
+        name="sftp",
+        kind=InboundChannel.Kind.SFTP,
+        host="127.0.0.1",
+        username="acme",
+        prefix="/in",
+        credentials_ref="S2S_CREDENTIALS_ACME_SFTP",
+    )
+    channel.full_clean()
+    storage = channel_storage(channel)
+    assert storage.params["key_filename"] == "/keys/acme"  # type: ignore[attr-defined]

@@ -136,7 +136,7 @@ def test_delivery_to_a_real_s3_api(
     world: World, deliver: Deliver, tmp_path: Path, s3_endpoint: str, s3_bucket: str, settings: Any
 ) -> None:
     destination = _destination(world, tmp_path)
-    settings.OUTBOUND_TEST_S3 = "testing:testing"
+    settings.S2S_CREDENTIALS_OUTBOUND_TEST_S3 = "testing:testing"
     channel = InboundChannel.objects.create(
         partner=world.partner,
         name="bucket",
@@ -145,7 +145,7 @@ def test_delivery_to_a_real_s3_api(
         prefix="exchange",
         region="us-east-1",
         endpoint_url=s3_endpoint,
-        credentials_ref="OUTBOUND_TEST_S3",
+        credentials_ref="S2S_CREDENTIALS_OUTBOUND_TEST_S3",
     )
     destination.channel = channel
     destination.save()
