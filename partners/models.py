@@ -18,6 +18,7 @@ from partners.outbound.templates import (
     TemplateError,
     compile_file_name_template,
     compile_row_template,
+    file_name_template_refusal,
 )
 from partners.validators import (
     validate_dpuuid,
@@ -647,6 +648,9 @@ def _template_check(compile_template: Callable[[str], object], value: str) -> No
 
 def _validate_file_name_template(value: str) -> None:
     _template_check(compile_file_name_template, value)
+    refusal = file_name_template_refusal(compile_file_name_template(value))
+    if refusal:
+        raise ValidationError(refusal)
 
 
 def _validate_row_template(value: str) -> None:
@@ -745,6 +749,20 @@ class Destination(models.Model):
             errors["id_data_source"] = "needed to write DPUUIDs"
         elif (source := self.id_data_source) is not None and source.partner_id != self.partner_id:
             errors["id_data_source"] = "a data source of this partner"
+        if self.pid_alias:
+            # The template alone is checked with a sample alias (its field); this alias goes
+            # into the names too.
+            try:
+                template = compile_file_name_template(self.file_name_template)
+            except TemplateError:
+                template = None  # the field's own validator says why
+            if (
+                template is not None
+                and "PID_ALIAS" in template.uses
+                and file_name_template_refusal(template) is None
+                and (refusal := file_name_template_refusal(template, pid_alias=self.pid_alias))
+            ):
+                errors["pid_alias"] = f"used in the file names: {refusal}"
         if errors:
             raise ValidationError(errors)
 

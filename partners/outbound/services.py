@@ -46,6 +46,7 @@ from partners.outbound.templates import (
     Template,
     compile_file_name_template,
     compile_row_template,
+    file_name_refusal,
 )
 from partners.receipts.alerts import outbound_failure_alert
 from partners.storage import storage_close
@@ -179,6 +180,20 @@ def outbound_resends_request(*, run_ids: list[int]) -> None:
         )
 
 
+class OutboundFileNameRefused(ValueError):
+    """A rendered file name that is not a plain name in the destination's folder."""
+
+
+def _plain_name(name: str) -> str:
+    """``name`` when it is a plain file name, else the run fails with the reason. Checked on
+    every rendered name, before anything is written: the template was checked when saved,
+    but a stored one may predate the check and PID_ALIAS is free text."""
+    refusal = file_name_refusal(name)
+    if refusal:
+        raise OutboundFileNameRefused(f"nothing was delivered: {refusal}")
+    return name
+
+
 class OutboundRunInProgress(Exception):
     """Another run of the destination is going on (in a live worker)."""
 
@@ -286,6 +301,9 @@ def _render_and_deliver(
     destination: Destination, run: OutboundRun, folder: Path, *, force_python: bool = False
 ) -> None:
     name_template = compile_file_name_template(destination.file_name_template)
+    names = _file_name_context(destination, mode=run.mode, moment=run.started_at)
+    for splitnum in ("", "001"):  # the part number is digits: these are every shape of name
+        _plain_name(name_template.render({**names, "SPLITNUM": splitnum}))
     row_template = compile_row_template(destination.row_template)
     header = (
         compile_row_template(destination.header_template) if destination.header_template else None
@@ -367,7 +385,7 @@ def _deliver(
     folder: Path,
 ) -> None:
     context = _file_name_context(destination, mode=run.mode, moment=run.started_at)
-    base = name_template.render({**context, "SPLITNUM": ""})
+    base = _plain_name(name_template.render({**context, "SPLITNUM": ""}))
     suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
     target = destination.delivery_folder
     storage = channel_storage(destination.channel)
@@ -375,7 +393,7 @@ def _deliver(
     try:
         for number, part in enumerate(parts, start=1):
             splitnum = f"{number:03d}" if len(parts) > 1 else ""
-            name = name_template.render({**context, "SPLITNUM": splitnum}) + suffix
+            name = _plain_name(name_template.render({**context, "SPLITNUM": splitnum}) + suffix)
             delivered = part.path
             if destination.gzip:
                 delivered = part.path.with_suffix(".gz")
@@ -406,7 +424,7 @@ def _deliver(
             )
             run.lines += part.lines
             run.bytes += size
-        info_name = _stem(base) + ".info"
+        info_name = _plain_name(_stem(base) + ".info")
         info = folder / "control.info"
         info.write_text(
             json.dumps(

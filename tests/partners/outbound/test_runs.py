@@ -558,3 +558,82 @@ def test_run_now_and_send_again_in_the_admin_queue_jobs_a_worker_runs(
         "succeeded",
         first.started_at,
     )
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("../acme/inbound/x_<TIMESTAMP>.sync", "cannot hold '/', '\\' or '..'"),
+        ("../../globex/date=2026-01-01/ftp_dpm_22_<TIMESTAMP>.sync", "cannot hold '/'"),
+        ("/srv/other/x_<TIMESTAMP>.sync", "cannot hold '/'"),
+        ("..x_<TIMESTAMP>.sync", "cannot hold '/', '\\' or '..'"),
+        ("x\\..\\y_<TIMESTAMP>.sync", "cannot hold '/', '\\' or '..'"),
+        ('x_<TIMESTAMP; format="yyyy/MM/dd">.sync', "cannot hold '/'"),  # the date format too
+        ("x\x07_<TIMESTAMP>.sync", "cannot hold control characters (U+0007"),
+        ("x\x9b_<TIMESTAMP>.sync", "cannot hold control characters (U+009B"),
+        ("x\x7f_<TIMESTAMP>.sync", "cannot hold control characters (U+007F"),
+    ],
+)
+def test_a_file_name_template_that_leaves_the_folder_is_refused_on_save(
+    world: World, tmp_path: Path, template: str, error: str
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    destination = _destination(world, tmp_path)
+    destination.file_name_template = template
+    with pytest.raises(ValidationError) as caught:
+        destination.full_clean()
+    [message] = caught.value.message_dict["file_name_template"]
+    assert error in message
+    assert "the destination's folder is set apart" in message or "control" in message
+
+
+def test_file_names_with_dates_and_a_plain_alias_are_fine_and_an_alias_with_a_path_is_not(
+    world: World, tmp_path: Path
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    destination = _destination(
+        world,
+        tmp_path,
+        file_name_template='<PID_ALIAS>_<TIMESTAMP; format="yyyy-MM-dd_HH.mm.ss">SPLITNUM.sync',
+        pid_alias="acme-eu",
+    )
+    destination.full_clean()
+    destination.pid_alias = "../../globex"
+    with pytest.raises(ValidationError) as caught:
+        destination.full_clean()
+    [message] = caught.value.message_dict["pid_alias"]
+    assert message.startswith("used in the file names: a file name cannot hold '/'")
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ({"file_name_template": "../../globex/date=2026-01-01/x_<TIMESTAMP>.sync"}, "../../globex"),
+        ({"file_name_template": "<PID_ALIAS>_<TIMESTAMP>.sync", "pid_alias": "../../globex"}, ".."),
+        # (NUL cannot be stored: PostgreSQL text refuses it; the check refuses it too.)
+        ({"file_name_template": "x\x1b[2J_<TIMESTAMP>.sync"}, "control characters (U+001B"),
+    ],
+)
+def test_a_stored_template_that_renders_a_path_fails_its_run_and_writes_nothing(
+    world: World, deliver: Deliver, tmp_path: Path, fields: dict[str, str], shown: str
+) -> None:
+    from partners.outbound.services import OutboundFileNameRefused
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    other_inbound = tmp_path / "globex" / "date=2026-01-01"
+    other_inbound.mkdir(parents=True)
+    # Saved before the check existed (or by a raw update): clean never saw it.
+    Destination.objects.filter(pk=destination.pk).update(**fields)
+    destination.refresh_from_db()
+    with pytest.raises(OutboundFileNameRefused, match="nothing was delivered"):
+        outbound_run(destination=destination)
+    run = destination.runs.get()
+    assert run.status == "failed"
+    assert run.error.startswith("nothing was delivered: ")
+    assert shown in run.error
+    assert run.files.count() == 0
+    written = [p for top in ("acme", "globex") for p in (tmp_path / top).rglob("*") if p.is_file()]
+    assert written == []  # nothing in the other partner's folder, nor in its own
