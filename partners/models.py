@@ -729,6 +729,11 @@ class Destination(models.Model):
     segments: models.ManyToManyField[Any, Any] = models.ManyToManyField(
         "segments.Segment", through="DestinationSegment", related_name="destinations"
     )
+    # The daily schedule's failures: it waits longer after each (OUTBOUND_RETRY_*) and
+    # alerts at most once per UTC day, instead of a run and an e-mail every poll.
+    failures_in_a_row = models.PositiveIntegerField(default=0, editable=False)
+    retry_after = models.DateTimeField(null=True, blank=True, editable=False)
+    failure_alerted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["partner", "name"]

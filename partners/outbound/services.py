@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from storages.backends.sftpstorage import SFTPStorage
 
@@ -294,6 +295,9 @@ def _run(
     run.status = OutboundRun.Status.SUCCEEDED
     run.finished_at = timezone.now()
     run.save()
+    if destination.failures_in_a_row or destination.retry_after:  # the problem is over
+        Destination.objects.filter(pk=destination.pk).update(failures_in_a_row=0, retry_after=None)
+        destination.failures_in_a_row, destination.retry_after = 0, None
     return run
 
 
@@ -479,13 +483,16 @@ def _save_whole(storage: Storage, name: str, path: Path) -> None:
 
 def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
     """Run every active destination whose daily time has passed today and that has not run
-    successfully since (the daily schedule calls this every few minutes)."""
+    successfully since (the daily schedule calls this every few minutes). One that failed
+    waits before its next try (:func:`_retry_later`), and alerts once a UTC day."""
     now = now or timezone.now()
     runs = []
     for destination in Destination.objects.filter(active=True).select_related("partner", "channel"):
         due = datetime.combine(now.date(), destination.daily_at, tzinfo=now.tzinfo)
         if now < due:
             continue
+        if destination.retry_after is not None and now < destination.retry_after:
+            continue  # failed a moment ago: backing off
         if destination.runs.filter(
             status=OutboundRun.Status.SUCCEEDED, started_at__gte=due
         ).exists():
@@ -496,10 +503,41 @@ def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
             continue  # Run now, or a re-send, is exporting it at this moment
         except Exception:  # recorded on the run (failed, with its error); the others still go
             failed = destination.runs.first()
+            retry_after = _retry_later(destination, now=now)
             if failed is not None:
-                outbound_failure_alert(run=failed)
+                if _failure_alert_claim(destination, now=now):
+                    outbound_failure_alert(run=failed, retry_after=retry_after)
                 runs.append(failed)
     return runs
+
+
+def _retry_later(destination: Destination, *, now: datetime) -> datetime:
+    """Another failure in a row: the next try waits twice as long as the last, up to the cap.
+    (Not RQ's Retry: the schedule itself comes back every few minutes and would run it
+    anyway; this is what it honours.)"""
+    failures = destination.failures_in_a_row + 1
+    wait = min(
+        settings.OUTBOUND_RETRY_SECONDS * 2 ** min(failures - 1, 30),
+        settings.OUTBOUND_RETRY_MAX_SECONDS,
+    )
+    retry_after = now + timedelta(seconds=wait)
+    Destination.objects.filter(pk=destination.pk).update(
+        failures_in_a_row=failures, retry_after=retry_after
+    )
+    destination.failures_in_a_row, destination.retry_after = failures, retry_after
+    return retry_after
+
+
+def _failure_alert_claim(destination: Destination, *, now: datetime) -> bool:
+    """Whether this failure alerts: the first of the destination's UTC day. One conditional
+    UPDATE, so two schedulers polling at once still send one."""
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    claimed = (
+        Destination.objects.filter(pk=destination.pk)
+        .filter(Q(failure_alerted_at__isnull=True) | Q(failure_alerted_at__lt=day_start))
+        .update(failure_alerted_at=now)
+    )
+    return claimed == 1
 
 
 def outbound_purge(*, now: datetime | None = None) -> int:

@@ -214,6 +214,8 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
     settings: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
+    from datetime import timedelta
+
     import django_rq
     from django.core import mail
     from django.utils import timezone
@@ -241,9 +243,11 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
     assert "No .info was delivered" in alert.body
 
     (tmp_path / "acme" / "outbound").unlink()
-    [done] = outbound_runs_due(now=timezone.now())
+    assert outbound_runs_due(now=timezone.now()) == []  # it failed a moment ago: backing off
+    later = timezone.now() + timedelta(seconds=settings.OUTBOUND_RETRY_SECONDS)
+    [done] = outbound_runs_due(now=later)
     assert done.status == "succeeded"
-    assert outbound_runs_due(now=timezone.now()) == []  # once a day
+    assert outbound_runs_due(now=later) == []  # once a day
     again = outbound_run_resend(run=done)
     assert (again.mode, again.since, again.until) == (done.mode, done.since, done.started_at)
     assert again.lines == done.lines == 1
@@ -637,3 +641,60 @@ def test_a_stored_template_that_renders_a_path_fails_its_run_and_writes_nothing(
     assert run.files.count() == 0
     written = [p for top in ("acme", "globex") for p in (tmp_path / top).rglob("*") if p.is_file()]
     assert written == []  # nothing in the other partner's folder, nor in its own
+
+
+def test_a_destination_failing_every_poll_alerts_once_a_utc_day_and_backs_off(
+    world: World,
+    deliver: Deliver,
+    tmp_path: Path,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import django_rq
+    from django.core import mail
+    from rq import SimpleWorker
+
+    from partners.outbound.services import outbound_runs_due
+
+    settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
+    settings.OUTBOUND_RETRY_SECONDS, settings.OUTBOUND_RETRY_MAX_SECONDS = 300, 3600
+    destination = _destination(world, tmp_path, daily_at="09:00")
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "outbound").write_text("in the way")  # every run fails
+    notify = django_rq.get_queue("notify")
+    notify.empty()
+    mail.outbox.clear()
+
+    def poll(at: datetime) -> int:
+        """One poll of the daily schedule, its alerts sent by a real RQ worker."""
+        with django_capture_on_commit_callbacks(execute=True):
+            runs = outbound_runs_due(now=at)
+        SimpleWorker([notify], connection=notify.connection).work(burst=True)
+        assert all(run.status == "failed" for run in runs)
+        return len(runs)
+
+    day = datetime(2031, 3, 1, 9, 0, tzinfo=UTC)
+    minutes = [0, 2, 5, 6, 12, 16, 40, 60, 120, 300, 600, 14 * 60 + 59]
+    ran = [poll(day + timedelta(minutes=m)) for m in minutes]
+    # Tried at 09:00, then at least 5, 10, 20, 40 minutes after each failure, then hourly.
+    assert ran == [1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 1, 1]
+    assert destination.runs.count() == 8
+    [alert] = mail.outbox  # eight failed runs, one e-mail
+    assert alert.subject == (
+        f"[S2S ALERT] outbound run failed: Acme Data, destination {destination.pk}"
+    )
+    assert "no other alert about this destination until tomorrow (UTC)" in alert.body
+
+    next_day = day + timedelta(days=1)
+    assert poll(next_day) == 1
+    assert poll(next_day + timedelta(hours=2)) == 1
+    assert len(mail.outbox) == 2  # one more, for the new UTC day
+
+    (tmp_path / "acme" / "outbound").unlink()  # the problem is fixed: the next try succeeds
+    [done] = outbound_runs_due(now=next_day + timedelta(hours=4))
+    assert done.status == "succeeded"
+    destination.refresh_from_db()
+    assert (destination.failures_in_a_row, destination.retry_after) == (0, None)
