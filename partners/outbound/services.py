@@ -35,6 +35,7 @@ from django.utils import timezone
 from storages.backends.sftpstorage import SFTPStorage
 
 from partners.dropzones.channels import channel_storage
+from partners.inbound.lines import CONTROL_CHARACTER
 from partners.models import Destination, OutboundFile, OutboundRun
 from partners.outbound.export import (
     MemberQuery,
@@ -108,7 +109,26 @@ def _mapped_segments(destination: Destination, day: date) -> dict[int, str]:
     mapped = destination.mapped.filter(
         start_date__lte=day, segment__status=Segment.Status.ACTIVE
     ).exclude(end_date__lt=day)
-    return dict(mapped.values_list("segment_id", "value"))
+    return {
+        sid: _without_controls(value) for sid, value in mapped.values_list("segment_id", "value")
+    }
+
+
+# Partner-controlled values never put a control character (C0, DEL, C1) into a file: only the
+# template's own text does (its TAB, ASCII_SOH, newlines between rows). Both render paths get
+# these values from here or through the checks below, so they agree byte for byte.
+# - The row's user IDs (UUID, DPUUID, DP_UUID_LIST): the row is *dropped* and counted as
+#   failed (records_failed), and a DP_UUID_LIST item left out. Stripping would change an ID
+#   into another ID ("a\x07b" into "ab", maybe somebody else's): better no line than a wrong
+#   one. They are refused wherever they enter; this guards the rows that predate that.
+# - Text that only labels (a segment's destination value, the PID alias): the characters are
+#   *stripped*, since dropping every member of a segment for its label would be worse.
+def _without_controls(text: str) -> str:
+    return CONTROL_CHARACTER.sub("", text)
+
+
+def _control_in_ids(row: MemberRow) -> bool:
+    return bool(CONTROL_CHARACTER.search(row.uuid) or CONTROL_CHARACTER.search(row.dpuuid))
 
 
 def _file_name_context(destination: Destination, *, mode: str, moment: datetime) -> dict[str, Any]:
@@ -126,7 +146,7 @@ def _file_name_context(destination: Destination, *, mode: str, moment: datetime)
 def _row_constants(destination: Destination) -> dict[str, Any]:
     return {
         "PID": destination.partner_id,
-        "PIDALIAS": destination.pid_alias,
+        "PIDALIAS": _without_controls(destination.pid_alias),
         "DPID": destination_dpid(destination),
         "ORDER_ID": destination.pk,
     }
@@ -318,6 +338,7 @@ def _render_and_deliver(
         if "TRAIT_LIST" in row_template.uses
         else {}
     )
+    run.records_failed = 0
     constants = _row_constants(destination)
     parts = _Parts(
         folder,
@@ -336,19 +357,24 @@ def _render_and_deliver(
             for line in destination_lines(
                 query, template=row_template, constants=constants, aliases=mapped
             ):
-                parts.write(line)
                 run.records_received += 1
-            run.records_successful = run.records_received
+                if line is None:  # its ID holds a control character
+                    run.records_failed += 1
+                    continue
+                parts.write(line)
+                run.records_successful += 1
         else:
             for row in _rows(query, row_template):
                 run.records_received += 1
+                if _control_in_ids(row):
+                    run.records_failed += 1
+                    continue
                 if not row.sids and not row.removed:
                     continue  # nothing to send: skipped
                 context = _row_context(row, constants, mapped, trait_types)
                 parts.write((row_template.render(context) + "\n").encode())
                 run.records_successful += 1
     parts.close()
-    run.records_failed = 0
     _deliver(destination, run, name_template, parts.done, folder)
 
 
@@ -371,7 +397,9 @@ def _row_context(
         **constants,
         "UUID": row.uuid,
         "DP_UUID": row.dpuuid,
-        "DP_UUID_LIST": [{"value": value} for value in row.dpuuids],
+        "DP_UUID_LIST": [
+            {"value": value} for value in row.dpuuids if not CONTROL_CHARACTER.search(value)
+        ],
         "SEGMENT_LIST": segments(row.sids, row.times),
         "REMOVED_SEGMENT_LIST": segments(row.removed, row.removed_times),
         "TRAIT_LIST": [

@@ -698,3 +698,68 @@ def test_a_destination_failing_every_poll_alerts_once_a_utc_day_and_backs_off(
     assert done.status == "succeeded"
     destination.refresh_from_db()
     assert (destination.failures_in_a_row, destination.retry_after) == (0, None)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Rendered by PostgreSQL.
+        '<DP_UUID><TAB><SEGMENT_LIST:{s|<s.alias>}; separator=",">:<PIDALIAS>',
+        # Rendered in Python (DP_UUID_LIST is not rendered by SQL).
+        '<DP_UUID><TAB><DP_UUID_LIST;separator="|"><TAB><SEGMENT_LIST:{s|<s.alias>};'
+        ' separator=",">:<PIDALIAS>',
+    ],
+    ids=["sql", "python"],
+)
+def test_control_characters_in_partner_values_never_reach_the_file(
+    world: World, deliver: Deliver, tmp_path: Path, source: str
+) -> None:
+    import re
+
+    from partners.models import IDMapping
+    from partners.outbound.templates import compile_row_template
+    from tests.factories import IDMappingFactory
+
+    IDMappingFactory.create(data_source=world.source, dpuuid="u3")
+    destination = _destination(
+        world,
+        tmp_path,
+        row_template=source,
+        id_column="dpuuid",
+        id_data_source=world.source,
+        pid_alias="ac\x1bme",
+    )
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\nu2\td_sid=11\nu3\td_sid=10\n"})
+    # Stored before the checks at the entry points (or by a raw update): bypassing them.
+    IDMapping.objects.filter(dpuuid="u1").update(dpuuid="a\x07b")
+    IDMapping.objects.filter(dpuuid="u2").update(dpuuid="x\x1b[2J")
+    destination.mapped.filter(segment_id=500).update(value="te\x85n\ts\x7f")
+    assert (compile_row_template(source).sql is None) == (source.count("<TAB>") == 2)
+
+    run = outbound_run(destination=destination)
+    data = _files(tmp_path)[run.files.get().name]
+    assert re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", data) is None
+    assert re.search("[\x80-\x9f]", data.decode()) is None
+    expected = "u3\tu3\ttens:acme\n" if "DP_UUID_LIST" in source else "u3\ttens:acme\n"
+    assert data.decode() == expected
+    # The two rows whose DPUUID holds a control character are not written, and counted.
+    assert (run.records_received, run.records_successful, run.records_failed) == (3, 1, 2)
+
+
+def test_a_dpuuid_with_a_control_character_is_left_out_of_dp_uuid_list(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    from partners.models import IDMapping
+    from tests.factories import IDMappingFactory
+
+    IDMappingFactory.create(data_source=world.source, dpuuid="q-r", profile=world.u1)
+    IDMapping.objects.filter(dpuuid="q-r").update(dpuuid="q\x07r")  # bypassing validation
+    destination = _destination(
+        world,
+        tmp_path,
+        row_template='<UUID><TAB><DP_UUID_LIST;separator="|">',
+        id_data_source=world.source,
+    )
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    run = outbound_run(destination=destination)
+    assert _files(tmp_path)[run.files.get().name] == f"{world.u1.uuid}\tu1\n".encode()
