@@ -452,6 +452,14 @@ class ReceiptDelivery(models.Model):
 
     receipt = models.ForeignKey(Receipt, on_delete=models.CASCADE, related_name="deliveries")
     recipients = ArrayField(models.EmailField(), help_text="Every address of this sending.")
+    # One message per address, each recorded here once its server took it: a retry (after a
+    # failure, or a worker killed mid-send) sends only to the others.
+    sent_to = ArrayField(
+        models.EmailField(),
+        default=list,
+        blank=True,
+        help_text="The addresses it was sent to so far (each its own message).",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
