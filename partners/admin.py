@@ -426,7 +426,16 @@ class ScheduleRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 class ReceiptDeliveryInline(admin.TabularInline):
     model = ReceiptDelivery
-    fields = ("created_at", "recipients", "status", "attempts", "sent_at", "error", "requested_by")
+    fields = (
+        "created_at",
+        "recipients",
+        "sent_to",
+        "status",
+        "attempts",
+        "sent_at",
+        "error",
+        "requested_by",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -18,6 +18,7 @@ from partners.outbound.templates import (
     TemplateError,
     compile_file_name_template,
     compile_row_template,
+    file_name_template_refusal,
 )
 from partners.validators import (
     validate_dpuuid,
@@ -451,6 +452,14 @@ class ReceiptDelivery(models.Model):
 
     receipt = models.ForeignKey(Receipt, on_delete=models.CASCADE, related_name="deliveries")
     recipients = ArrayField(models.EmailField(), help_text="Every address of this sending.")
+    # One message per address, each recorded here once its server took it: a retry (after a
+    # failure, or a worker killed mid-send) sends only to the others.
+    sent_to = ArrayField(
+        models.EmailField(),
+        default=list,
+        blank=True,
+        help_text="The addresses it was sent to so far (each its own message).",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
@@ -652,6 +661,9 @@ def _template_check(compile_template: Callable[[str], object], value: str) -> No
 
 def _validate_file_name_template(value: str) -> None:
     _template_check(compile_file_name_template, value)
+    refusal = file_name_template_refusal(compile_file_name_template(value))
+    if refusal:
+        raise ValidationError(refusal)
 
 
 def _validate_row_template(value: str) -> None:
@@ -730,6 +742,11 @@ class Destination(models.Model):
     segments: models.ManyToManyField[Any, Any] = models.ManyToManyField(
         "segments.Segment", through="DestinationSegment", related_name="destinations"
     )
+    # The daily schedule's failures: it waits longer after each (OUTBOUND_RETRY_*) and
+    # alerts at most once per UTC day, instead of a run and an e-mail every poll.
+    failures_in_a_row = models.PositiveIntegerField(default=0, editable=False)
+    retry_after = models.DateTimeField(null=True, blank=True, editable=False)
+    failure_alerted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["partner", "name"]
@@ -750,6 +767,20 @@ class Destination(models.Model):
             errors["id_data_source"] = "needed to write DPUUIDs"
         elif (source := self.id_data_source) is not None and source.partner_id != self.partner_id:
             errors["id_data_source"] = "a data source of this partner"
+        if self.pid_alias:
+            # The template alone is checked with a sample alias (its field); this alias goes
+            # into the names too.
+            try:
+                template = compile_file_name_template(self.file_name_template)
+            except TemplateError:
+                template = None  # the field's own validator says why
+            if (
+                template is not None
+                and "PID_ALIAS" in template.uses
+                and file_name_template_refusal(template) is None
+                and (refusal := file_name_template_refusal(template, pid_alias=self.pid_alias))
+            ):
+                errors["pid_alias"] = f"used in the file names: {refusal}"
         if errors:
             raise ValidationError(errors)
 

@@ -140,6 +140,10 @@ INBOUND_SWEEP_GRACE_SECONDS = int(os.environ.get("INBOUND_SWEEP_GRACE_SECONDS", 
 INBOUND_POLL_SECONDS = int(os.environ.get("INBOUND_POLL_SECONDS", "300"))
 INBOUND_RETENTION_DAYS = int(os.environ.get("INBOUND_RETENTION_DAYS", "30"))
 OUTBOUND_RETENTION_DAYS = int(os.environ.get("OUTBOUND_RETENTION_DAYS", "8"))
+# A destination whose daily run failed is tried again after OUTBOUND_RETRY_SECONDS, then
+# twice as long after each further failure, at most OUTBOUND_RETRY_MAX_SECONDS apart.
+OUTBOUND_RETRY_SECONDS = int(os.environ.get("OUTBOUND_RETRY_SECONDS", "300"))
+OUTBOUND_RETRY_MAX_SECONDS = int(os.environ.get("OUTBOUND_RETRY_MAX_SECONDS", "3600"))
 # The membership change log (iter exports, the 14-day trend) keeps this many days; an iter
 # destination whose last success is older gets a full export instead.
 SEGMENT_CHANGES_RETENTION_DAYS = max(

@@ -119,16 +119,25 @@ def destination_rows(
         )
 
 
+# A user ID with a C0/C1 control character or DEL (text cannot hold NUL): the SQL twin of
+# partners.inbound.lines.CONTROL_CHARACTER, the characters themselves sent as a parameter (no
+# E'' string to get wrong).
+CONTROL_CHARACTER_SQL = "[\x01-\x1f\x7f-\x9f]"
+
+
 def destination_lines(
     query: MemberQuery, *, template: Template, constants: Context, aliases: dict[int, str]
-) -> Generator[bytes, None, None]:
+) -> Generator[bytes | None, None, None]:
     """The same rows rendered by PostgreSQL, for a row template it can render (``template.sql``
     not None): the row constants and each segment's alias and items go in as parameters.
     Each line comes as the bytes to write, newline included, read with ``COPY … TO STDOUT``:
-    several times faster than rendering each row in Python, and no Python string per row."""
+    several times faster than rendering each row in Python, and no Python string per row.
+    A row whose UUID or DPUUID holds a control character comes as None (not rendered: the
+    caller counts it as failed)."""
     assert template.sql is not None
     sids = query.segment_sids
     params = _query_params(query) | {
+        "control": CONTROL_CHARACTER_SQL,
         "seg_sids": sids,
         "seg_aliases": [aliases.get(sid, "") for sid in sids],
     }
@@ -150,7 +159,10 @@ def destination_lines(
         lists.append(", " + _LIST.format(item=item, k=k, negate="" if listed.joined else "NOT "))
     id_columns, id_join, id_group = _id_clauses(query)
     sql = _LINES.format(
-        expression=template.sql,
+        # NULL: COPY writes it as the line "\\N", which no rendered text can be (a backslash
+        # in text is written doubled).
+        expression="CASE WHEN r.uuid ~ %(control)s OR r.dpuuid ~ %(control)s THEN NULL"
+        f" ELSE {template.sql} END",
         id_columns=id_columns,
         lists="".join(lists),
         members=_members(query),
@@ -167,7 +179,13 @@ def destination_lines(
     ):
         while line := copy.read():
             line = bytes(line)
+            if line == _COPY_NULL:
+                yield None
+                continue
             yield _copy_text_unescaped(line) if b"\\" in line else line
+
+
+_COPY_NULL = b"\\N\n"
 
 
 # COPY's text format writes a backslash as two, and a tab, a newline … as a backslash and

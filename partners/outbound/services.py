@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,10 +30,12 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from storages.backends.sftpstorage import SFTPStorage
 
 from partners.dropzones.channels import channel_storage
+from partners.inbound.lines import CONTROL_CHARACTER
 from partners.models import Destination, OutboundFile, OutboundRun
 from partners.outbound.export import (
     MemberQuery,
@@ -46,6 +48,7 @@ from partners.outbound.templates import (
     Template,
     compile_file_name_template,
     compile_row_template,
+    file_name_refusal,
 )
 from partners.receipts.alerts import outbound_failure_alert
 from partners.storage import storage_close
@@ -106,7 +109,26 @@ def _mapped_segments(destination: Destination, day: date) -> dict[int, str]:
     mapped = destination.mapped.filter(
         start_date__lte=day, segment__status=Segment.Status.ACTIVE
     ).exclude(end_date__lt=day)
-    return dict(mapped.values_list("segment_id", "value"))
+    return {
+        sid: _without_controls(value) for sid, value in mapped.values_list("segment_id", "value")
+    }
+
+
+# Partner-controlled values never put a control character (C0, DEL, C1) into a file: only the
+# template's own text does (its TAB, ASCII_SOH, newlines between rows). Both render paths get
+# these values from here or through the checks below, so they agree byte for byte.
+# - The row's user IDs (UUID, DPUUID, DP_UUID_LIST): the row is *dropped* and counted as
+#   failed (records_failed), and a DP_UUID_LIST item left out. Stripping would change an ID
+#   into another ID ("a\x07b" into "ab", maybe somebody else's): better no line than a wrong
+#   one. They are refused wherever they enter; this guards the rows that predate that.
+# - Text that only labels (a segment's destination value, the PID alias): the characters are
+#   *stripped*, since dropping every member of a segment for its label would be worse.
+def _without_controls(text: str) -> str:
+    return CONTROL_CHARACTER.sub("", text)
+
+
+def _control_in_ids(row: MemberRow) -> bool:
+    return bool(CONTROL_CHARACTER.search(row.uuid) or CONTROL_CHARACTER.search(row.dpuuid))
 
 
 def _file_name_context(destination: Destination, *, mode: str, moment: datetime) -> dict[str, Any]:
@@ -124,7 +146,7 @@ def _file_name_context(destination: Destination, *, mode: str, moment: datetime)
 def _row_constants(destination: Destination) -> dict[str, Any]:
     return {
         "PID": destination.partner_id,
-        "PIDALIAS": destination.pid_alias,
+        "PIDALIAS": _without_controls(destination.pid_alias),
         "DPID": destination_dpid(destination),
         "ORDER_ID": destination.pk,
     }
@@ -177,6 +199,20 @@ def outbound_resends_request(*, run_ids: list[int]) -> None:
         queue.enqueue(
             "partners.outbound.jobs.outbound_run_resend_job", pk, job_timeout=OUTBOUND_JOB_TIMEOUT
         )
+
+
+class OutboundFileNameRefused(ValueError):
+    """A rendered file name that is not a plain name in the destination's folder."""
+
+
+def _plain_name(name: str) -> str:
+    """``name`` when it is a plain file name, else the run fails with the reason. Checked on
+    every rendered name, before anything is written: the template was checked when saved,
+    but a stored one may predate the check and PID_ALIAS is free text."""
+    refusal = file_name_refusal(name)
+    if refusal:
+        raise OutboundFileNameRefused(f"nothing was delivered: {refusal}")
+    return name
 
 
 class OutboundRunInProgress(Exception):
@@ -279,6 +315,9 @@ def _run(
     run.status = OutboundRun.Status.SUCCEEDED
     run.finished_at = timezone.now()
     run.save()
+    if destination.failures_in_a_row or destination.retry_after:  # the problem is over
+        Destination.objects.filter(pk=destination.pk).update(failures_in_a_row=0, retry_after=None)
+        destination.failures_in_a_row, destination.retry_after = 0, None
     return run
 
 
@@ -286,6 +325,9 @@ def _render_and_deliver(
     destination: Destination, run: OutboundRun, folder: Path, *, force_python: bool = False
 ) -> None:
     name_template = compile_file_name_template(destination.file_name_template)
+    names = _file_name_context(destination, mode=run.mode, moment=run.started_at)
+    for splitnum in ("", "001"):  # the part number is digits: these are every shape of name
+        _plain_name(name_template.render({**names, "SPLITNUM": splitnum}))
     row_template = compile_row_template(destination.row_template)
     header = (
         compile_row_template(destination.header_template) if destination.header_template else None
@@ -296,6 +338,7 @@ def _render_and_deliver(
         if "TRAIT_LIST" in row_template.uses
         else {}
     )
+    run.records_failed = 0
     constants = _row_constants(destination)
     parts = _Parts(
         folder,
@@ -314,19 +357,24 @@ def _render_and_deliver(
             for line in destination_lines(
                 query, template=row_template, constants=constants, aliases=mapped
             ):
-                parts.write(line)
                 run.records_received += 1
-            run.records_successful = run.records_received
+                if line is None:  # its ID holds a control character
+                    run.records_failed += 1
+                    continue
+                parts.write(line)
+                run.records_successful += 1
         else:
             for row in _rows(query, row_template):
                 run.records_received += 1
+                if _control_in_ids(row):
+                    run.records_failed += 1
+                    continue
                 if not row.sids and not row.removed:
                     continue  # nothing to send: skipped
                 context = _row_context(row, constants, mapped, trait_types)
                 parts.write((row_template.render(context) + "\n").encode())
                 run.records_successful += 1
     parts.close()
-    run.records_failed = 0
     _deliver(destination, run, name_template, parts.done, folder)
 
 
@@ -349,7 +397,9 @@ def _row_context(
         **constants,
         "UUID": row.uuid,
         "DP_UUID": row.dpuuid,
-        "DP_UUID_LIST": [{"value": value} for value in row.dpuuids],
+        "DP_UUID_LIST": [
+            {"value": value} for value in row.dpuuids if not CONTROL_CHARACTER.search(value)
+        ],
         "SEGMENT_LIST": segments(row.sids, row.times),
         "REMOVED_SEGMENT_LIST": segments(row.removed, row.removed_times),
         "TRAIT_LIST": [
@@ -367,7 +417,7 @@ def _deliver(
     folder: Path,
 ) -> None:
     context = _file_name_context(destination, mode=run.mode, moment=run.started_at)
-    base = name_template.render({**context, "SPLITNUM": ""})
+    base = _plain_name(name_template.render({**context, "SPLITNUM": ""}))
     suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
     target = destination.delivery_folder
     storage = channel_storage(destination.channel)
@@ -375,7 +425,7 @@ def _deliver(
     try:
         for number, part in enumerate(parts, start=1):
             splitnum = f"{number:03d}" if len(parts) > 1 else ""
-            name = name_template.render({**context, "SPLITNUM": splitnum}) + suffix
+            name = _plain_name(name_template.render({**context, "SPLITNUM": splitnum}) + suffix)
             delivered = part.path
             if destination.gzip:
                 delivered = part.path.with_suffix(".gz")
@@ -406,7 +456,7 @@ def _deliver(
             )
             run.lines += part.lines
             run.bytes += size
-        info_name = _stem(base) + ".info"
+        info_name = _plain_name(_stem(base) + ".info")
         info = folder / "control.info"
         info.write_text(
             json.dumps(
@@ -461,13 +511,16 @@ def _save_whole(storage: Storage, name: str, path: Path) -> None:
 
 def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
     """Run every active destination whose daily time has passed today and that has not run
-    successfully since (the daily schedule calls this every few minutes)."""
+    successfully since (the daily schedule calls this every few minutes). One that failed
+    waits before its next try (:func:`_retry_later`), and alerts once a UTC day."""
     now = now or timezone.now()
     runs = []
     for destination in Destination.objects.filter(active=True).select_related("partner", "channel"):
         due = datetime.combine(now.date(), destination.daily_at, tzinfo=now.tzinfo)
         if now < due:
             continue
+        if destination.retry_after is not None and now < destination.retry_after:
+            continue  # failed a moment ago: backing off
         if destination.runs.filter(
             status=OutboundRun.Status.SUCCEEDED, started_at__gte=due
         ).exists():
@@ -478,10 +531,41 @@ def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
             continue  # Run now, or a re-send, is exporting it at this moment
         except Exception:  # recorded on the run (failed, with its error); the others still go
             failed = destination.runs.first()
+            retry_after = _retry_later(destination, now=now)
             if failed is not None:
-                outbound_failure_alert(run=failed)
+                if _failure_alert_claim(destination, now=now):
+                    outbound_failure_alert(run=failed, retry_after=retry_after)
                 runs.append(failed)
     return runs
+
+
+def _retry_later(destination: Destination, *, now: datetime) -> datetime:
+    """Another failure in a row: the next try waits twice as long as the last, up to the cap.
+    (Not RQ's Retry: the schedule itself comes back every few minutes and would run it
+    anyway; this is what it honours.)"""
+    failures = destination.failures_in_a_row + 1
+    wait = min(
+        settings.OUTBOUND_RETRY_SECONDS * 2 ** min(failures - 1, 30),
+        settings.OUTBOUND_RETRY_MAX_SECONDS,
+    )
+    retry_after = now + timedelta(seconds=wait)
+    Destination.objects.filter(pk=destination.pk).update(
+        failures_in_a_row=failures, retry_after=retry_after
+    )
+    destination.failures_in_a_row, destination.retry_after = failures, retry_after
+    return retry_after
+
+
+def _failure_alert_claim(destination: Destination, *, now: datetime) -> bool:
+    """Whether this failure alerts: the first of the destination's UTC day. One conditional
+    UPDATE, so two schedulers polling at once still send one."""
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    claimed = (
+        Destination.objects.filter(pk=destination.pk)
+        .filter(Q(failure_alerted_at__isnull=True) | Q(failure_alerted_at__lt=day_start))
+        .update(failure_alerted_at=now)
+    )
+    return claimed == 1
 
 
 def outbound_purge(*, now: datetime | None = None) -> int:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from partners.inbound.lines import CONTROL_CHARACTER
+
 # What a rendered value is made of: plain values, and lists of items (mappings of fields).
 Context = Mapping[str, Any]
 _Part = Callable[[Context], str]
@@ -155,6 +157,49 @@ def _sql_of(parts: Sequence[_Part]) -> str | None:
 def compile_file_name_template(source: str) -> Template:
     """A file-name template: the file-name macros, TIMESTAMP's format, SPLITNUM."""
     return _Parser(source, values=FILE_NAME_VALUES, lists=False).template()
+
+
+# Why a rendered file name may not be used. The storages join "<partner>/<folder>/<name>", so a
+# name with a path in it ("../../globex/date=…/x.sync") would put one partner's export in
+# another partner's inbound folder: a name must be one plain step, nothing else.
+NAME_LEAVES_FOLDER = (
+    "a file name cannot hold '/', '\\' or '..': the destination's folder is set apart"
+)
+NAME_CONTROL = "a file name cannot hold control characters"
+NAME_EMPTY = "the file name is empty"
+
+
+def file_name_refusal(name: str) -> str | None:
+    """Why ``name`` (rendered) is not a plain file name in the destination's folder, in
+    staff's words; None when it is one."""
+    if not name:
+        return NAME_EMPTY
+    if "/" in name or "\\" in name or ".." in name or name == ".":
+        return f"{NAME_LEAVES_FOLDER} (it would be {name!r})"
+    control = CONTROL_CHARACTER.search(name)  # NUL, C0, DEL, C1
+    if control:
+        return f"{NAME_CONTROL} (U+{ord(control[0]):04X} in {name!r})"
+    return None
+
+
+def file_name_template_refusal(template: Template, *, pid_alias: str = "alias") -> str | None:
+    """Why the names a file-name template makes are not plain file names, from sample values
+    (when it is saved: the literal text, the date format). The run checks each real name
+    again, since PID_ALIAS is free text."""
+    sample = {
+        "SYNC_TYPE": "s3",
+        "ORDER_ID": 1,
+        "DPID": 1,
+        "MASTER_DPID": 1,
+        "PID_ALIAS": pid_alias,
+        "SYNC_MODE": "full",
+        "TIMESTAMP": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    for splitnum in ("", "001"):
+        refusal = file_name_refusal(template.render({**sample, "SPLITNUM": splitnum}))
+        if refusal:
+            return refusal
+    return None
 
 
 def compile_row_template(source: str) -> Template:

@@ -4,7 +4,7 @@ sources that went silent. Clearly marked in the subject, sent by RQ with retries
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -100,16 +100,23 @@ def silent_data_sources_alert(*, days: int) -> int:
     return len(silent)
 
 
-def outbound_failure_alert(*, run: OutboundRun) -> None:
-    """A destination's daily run did not succeed: tell the internal list, with the error."""
+def outbound_failure_alert(*, run: OutboundRun, retry_after: datetime | None = None) -> None:
+    """A destination's daily run did not succeed: tell the internal list, with the error.
+    The caller sends it once per destination and UTC day (the schedule retries meanwhile)."""
     destination = run.destination
     url = settings.PORTAL_BASE_URL + reverse("admin:partners_outboundrun_change", args=[run.pk])
+    retry = (
+        f"It is tried again from {retry_after:%Y-%m-%d %H:%M} UTC, less often after each"
+        " failure; there is no other alert about this destination until tomorrow (UTC).\n\n"
+        if retry_after is not None
+        else ""
+    )
     _alert_enqueue(
         subject=f"outbound run failed: {destination.partner.name}, destination {destination.pk}",
         body=(
             f"The {run.mode} run of destination {destination.name} (#{destination.pk}) of"
             f" {destination.partner.name} (PID {destination.partner_id}) started at"
-            f" {run.started_at:%Y-%m-%d %H:%M} UTC failed:\n\n{run.error}\n\n"
+            f" {run.started_at:%Y-%m-%d %H:%M} UTC failed:\n\n{run.error}\n\n{retry}"
             f"No .info was delivered; the next run covers every change since the last"
             f" successful one. The run: {url}\n"
         ),

@@ -7,9 +7,9 @@ from typing import Any
 
 import django_rq
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Func, Q, Value
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -107,13 +107,25 @@ def _delivery_enqueue(delivery_id: int) -> None:
 
 
 def receipt_delivery_send(*, delivery: ReceiptDelivery) -> None:
-    """Send one delivery. A failure is recorded on it and raised again, so that RQ retries
-    the job; the receipt and the batch are never touched."""
+    """Send one delivery: one message per recipient not yet in ``sent_to``, each address
+    recorded (its own committed UPDATE) as soon as the SMTP server has taken its message. A
+    retry, after a failure or a worker killed mid-send, sends only to the rest; the worst a
+    crash can do is lose the record of the one message in flight (sent again). A failure is
+    recorded on the delivery and raised again, so that RQ retries the job; the receipt and
+    the batch are never touched."""
     if delivery.status == ReceiptDelivery.Status.SENT:
         return
     delivery.attempts += 1
+    pending = [address for address in delivery.recipients if address not in delivery.sent_to]
     try:
-        receipt_email_build(delivery.receipt, recipients=delivery.recipients).send()
+        if pending:
+            message = receipt_email_build(delivery.receipt, recipients=pending[:1])
+            with get_connection() as smtp:  # one SMTP session, one message per address
+                message.connection = smtp
+                for address in pending:
+                    message.to = [address]
+                    message.send()
+                    _delivery_sent_to(delivery, address)
     except Exception as exc:
         delivery.status = ReceiptDelivery.Status.FAILED
         delivery.error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -123,3 +135,12 @@ def receipt_delivery_send(*, delivery: ReceiptDelivery) -> None:
     delivery.error = ""
     delivery.sent_at = timezone.now()
     delivery.save(update_fields=["status", "error", "attempts", "sent_at"])
+
+
+def _delivery_sent_to(delivery: ReceiptDelivery, address: str) -> None:
+    # Appended in the database (not the list read at the start), committed at once.
+    with transaction.atomic():
+        ReceiptDelivery.objects.filter(pk=delivery.pk).update(
+            sent_to=Func(F("sent_to"), Value(address), function="array_append")
+        )
+    delivery.sent_to = [*delivery.sent_to, address]

@@ -214,6 +214,8 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
     settings: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
+    from datetime import timedelta
+
     import django_rq
     from django.core import mail
     from django.utils import timezone
@@ -241,9 +243,11 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
     assert "No .info was delivered" in alert.body
 
     (tmp_path / "acme" / "outbound").unlink()
-    [done] = outbound_runs_due(now=timezone.now())
+    assert outbound_runs_due(now=timezone.now()) == []  # it failed a moment ago: backing off
+    later = timezone.now() + timedelta(seconds=settings.OUTBOUND_RETRY_SECONDS)
+    [done] = outbound_runs_due(now=later)
     assert done.status == "succeeded"
-    assert outbound_runs_due(now=timezone.now()) == []  # once a day
+    assert outbound_runs_due(now=later) == []  # once a day
     again = outbound_run_resend(run=done)
     assert (again.mode, again.since, again.until) == (done.mode, done.since, done.started_at)
     assert again.lines == done.lines == 1
@@ -558,3 +562,204 @@ def test_run_now_and_send_again_in_the_admin_queue_jobs_a_worker_runs(
         "succeeded",
         first.started_at,
     )
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("../acme/inbound/x_<TIMESTAMP>.sync", "cannot hold '/', '\\' or '..'"),
+        ("../../globex/date=2026-01-01/ftp_dpm_22_<TIMESTAMP>.sync", "cannot hold '/'"),
+        ("/srv/other/x_<TIMESTAMP>.sync", "cannot hold '/'"),
+        ("..x_<TIMESTAMP>.sync", "cannot hold '/', '\\' or '..'"),
+        ("x\\..\\y_<TIMESTAMP>.sync", "cannot hold '/', '\\' or '..'"),
+        ('x_<TIMESTAMP; format="yyyy/MM/dd">.sync', "cannot hold '/'"),  # the date format too
+        ("x\x07_<TIMESTAMP>.sync", "cannot hold control characters (U+0007"),
+        ("x\x9b_<TIMESTAMP>.sync", "cannot hold control characters (U+009B"),
+        ("x\x7f_<TIMESTAMP>.sync", "cannot hold control characters (U+007F"),
+    ],
+)
+def test_a_file_name_template_that_leaves_the_folder_is_refused_on_save(
+    world: World, tmp_path: Path, template: str, error: str
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    destination = _destination(world, tmp_path)
+    destination.file_name_template = template
+    with pytest.raises(ValidationError) as caught:
+        destination.full_clean()
+    [message] = caught.value.message_dict["file_name_template"]
+    assert error in message
+    assert "the destination's folder is set apart" in message or "control" in message
+
+
+def test_file_names_with_dates_and_a_plain_alias_are_fine_and_an_alias_with_a_path_is_not(
+    world: World, tmp_path: Path
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    destination = _destination(
+        world,
+        tmp_path,
+        file_name_template='<PID_ALIAS>_<TIMESTAMP; format="yyyy-MM-dd_HH.mm.ss">SPLITNUM.sync',
+        pid_alias="acme-eu",
+    )
+    destination.full_clean()
+    destination.pid_alias = "../../globex"
+    with pytest.raises(ValidationError) as caught:
+        destination.full_clean()
+    [message] = caught.value.message_dict["pid_alias"]
+    assert message.startswith("used in the file names: a file name cannot hold '/'")
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ({"file_name_template": "../../globex/date=2026-01-01/x_<TIMESTAMP>.sync"}, "../../globex"),
+        ({"file_name_template": "<PID_ALIAS>_<TIMESTAMP>.sync", "pid_alias": "../../globex"}, ".."),
+        # (NUL cannot be stored: PostgreSQL text refuses it; the check refuses it too.)
+        ({"file_name_template": "x\x1b[2J_<TIMESTAMP>.sync"}, "control characters (U+001B"),
+    ],
+)
+def test_a_stored_template_that_renders_a_path_fails_its_run_and_writes_nothing(
+    world: World, deliver: Deliver, tmp_path: Path, fields: dict[str, str], shown: str
+) -> None:
+    from partners.outbound.services import OutboundFileNameRefused
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    other_inbound = tmp_path / "globex" / "date=2026-01-01"
+    other_inbound.mkdir(parents=True)
+    # Saved before the check existed (or by a raw update): clean never saw it.
+    Destination.objects.filter(pk=destination.pk).update(**fields)
+    destination.refresh_from_db()
+    with pytest.raises(OutboundFileNameRefused, match="nothing was delivered"):
+        outbound_run(destination=destination)
+    run = destination.runs.get()
+    assert run.status == "failed"
+    assert run.error.startswith("nothing was delivered: ")
+    assert shown in run.error
+    assert run.files.count() == 0
+    written = [p for top in ("acme", "globex") for p in (tmp_path / top).rglob("*") if p.is_file()]
+    assert written == []  # nothing in the other partner's folder, nor in its own
+
+
+def test_a_destination_failing_every_poll_alerts_once_a_utc_day_and_backs_off(
+    world: World,
+    deliver: Deliver,
+    tmp_path: Path,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import django_rq
+    from django.core import mail
+    from rq import SimpleWorker
+
+    from partners.outbound.services import outbound_runs_due
+
+    settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
+    settings.OUTBOUND_RETRY_SECONDS, settings.OUTBOUND_RETRY_MAX_SECONDS = 300, 3600
+    destination = _destination(world, tmp_path, daily_at="09:00")
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "outbound").write_text("in the way")  # every run fails
+    notify = django_rq.get_queue("notify")
+    notify.empty()
+    mail.outbox.clear()
+
+    def poll(at: datetime) -> int:
+        """One poll of the daily schedule, its alerts sent by a real RQ worker."""
+        with django_capture_on_commit_callbacks(execute=True):
+            runs = outbound_runs_due(now=at)
+        SimpleWorker([notify], connection=notify.connection).work(burst=True)
+        assert all(run.status == "failed" for run in runs)
+        return len(runs)
+
+    day = datetime(2031, 3, 1, 9, 0, tzinfo=UTC)
+    minutes = [0, 2, 5, 6, 12, 16, 40, 60, 120, 300, 600, 14 * 60 + 59]
+    ran = [poll(day + timedelta(minutes=m)) for m in minutes]
+    # Tried at 09:00, then at least 5, 10, 20, 40 minutes after each failure, then hourly.
+    assert ran == [1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 1, 1]
+    assert destination.runs.count() == 8
+    [alert] = mail.outbox  # eight failed runs, one e-mail
+    assert alert.subject == (
+        f"[S2S ALERT] outbound run failed: Acme Data, destination {destination.pk}"
+    )
+    assert "no other alert about this destination until tomorrow (UTC)" in alert.body
+
+    next_day = day + timedelta(days=1)
+    assert poll(next_day) == 1
+    assert poll(next_day + timedelta(hours=2)) == 1
+    assert len(mail.outbox) == 2  # one more, for the new UTC day
+
+    (tmp_path / "acme" / "outbound").unlink()  # the problem is fixed: the next try succeeds
+    [done] = outbound_runs_due(now=next_day + timedelta(hours=4))
+    assert done.status == "succeeded"
+    destination.refresh_from_db()
+    assert (destination.failures_in_a_row, destination.retry_after) == (0, None)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Rendered by PostgreSQL.
+        '<DP_UUID><TAB><SEGMENT_LIST:{s|<s.alias>}; separator=",">:<PIDALIAS>',
+        # Rendered in Python (DP_UUID_LIST is not rendered by SQL).
+        '<DP_UUID><TAB><DP_UUID_LIST;separator="|"><TAB><SEGMENT_LIST:{s|<s.alias>};'
+        ' separator=",">:<PIDALIAS>',
+    ],
+    ids=["sql", "python"],
+)
+def test_control_characters_in_partner_values_never_reach_the_file(
+    world: World, deliver: Deliver, tmp_path: Path, source: str
+) -> None:
+    import re
+
+    from partners.models import IDMapping
+    from partners.outbound.templates import compile_row_template
+    from tests.factories import IDMappingFactory
+
+    IDMappingFactory.create(data_source=world.source, dpuuid="u3")
+    destination = _destination(
+        world,
+        tmp_path,
+        row_template=source,
+        id_column="dpuuid",
+        id_data_source=world.source,
+        pid_alias="ac\x1bme",
+    )
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\nu2\td_sid=11\nu3\td_sid=10\n"})
+    # Stored before the checks at the entry points (or by a raw update): bypassing them.
+    IDMapping.objects.filter(dpuuid="u1").update(dpuuid="a\x07b")
+    IDMapping.objects.filter(dpuuid="u2").update(dpuuid="x\x1b[2J")
+    destination.mapped.filter(segment_id=500).update(value="te\x85n\ts\x7f")
+    assert (compile_row_template(source).sql is None) == (source.count("<TAB>") == 2)
+
+    run = outbound_run(destination=destination)
+    data = _files(tmp_path)[run.files.get().name]
+    assert re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", data) is None
+    assert re.search("[\x80-\x9f]", data.decode()) is None
+    expected = "u3\tu3\ttens:acme\n" if "DP_UUID_LIST" in source else "u3\ttens:acme\n"
+    assert data.decode() == expected
+    # The two rows whose DPUUID holds a control character are not written, and counted.
+    assert (run.records_received, run.records_successful, run.records_failed) == (3, 1, 2)
+
+
+def test_a_dpuuid_with_a_control_character_is_left_out_of_dp_uuid_list(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    from partners.models import IDMapping
+    from tests.factories import IDMappingFactory
+
+    IDMappingFactory.create(data_source=world.source, dpuuid="q-r", profile=world.u1)
+    IDMapping.objects.filter(dpuuid="q-r").update(dpuuid="q\x07r")  # bypassing validation
+    destination = _destination(
+        world,
+        tmp_path,
+        row_template='<UUID><TAB><DP_UUID_LIST;separator="|">',
+        id_data_source=world.source,
+    )
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    run = outbound_run(destination=destination)
+    assert _files(tmp_path)[run.files.get().name] == f"{world.u1.uuid}\tu1\n".encode()

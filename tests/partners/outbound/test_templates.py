@@ -162,3 +162,20 @@ def test_row_template_errors_say_what_and_where(source: str, message: str, colum
 def test_file_name_template_errors(source: str, message: str) -> None:
     with pytest.raises(TemplateError, match=message):
         compile_file_name_template(source)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", ".", "..", "../x", "a/b", "a\\b", "/abs", "x..y", "x\x00y", "x\ty", "x\x85y", "x\x7fy"],
+)
+def test_a_rendered_name_that_is_not_a_plain_file_name_is_refused(name: str) -> None:
+    from partners.outbound.templates import file_name_refusal
+
+    assert file_name_refusal(name)
+
+
+def test_plain_names_pass() -> None:
+    from partners.outbound.templates import file_name_refusal
+
+    for name in ("s3_7_21_full_1764338405123.sync.gz", "acme.2026-11-28_14.00.05.sync.001"):
+        assert file_name_refusal(name) is None

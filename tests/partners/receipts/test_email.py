@@ -187,3 +187,123 @@ def test_partner_data_in_the_workbook_is_text_never_a_formula(
     assert {c.data_type for c in starts} == {"s"}
     formulas = [c.coordinate for row in sheet.iter_rows() for c in row if c.data_type == "f"]
     assert formulas == []
+
+
+def test_a_retried_delivery_sends_only_to_the_recipients_not_yet_sent(
+    receipt: Receipt, settings: Any
+) -> None:
+    delivery = receipt.deliveries.get()
+    ReceiptDelivery.objects.filter(pk=delivery.pk).update(
+        recipients=["a@partner.test", "b@partner.test", "c@partner.test"],
+        sent_to=["a@partner.test"],  # an earlier attempt got that far
+    )
+    mail.outbox.clear()
+    receipt_delivery_send_job(delivery.pk)
+    receipt_delivery_send_job(delivery.pk)  # and once more: nothing left to send
+    assert [message.to for message in mail.outbox] == [["b@partner.test"], ["c@partner.test"]]
+    delivery.refresh_from_db()
+    assert delivery.sent_to == ["a@partner.test", "b@partner.test", "c@partner.test"]
+    assert (delivery.status, delivery.attempts) == (ReceiptDelivery.Status.SENT, 1)
+
+
+class _SMTPHandler:
+    """A real SMTP server's handler (aiosmtpd) that keeps what it accepted, and holds the
+    DATA of ``hold_for``'s first message without answering until ``release`` is set: the
+    sending worker is killed while it waits for the server's "250"."""
+
+    def __init__(self, hold_for: str) -> None:
+        import threading
+
+        self.hold_for = hold_for
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.accepted: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd calls it so)
+        import asyncio
+
+        if self.hold_for in envelope.rcpt_tos and not self.held.is_set():
+            self.held.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            return "451 the client went away"  # never taken: no 250 was sent
+        self.accepted.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_send_then_retried_sends_each_recipient_one_message(
+    world: World, deliver: Deliver, settings: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aiosmtpd.controller import Controller
+    from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+    from tests.partners.inbound.test_jobs import BASE_DIR, worker_environment
+
+    queue = django_rq.get_queue("notify")
+    queue.empty()
+    for registry in (
+        StartedJobRegistry(queue=queue),
+        FailedJobRegistry(queue=queue),
+        ScheduledJobRegistry(queue=queue),
+    ):
+        for job_id in registry.get_job_ids():
+            if (job := queue.fetch_job(job_id)) is not None:
+                job.delete()
+        queue.connection.delete(registry.key)
+    recipients = ["a@partner.test", "b@partner.test", "c@partner.test"]
+    settings.PARTNER_SOLUTIONS_EMAILS = recipients
+    settings.NOTIFY_RETRY_INTERVALS = [0]  # a retry is queued again at once
+    settings.ALERT_FAILED_SHARE = 1.0  # no alert about the worked example's failed records
+
+    handler = _SMTPHandler(hold_for="b@partner.test")
+    smtp = Controller(handler, hostname="127.0.0.1", port=_closed_port())
+    smtp.start()
+    env = {
+        **worker_environment(),
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(smtp.port),
+    }
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "notify", "--burst"],
+            env=env,
+            start_new_session=True,  # its own process group: the work horse dies with it
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    try:
+        receipt = deliver(WORKED_EXAMPLE)  # the delivery is queued as the batch commits
+        delivery = receipt.deliveries.get()
+        assert delivery.recipients == recipients
+        first = worker()
+        assert handler.held.wait(timeout=60), "the worker never reached the second recipient"
+        os.killpg(first.pid, signal.SIGKILL)  # while it waits for the server's answer
+        first.wait(timeout=30)
+        handler.release.set()
+        delivery.refresh_from_db()
+        assert delivery.sent_to == ["a@partner.test"]
+        assert handler.accepted == ["a@partner.test"]
+
+        # RQ's maintenance finds the abandoned job (here without waiting) and queues it again.
+        StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 10**6)
+        assert queue.job_ids == [f"receipt-delivery-{delivery.pk}"]
+        second = worker()
+        assert second.wait(timeout=120) == 0, second.stderr.read() if second.stderr else ""
+    finally:
+        handler.release.set()
+        smtp.stop()
+
+    assert sorted(handler.accepted) == recipients  # each exactly one message
+    delivery.refresh_from_db()
+    assert delivery.status == ReceiptDelivery.Status.SENT
+    assert delivery.sent_to == recipients
