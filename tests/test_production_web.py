@@ -190,7 +190,7 @@ def test_checks_of_a_gzip_bomb_stay_bounded_and_the_other_pages_answer(pools: An
         thread.join()
     assert [status for status, _, _ in answers] == [400, 400, 400]
     for _, data, took in answers:
-        assert b"no record in the first " in data  # stopped by its bytes or its time
+        assert b"no record in the first " in data  # stopped by its lines, bytes or time
         assert took < 30
     # The ID-sync pool serves nothing else.
     assert idsync.get("/admin/login/")[0] == 404

@@ -7,7 +7,7 @@ statement over the whole batch; nothing here runs per line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
@@ -58,6 +58,12 @@ class ApplyResult:
     total_removed_traits: int = 0
     total_devices: int = 0
     pending_records: int = 0
+    # Per trait (SID), only when asked (``by_trait``): their sums are the totals above.
+    realized_by_trait: dict[int, int] = field(default_factory=dict)
+    removed_by_trait: dict[int, int] = field(default_factory=dict)
+    # Distinct valid user IDs examined, and those that found a profile (the match rate).
+    user_ids_valid: int = 0
+    user_ids_matched: int = 0
 
 
 def _one(sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
@@ -76,12 +82,15 @@ def apply_staged_batch(
     platform_uuids: bool,
     keep_pending: bool,
     now: int,
+    by_trait: bool = False,
 ) -> ApplyResult:
     """Apply the staged lines to the target data source's traits; return the counters.
 
     ``platform_uuids``: user IDs are our own UUIDs (profiles are created as needed) rather
     than IDs to look up in the ID mappings. ``keep_pending``: unmatched records of a
-    cross-device data source are kept until their mapping arrives.
+    cross-device data source are kept until their mapping arrives. ``by_trait``: also count
+    realizations and removals per trait, and the distinct user IDs matched (the check shows
+    them; a batch of millions of lines does not need them).
     """
     result = ApplyResult()
     p: dict[str, Any] = {
@@ -196,6 +205,8 @@ def apply_staged_batch(
         """
     )
 
+    if by_trait:
+        _by_trait_count(result)
     if not overwrite and not has_removals:
         _realizations_only_apply(result, p)
         return _pending_keep(result, p, keep_pending=keep_pending)
@@ -244,15 +255,18 @@ def apply_staged_batch(
             """,
             p,
         )
-        (result.total_removed_traits,) = _one(
+        # The removals, as the other path lists them: (profile, SID) held and not listed.
+        sql_run(
             f"""
-            SELECT count(*) FROM old o JOIN newmap n USING (profile_id)
+            CREATE TEMP TABLE removal ON COMMIT DROP AS
+            SELECT o.profile_id, t.sid FROM old o JOIN newmap n USING (profile_id)
             CROSS JOIN LATERAL jsonb_object_keys(o.realized) AS k(sid)
             JOIN ttl t ON t.sid::text = k.sid
             WHERE NOT n.realized ? k.sid AND {held.format(sid="k.sid")}
             """,
             p,
         )
+        (result.total_removed_traits,) = _one("SELECT count(*) FROM removal")
         (result.total_devices,) = _one("SELECT count(*) FROM newmap")
     else:
         # Per (profile, trait): is the last operation a realization? Most pairs only see
@@ -309,6 +323,8 @@ def apply_staged_batch(
             """,
             p,
         )
+    if by_trait:
+        result.removed_by_trait = _sid_counts("SELECT sid, count(*) FROM removal GROUP BY sid")
     sql_run(
         """
         INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
@@ -319,6 +335,28 @@ def apply_staged_batch(
         p,
     )
     return _pending_keep(result, p, keep_pending=keep_pending and not overwrite)
+
+
+def _sid_counts(sql: str) -> dict[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return {int(sid): int(n) for sid, n in cursor.fetchall()}
+
+
+def _by_trait_count(result: ApplyResult) -> None:
+    """Realizations per SID, counted as ``total_realized_traits`` is (one per hit: a DPUUID
+    mapped to two profiles realizes twice), and the distinct user IDs matched."""
+    result.realized_by_trait = _sid_counts(
+        "SELECT a.sid, count(*) FROM hit h CROSS JOIN LATERAL unnest(h.adds) AS a(sid)"
+        " GROUP BY a.sid"
+    )
+    result.user_ids_valid, result.user_ids_matched = _one(
+        """
+        SELECT count(DISTINCT (id_dpid, user_id)),
+               count(DISTINCT (id_dpid, user_id)) FILTER (WHERE resolved)
+        FROM line_outcome WHERE examined AND id_problem IS NULL
+        """
+    )
 
 
 def _realizations_only_apply(result: ApplyResult, p: dict[str, Any]) -> None:

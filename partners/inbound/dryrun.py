@@ -1,44 +1,44 @@
-"""Check a trait file without applying anything: the first lines of it, parsed and matched
-as processing would, with an estimate of how many of its user IDs we know."""
+"""Check a trait file without applying anything: the start of it, processed by the real
+pipeline inside a transaction that is rolled back, so every figure of the check is what
+processing those lines gives."""
 
 from __future__ import annotations
 
 import io
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, transaction
+from django.utils import timezone
+from psycopg import errors as pg_errors
 
-from partners.inbound.lines import DEVICE_ID_TYPES, LineFormatError, read_lines, user_id_problem
 from partners.inbound.names import FileKind, parse_inbound_file_name
-from partners.inbound.parse import LineContext, line_parse
-from partners.inbound.services import (
-    InboundRejected,
-    id_source_of,
-    trait_catalog_load,
-    traits_name_check,
-)
-from partners.inbound.sources import UnreadableFileError, open_plain
-from partners.models import DataSource, Partner
+from partners.inbound.services import InboundRejected, trait_batch_apply, traits_name_check
+from partners.inbound.sources import UnreadableFileError
+from partners.models import InboundBatch, InboundFile, Partner, Receipt
+from partners.receipts.render import receipt_counter_rows, receipt_error_rows
 from partners.reports import success_percent
 from partners.storage import StoredFile
+from segments.models import Trait
 
-ERRORS_PER_KIND = 10
+# How long the check waits for a row a running batch holds before saying it is busy: a
+# check runs in a web request, which must not hang behind a batch of millions of lines.
+CHECK_LOCK_WAIT_MS = 2000
 
 
 class _CheckBound(io.RawIOBase):
-    """The plain bytes a check may read: at most ``max_bytes``, for at most ``seconds``.
-    Blank lines count too (a small gzip of a gigabyte of them holds no record at all), and
-    the check ends at the last whole line before the bound, so no line is cut in two."""
+    """The plain bytes a check may read: at most ``lines`` lines and ``max_bytes`` bytes, for
+    at most ``seconds``. Blank lines count too (a small gzip of a gigabyte of them holds no
+    record at all), and the check ends at the last whole line before the bound, so no line
+    is cut in two."""
 
-    def __init__(self, inner: IO[bytes], *, max_bytes: int, seconds: float) -> None:
+    def __init__(self, inner: IO[bytes], *, lines: int, max_bytes: int, deadline: float) -> None:
         self.inner = inner
+        self.lines_left = lines
         self.left = max_bytes
-        self.deadline = time.monotonic() + seconds
-        self.started = time.monotonic()
+        self.deadline = deadline
         self.read_bytes = 0
         self.stopped = ""  # why the check stopped before the end of the file
 
@@ -48,72 +48,83 @@ class _CheckBound(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self.stopped:
             return 0
+        if self.lines_left == 0:
+            if self.inner.read(1):  # more follows the last line the check may read
+                self.stopped = "lines"
+            return 0
         data = self.inner.read(min(len(buffer), self.left + 1))
         if not data:
             return 0
+        more = False  # whether bytes the check will not read follow ``data``
         if len(data) > self.left:
-            self.stopped = "bytes"
+            self.stopped, data, more = "bytes", data[: self.left], True
         elif time.monotonic() > self.deadline:
-            self.stopped = "time"
-        if self.stopped:
+            self.stopped, more = "time", True
+        end = -1
+        for _ in range(min(self.lines_left, data.count(b"\n"))):
+            end = data.index(b"\n", end + 1)
+        self.lines_left -= min(self.lines_left, data.count(b"\n"))
+        if self.lines_left == 0 and end + 1 < len(data):
+            self.stopped, data = "lines", data[: end + 1]
+        elif more:
             data = data[: data.rfind(b"\n") + 1]  # up to the last whole line (maybe none)
         self.left -= len(data)
         self.read_bytes += len(data)
         buffer[: len(data)] = data
         return len(data)
 
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
 
 @dataclass
 class DryRunReport:
     name: str
     target_dpid: int
-    lines: int = 0  # lines read (the sample)
-    complete: bool = True  # the whole file was read (it had no more than the sample)
+    receipt: Receipt  # what processing the lines read gives (never saved)
+    complete: bool = True  # the whole file was read
     bytes_read: int = 0  # plain (inflated, decrypted) bytes read
-    seconds: float = 0.0  # how long the reading took
+    seconds: float = 0.0  # how long the check took
     stopped: str = ""  # "", or why the check stopped early: "lines", "bytes", "time"
-    format_errors: int = 0
-    invalid_ids: int = 0
-    ids_checked: int = 0  # distinct valid user IDs of the sample
-    ids_known: int = 0  # of those, known to us (a mapping, or a platform UUID)
-    realized: Counter[int] = field(default_factory=Counter)  # SID -> lines realizing it
-    removed: Counter[int] = field(default_factory=Counter)
-    failed_validation: int = 0  # references to traits of other data sources
-    unused_signals: int = 0
-    errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    realized: dict[int, int] = field(default_factory=dict)  # SID -> realizations
+    removed: dict[int, int] = field(default_factory=dict)  # SID -> removals
+    trait_names: dict[int, str] = field(default_factory=dict)
+    user_ids_valid: int = 0  # distinct valid user IDs read
+    user_ids_matched: int = 0  # of those, the ones that found a profile
     sample_lines: int = 0
     max_bytes: int = 0
     max_seconds: float = 0.0
 
     @property
+    def lines(self) -> int:
+        return self.receipt.records_received
+
+    @property
+    def counters(self) -> list[tuple[str, int]]:
+        return receipt_counter_rows(self.receipt)
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return receipt_error_rows(self.receipt)
+
+    @property
     def match_rate(self) -> float | None:
-        return success_percent(self.ids_known, self.ids_checked)
+        return success_percent(self.user_ids_matched, self.user_ids_valid)
+
+    def _named(self, counts: dict[int, int]) -> list[tuple[int, str, int]]:
+        """(SID, trait name, count), most frequent first."""
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [(sid, self.trait_names.get(sid, ""), n) for sid, n in ordered]
 
     @property
-    def realized_sids(self) -> list[tuple[int, int]]:
-        return self.realized.most_common()  # (SID, lines), most frequent first
+    def realized_traits(self) -> list[tuple[int, str, int]]:
+        return self._named(self.realized)
 
     @property
-    def removed_sids(self) -> list[tuple[int, int]]:
-        return self.removed.most_common()
-
-    @property
-    def error_sections(self) -> list[tuple[str, list[dict[str, Any]]]]:
-        labels = {
-            "format_error": "Format errors",
-            "invalid_id": "Invalid IDs",
-            "no_trait_realized": "No trait realized",
-        }
-        return [(labels[kind], shown) for kind, shown in self.errors.items()]
+    def removed_traits(self) -> list[tuple[int, str, int]]:
+        return self._named(self.removed)
 
     @property
     def extent(self) -> str:
         """How far the check read, in the partner's words."""
-        lines = f"{self.lines:,} line{'s' if self.lines != 1 else ''}"
+        lines = f"{self.lines:,} record{'s' if self.lines != 1 else ''}"
         if self.complete:
             return f"The whole file was read: {lines}."
         amount = f"{self.bytes_read / 1024**2:,.1f} MB in {self.seconds:.1f} s"
@@ -127,11 +138,6 @@ class DryRunReport:
             " Processing reads the whole file."
         )
 
-    def reject(self, kind: str, line: int, reason: str, start: str) -> None:
-        shown = self.errors.setdefault(kind, [])
-        if len(shown) < ERRORS_PER_KIND:
-            shown.append({"line": line, "reason": reason, "start": start})
-
 
 def inbound_dry_run(
     *,
@@ -141,108 +147,93 @@ def inbound_dry_run(
     max_bytes: int | None = None,
     seconds: float | None = None,
 ) -> DryRunReport:
-    """Check the first ``sample_lines`` records, reading at most ``max_bytes`` plain bytes
-    for at most ``seconds`` (a check runs inside a web request: it must stay small, whatever
-    the file inflates to). Raises :class:`InboundRejected` when the file cannot be processed
-    at all (its name, its DPIDs, an unreadable file), exactly as a real delivery would.
-    The bounds default to ``PORTAL_DRY_RUN_MAX_BYTES`` and ``PORTAL_DRY_RUN_SECONDS``."""
+    """Check the first ``sample_lines`` lines, reading at most ``max_bytes`` plain bytes for
+    at most ``seconds`` (a check runs inside a web request: it must stay small, whatever the
+    file inflates to), by processing them as a batch would, in a transaction that is then
+    rolled back: nothing is kept. Raises :class:`InboundRejected` when the file cannot be
+    processed at all (its name, its DPIDs, an unreadable file), exactly as a real delivery
+    would. The bounds default to ``PORTAL_DRY_RUN_MAX_BYTES`` and ``PORTAL_DRY_RUN_SECONDS``."""
     max_bytes = settings.PORTAL_DRY_RUN_MAX_BYTES if max_bytes is None else max_bytes
     seconds = settings.PORTAL_DRY_RUN_SECONDS if seconds is None else seconds
     parsed = parse_inbound_file_name(file.name)
     if parsed.kind is FileKind.ID_SYNC:
         raise InboundRejected(file.name, "the check covers trait files; send ID-sync files as is")
-    _, ids, target = traits_name_check(parsed, partner)
-    catalog = trait_catalog_load(target)
-    report = DryRunReport(
+    owner, ids, target = traits_name_check(parsed, partner)
+    started = time.monotonic()
+    bounds: list[_CheckBound] = []
+
+    def bounded(plain: IO[bytes]) -> IO[bytes]:
+        bound = _CheckBound(
+            plain, lines=sample_lines, max_bytes=max_bytes, deadline=started + seconds
+        )
+        bounds.append(bound)
+        return io.BufferedReader(bound, 1 << 20)
+
+    try:
+        with transaction.atomic():
+            with transaction.get_connection().cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = {CHECK_LOCK_WAIT_MS}")
+                # The reading stops at ``seconds``; no statement may run far past it either.
+                cursor.execute(f"SET LOCAL statement_timeout = {int(seconds * 1000) + 5000}")
+            batch = InboundBatch.objects.create(
+                key=parsed.batch_key,
+                partner=owner,
+                kind=parsed.kind.value,
+                data_source=ids,
+                target=target,
+                overwrite=parsed.overwrite,
+                status=InboundBatch.Status.PROCESSING,
+            )
+            InboundFile.objects.create(
+                batch=batch,
+                partner=owner,
+                name=parsed.name,
+                split=parsed.split,
+                storage=file.storage,
+                path=file.path,
+                size=file.size,
+                sha256=file.sha256 or "",
+            )
+            run = trait_batch_apply(batch, started=timezone.now(), check_stream=bounded)
+            names = dict(
+                Trait.objects.filter(
+                    sid__in=[*run.applied.realized_by_trait, *run.applied.removed_by_trait]
+                ).values_list("sid", "name")
+            )
+            transaction.set_rollback(True)  # a check keeps nothing
+    except UnreadableFileError as exc:
+        bound = bounds[0] if bounds else None
+        if bound is not None and bound.stopped:
+            read = (
+                f"{sample_lines:,} lines"
+                if bound.stopped == "lines"
+                else f"{bound.read_bytes / 1024**2:,.1f} MB"
+            )
+            raise InboundRejected(file.name, f"no record in the first {read} of the file") from exc
+        raise InboundRejected(file.name, str(exc).removeprefix(f"{file.name}: ")) from exc
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+            raise InboundRejected(
+                file.name,
+                f"a batch of data source {target.dpid} is being processed right now:"
+                " check the file again in a few minutes",
+            ) from exc
+        raise
+    bound = bounds[0]
+    return DryRunReport(
         name=file.name,
         target_dpid=target.dpid,
+        receipt=run.receipt,
+        complete=not bound.stopped,
+        bytes_read=bound.read_bytes,
+        seconds=time.monotonic() - started,
+        stopped=bound.stopped,
+        realized=run.applied.realized_by_trait,
+        removed=run.applied.removed_by_trait,
+        trait_names=names,
+        user_ids_valid=run.applied.user_ids_valid,
+        user_ids_matched=run.applied.user_ids_matched,
         sample_lines=sample_lines,
         max_bytes=max_bytes,
         max_seconds=seconds,
     )
-    context = LineContext(
-        file_no=0,
-        device_file=parsed.kind is FileKind.DEVICE_TRAITS,
-        id_source=id_source_of(ids),
-        device_sources={
-            s.dpid: id_source_of(s)
-            for s in DataSource.objects.filter(dpid__in=DEVICE_ID_TYPES.values())
-        },
-        overwrite=parsed.overwrite,
-    )
-    device_type: str | None = None
-    valid_ids: dict[int, set[str]] = {}
-    try:
-        with open_plain(file.storage, file.path, parsed.compression) as plain:
-            bound = _CheckBound(plain, max_bytes=max_bytes, seconds=seconds)
-            stream = io.BufferedReader(bound, 1 << 20)
-            for raw in read_lines(stream):
-                if report.lines >= sample_lines:
-                    report.complete, report.stopped = False, "lines"
-                    break
-                report.lines += 1
-                if raw.text is None:
-                    report.format_errors += 1
-                    report.reject("format_error", raw.number, raw.error or "", raw.start)
-                    continue
-                try:
-                    user_id, line_source, outcome, device_type = line_parse(
-                        raw.text, context=context, catalog=catalog, device_type=device_type
-                    )
-                except LineFormatError as exc:
-                    report.format_errors += 1
-                    report.reject("format_error", raw.number, str(exc), raw.start)
-                    continue
-                problem = user_id_problem(
-                    user_id,
-                    inbound_id_type=line_source.inbound_id_type,
-                    device_id_format=line_source.device_id_format,
-                )
-                if problem:
-                    report.invalid_ids += 1
-                    report.reject("invalid_id", raw.number, problem, raw.start)
-                    continue
-                valid_ids.setdefault(line_source.dpid, set()).add(user_id)
-                report.realized.update(outcome.adds)
-                report.removed.update(outcome.removes)
-                report.failed_validation += outcome.failed
-                report.unused_signals += outcome.unused
-                if not outcome.adds and not outcome.removes:
-                    reason = f"no signal realizes or removes a trait of data source {target.dpid}"
-                    report.reject("no_trait_realized", raw.number, reason, raw.start)
-    except UnreadableFileError as exc:
-        raise InboundRejected(file.name, str(exc)) from exc
-    report.bytes_read, report.seconds = bound.read_bytes, bound.elapsed
-    if bound.stopped and not report.stopped:
-        report.complete, report.stopped = False, bound.stopped
-    if report.lines == 0 and report.stopped:
-        raise InboundRejected(
-            file.name, f"no record in the first {report.bytes_read / 1024**2:,.1f} MB of the file"
-        )
-    if report.lines == 0:
-        raise InboundRejected(file.name, "the file holds no records")
-    report.ids_checked, report.ids_known = _known_ids(
-        valid_ids, uuids=context.id_source.inbound_id_type == "uuid"
-    )
-    return report
-
-
-def _known_ids(ids: dict[int, set[str]], *, uuids: bool) -> tuple[int, int]:
-    """How many of the sample's user IDs we already know: one query per data source."""
-    checked = known = 0
-    with connection.cursor() as cursor:
-        for dpid, values in ids.items():
-            checked += len(values)
-            if uuids:
-                cursor.execute(
-                    "SELECT count(*) FROM segments_profile WHERE uuid = ANY(%s)", [list(values)]
-                )
-            else:
-                cursor.execute(
-                    "SELECT count(DISTINCT dpuuid) FROM partners_idmapping"
-                    " WHERE data_source_id = %s AND dpuuid = ANY(%s)",
-                    [dpid, list(values)],
-                )
-            row = cursor.fetchone()
-            known += int(row[0]) if row else 0
-    return checked, known

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import django_rq
 from django.conf import settings
@@ -18,7 +19,7 @@ from rq import Callback, Retry
 from rq.job import Dependency
 
 from partners.idsync.files import idsync_batch_apply
-from partners.inbound.apply import apply_staged_batch, line_errors_store
+from partners.inbound.apply import ApplyResult, apply_staged_batch, line_errors_store
 from partners.inbound.lines import DEVICE_ID_TYPES
 from partners.inbound.matching import CatalogTrait, TraitCatalog
 from partners.inbound.names import (
@@ -540,12 +541,16 @@ def _trait_files_stage(
     table: str,
     errors_table: str,
     progress: Progress | None = None,
+    stream_wrap: Callable[[IO[bytes]], IO[bytes]] | None = None,
 ) -> None:
     """Parse the batch's trait files (all but the numbers in ``skip``) into ``table``."""
-    # A big batch is parsed by several processes while this one feeds COPY.
+    # A big batch is parsed by several processes while this one feeds COPY; the start of a
+    # file that a check reads is not worth starting them.
     size = sum(f.size for n, f in enumerate(files) if n not in skip)
     processes = (
-        settings.INBOUND_PARSE_PROCESSES if size >= settings.INBOUND_PARALLEL_MIN_BYTES else 0
+        settings.INBOUND_PARSE_PROCESSES
+        if size >= settings.INBOUND_PARALLEL_MIN_BYTES and stream_wrap is None
+        else 0
     )
     with line_parse_pool(catalog, processes=processes) as pool:
         files_stage(
@@ -564,6 +569,7 @@ def _trait_files_stage(
             tally=tally,
             errors_table=errors_table,
             progress=progress,
+            stream_wrap=stream_wrap,
         )
 
 
@@ -590,6 +596,29 @@ def inbound_batch_fail(*, batch_id: int, reason: str) -> Receipt | None:
 def _process_traits(
     batch: InboundBatch, *, started: datetime, progress: Progress | None = None
 ) -> Receipt:
+    return trait_batch_apply(batch, started=started, progress=progress).receipt
+
+
+@dataclass(frozen=True)
+class TraitBatchResult:
+    receipt: Receipt
+    applied: ApplyResult
+
+
+def trait_batch_apply(
+    batch: InboundBatch,
+    *,
+    started: datetime,
+    progress: Progress | None = None,
+    check_stream: Callable[[IO[bytes]], IO[bytes]] | None = None,
+) -> TraitBatchResult:
+    """Apply a trait batch, inside the caller's transaction, and make its receipt.
+
+    The check (*Check only*) runs this same code on the start of a file, read through
+    ``check_stream``, and rolls it all back: its figures are processing's figures for the
+    lines it read, by construction. A check also counts per trait and skips the segment
+    membership refresh (no figure of the receipt depends on it)."""
+    check = check_stream is not None
     files = list(batch.files.order_by("split", "name"))
     target = batch.target
     ids = batch.data_source
@@ -609,6 +638,7 @@ def _process_traits(
         table="stage_line",
         errors_table="stage_error",
         progress=progress,
+        stream_wrap=check_stream,
     )
     result = apply_staged_batch(
         batch_id=batch.pk,
@@ -617,10 +647,12 @@ def _process_traits(
         platform_uuids=ids.inbound_id_type == DataSource.InboundIDType.UUID,
         keep_pending=ids.id_type == DataSource.IDType.CROSS_DEVICE,
         now=now,
+        by_trait=check,
     )
     if progress:
         progress(90)
-    segment_memberships_refresh(profiles_table="newmap", now=now)
+    if not check:
+        segment_memberships_refresh(profiles_table="newmap", now=now)
     if progress:
         progress(95)
     sample = line_errors_store(
@@ -655,4 +687,4 @@ def _process_traits(
         job_end=timezone.now(),
         errors_sample=sample,
     )
-    return receipt
+    return TraitBatchResult(receipt, result)

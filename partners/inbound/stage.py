@@ -124,13 +124,15 @@ def files_stage(
     errors_table: str,
     progress: Progress | None = None,
     skip: Collection[int] = (),
+    stream_wrap: Callable[[IO[bytes]], IO[bytes]] | None = None,
 ) -> None:
     """Stream every file of a batch (plain bytes) into ``table``, in batch order, then the
     lines rejected while reading into ``errors_table``. ``rows`` yields row tuples of
     ``types``, or with ``types`` None, blocks of rows in COPY text format. A file that
     cannot be read, or holds no records, fails the whole batch with its name in the message.
     ``progress`` hears the share of the batch's stored bytes read (0 to ``STAGED_PERCENT``).
-    The files numbered in ``skip`` are staged already (by part jobs).
+    The files numbered in ``skip`` are staged already (by part jobs). ``stream_wrap`` wraps
+    each file's plain stream (the check reads only the start of a file through it).
     """
     counter = ReadCounter()
     total = max(1, sum(file.size for file_no, file in enumerate(files) if file_no not in skip))
@@ -140,7 +142,8 @@ def files_stage(
         received_before = tally.received
         compression = parse_inbound_file_name(file.name).compression
         try:
-            with open_plain(file.storage, file.path, compression, counter=counter) as stream:
+            with open_plain(file.storage, file.path, compression, counter=counter) as plain:
+                stream = stream_wrap(plain) if stream_wrap else plain
                 staged: Iterable[Any] = rows(file_no, stream)
                 if progress is not None:
                     staged = _reporting(

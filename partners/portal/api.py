@@ -29,7 +29,7 @@ from partners.portal.uploads import (
     upload_register,
     upload_token,
 )
-from partners.receipts.render import receipt_json
+from partners.receipts.render import receipt_counters_json, receipt_json
 
 TOKEN_PREFIX = "s2s_"
 
@@ -146,21 +146,19 @@ def dry_run_api(request: HttpRequest) -> HttpResponse:
         {
             "name": report.name,
             "target_dpid": report.target_dpid,
-            "lines": report.lines,
             "complete": report.complete,
             "stopped": report.stopped,  # "", "lines", "bytes" or "time"
             "bytes_read": report.bytes_read,
             "extent": report.extent,
-            "format_errors": report.format_errors,
-            "invalid_ids": report.invalid_ids,
-            "ids_checked": report.ids_checked,
-            "ids_known": report.ids_known,
+            # What processing the lines read gives: the receipt's counters, by the same names.
+            "lines": report.lines,
+            **receipt_counters_json(report.receipt),
+            "user_ids_valid": report.user_ids_valid,
+            "user_ids_matched": report.user_ids_matched,
             "match_rate": report.match_rate,
-            "realized": {str(sid): n for sid, n in report.realized_sids},
-            "removed": {str(sid): n for sid, n in report.removed_sids},
-            "failed_validation": report.failed_validation,
-            "unused_signals": report.unused_signals,
-            "errors": report.errors,
+            "realized": {str(sid): n for sid, _, n in report.realized_traits},
+            "removed": {str(sid): n for sid, _, n in report.removed_traits},
+            "errors": report.receipt.errors_sample,
             "process": {"token": upload_token(stored), "name": report.name},
         }
     )

@@ -35,6 +35,22 @@ def receipt_counters(receipt: Receipt) -> tuple[tuple[str, str], ...]:
     return IDSYNC_COUNTERS if receipt.batch.kind == InboundBatch.Kind.ID_SYNC else S2S_COUNTERS
 
 
+def receipt_counter_rows(receipt: Receipt) -> list[tuple[str, int]]:
+    """(label, value) of each counter, in the receipt's order: the receipt and the check show
+    these rows alike."""
+    return [(label, getattr(receipt, field)) for field, label in receipt_counters(receipt)]
+
+
+def receipt_counters_json(receipt: Receipt) -> dict[str, int]:
+    """The counters by field name, as the API gives them (receipt and check alike)."""
+    return {field: getattr(receipt, field) for field, _ in receipt_counters(receipt)}
+
+
+def receipt_error_rows(receipt: Receipt) -> list[dict[str, Any]]:
+    """The sample of rejected lines, each with its kind in words."""
+    return [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample]
+
+
 def receipt_failure(receipt: Receipt) -> str:
     """Why the receipt's batch was not processed at all ("" when it was)."""
     batch = receipt.batch
@@ -50,10 +66,8 @@ def receipt_context(receipt: Receipt) -> dict[str, Any]:
         "batch": batch,
         "partner": batch.partner,
         "files": list(batch.files.order_by("split", "name").values_list("name", flat=True)),
-        "counters": [
-            (label, getattr(receipt, field)) for field, label in receipt_counters(receipt)
-        ],
-        "errors": [{**e, "kind_label": e["kind"].replace("_", " ")} for e in receipt.errors_sample],
+        "counters": receipt_counter_rows(receipt),
+        "errors": receipt_error_rows(receipt),
         "has_errors": batch.line_errors.exists(),
     }
 
@@ -63,8 +77,7 @@ def receipt_json(receipt: Receipt) -> dict[str, Any]:
     data: dict[str, Any] = {"files": files, "missing_parts": receipt.batch.missing_parts}
     if receipt_failure(receipt):
         data["failure"] = receipt_failure(receipt)  # the batch was not processed: why
-    for field, _ in receipt_counters(receipt):
-        data[field] = getattr(receipt, field)
+    data |= receipt_counters_json(receipt)
     if receipt.batch.kind != InboundBatch.Kind.ID_SYNC:
         data["job_start"] = receipt.job_start.isoformat()
         data["job_end"] = receipt.job_end.isoformat()

@@ -73,7 +73,8 @@ def test_upload_and_dry_run(client: Client, token: str) -> None:
     )
     assert check.status_code == 200
     report = check.json()
-    assert (report["lines"], report["format_errors"], report["ids_known"]) == (2, 1, 1)
+    assert (report["lines"], report["format_errors"], report["user_ids_matched"]) == (2, 1, 1)
+    assert (report["records_received"], report["stored_records"]) == (2, 1)
     assert report["realized"] == {"10": 1}
     assert not InboundFile.objects.exists()
     made = client.post(

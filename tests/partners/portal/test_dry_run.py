@@ -12,8 +12,8 @@ from django.test import Client
 from partners.inbound.dryrun import inbound_dry_run
 from partners.models import InboundFile
 from partners.portal.uploads import upload_store
-from segments.models import ProfileTraits
-from tests.partners.inbound.conftest import World
+from segments.models import ProfileTraits, Trait
+from tests.partners.inbound.conftest import World, counters, expect
 from tests.partners.portal.test_pages import _login
 
 KNOWN = (
@@ -39,28 +39,46 @@ def test_the_figures_of_a_known_file(world: World, settings: Any, tmp_path: Any)
         upload=SimpleUploadedFile("ftp_dpm_21_1700000000.sync", KNOWN.encode()),
     )
     report = inbound_dry_run(file=stored, partner=world.partner, sample_lines=10_000)
-    assert (report.lines, report.complete, report.format_errors, report.invalid_ids) == (
-        6,
-        True,
-        1,
-        0,
+    assert (report.lines, report.complete) == (6, True)
+    # u9 and u3 have no mapping: their lines realize nothing (before: counted as realized).
+    assert counters(report.receipt) == expect(
+        records_received=6,
+        format_errors=1,
+        no_matching_ids=2,
+        no_trait_realized=1,
+        records_processed=6,
+        stored_records=2,
+        total_devices=1,
+        total_signals=7,
+        total_unused_signals=1,
+        total_realized_traits=2,
+        total_removed_traits=1,
+        total_traits_failed_validation=1,
+        total_users_with_failed_traits=1,
     )
-    assert (report.ids_checked, report.ids_known, report.match_rate) == (4, 2, 50.0)
-    assert report.realized == {10: 2, 11: 2}
+    assert (report.user_ids_valid, report.user_ids_matched, report.match_rate) == (4, 2, 50.0)
+    names = Trait.objects.in_bulk([10, 11])
+    assert report.realized_traits == [(10, names[10].name, 1), (11, names[11].name, 1)]
     assert report.removed == {10: 1}
-    assert (report.failed_validation, report.unused_signals) == (1, 1)
-    assert [e["line"] for e in report.errors["format_error"]] == [4]
-    assert [e["line"] for e in report.errors["no_trait_realized"]] == [2]
+    assert [(e["kind"], e["line"]) for e in report.errors] == [
+        ("format_error", 4),
+        ("no_matching_id", 3),
+        ("no_matching_id", 6),
+        ("no_trait_realized", 2),
+        ("trait_failed_validation", 2),
+    ]
     sample = inbound_dry_run(file=stored, partner=world.partner, sample_lines=2)
-    assert (sample.lines, sample.complete) == (2, False)
+    assert (sample.lines, sample.complete, sample.stopped) == (2, False, "lines")
 
 
 def test_check_only_applies_nothing_then_process_this_file(acme: Client, world: World) -> None:
     upload = SimpleUploadedFile("ftp_dpm_21_1700000000.sync", KNOWN.encode())
     page = acme.post("/portal/upload/", {"file": upload, "check": "1"})
     text = html.unescape(page.content.decode())
-    assert "The whole file was read: 6 lines. Nothing was applied." in text
+    assert "The whole file was read: 6 records. Nothing was applied." in text
     assert "2 of 4 (50.0 %)" in text
+    names = Trait.objects.in_bulk([10, 11])
+    assert f"Traits realized: 10 {names[10].name} (1), 11 {names[11].name} (1)" in text
     assert not InboundFile.objects.exists()
     assert not ProfileTraits.objects.exists()
     token = text.split('name="token" value="')[1].split('"')[0]
