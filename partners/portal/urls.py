@@ -26,7 +26,7 @@ urlpatterns = [
     path(
         "password-reset/",
         views.reset_rate_limited(
-            auth_views.PasswordResetView.as_view(
+            views.PasswordResetView.as_view(
                 template_name="portal/password_reset.html",
                 email_template_name="portal/password_reset_email.txt",
                 success_url=reverse_lazy("portal:password_reset_done"),

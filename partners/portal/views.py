@@ -11,6 +11,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import views as auth_views
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -187,6 +188,15 @@ def _reset_rate(group: str, request: HttpRequest) -> str:
 
 def _reset_address(group: str, request: HttpRequest) -> str:
     return request.POST.get("email", "").strip().lower()
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's, with the link on the configured base URL (as every e-mailed link is), not
+    on whatever host the request named."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        self.extra_email_context = {"base_url": settings.PORTAL_BASE_URL}
+        return super().form_valid(form)
 
 
 def reset_rate_limited(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -44,19 +44,49 @@ def receipt_subject(receipt: Receipt) -> str:
     return f"Server-to-Server processing result: {batch.partner.name} (DPID {batch.target.dpid})"
 
 
-def receipt_email_build(receipt: Receipt, *, recipients: list[str]) -> EmailMultiAlternatives:
-    """The e-mail of a receipt (SPEC §4): text and HTML parts, the error workbook attached
-    when it is small enough, otherwise linked."""
-    context = receipt_context(receipt)
-    workbook = io.BytesIO()
-    if context["has_errors"]:
-        receipt_workbook_write(receipt, workbook)
-    attach = 0 < workbook.tell() <= settings.RECEIPT_ATTACHMENT_MAX_BYTES
+def receipt_recipient_is_internal(address: str) -> bool:
+    """Whether ``address`` is on the internal list (staff, who read receipts in the admin)
+    rather than a partner's (who read them in the portal)."""
+    return address.casefold() in {a.casefold() for a in settings.PARTNER_SOLUTIONS_EMAILS}
+
+
+def receipt_links(receipt: Receipt, *, internal: bool) -> dict[str, str]:
+    """The receipt and its workbook, where the reader can open them: the admin for the
+    internal list, the portal for the partner (who cannot open the admin)."""
+    names = (
+        ("admin:partners_receipt_change", "admin:partners_receipt_workbook")
+        if internal
+        else ("portal:receipt", "portal:receipt_workbook")
+    )
     base = settings.PORTAL_BASE_URL
+    return {
+        "receipt_url": base + reverse(names[0], args=[receipt.pk]),
+        "workbook_url": base + reverse(names[1], args=[receipt.pk]),
+    }
+
+
+def receipt_workbook_bytes(receipt: Receipt) -> bytes:
+    """The error workbook of the receipt (empty when no line was rejected)."""
+    workbook = io.BytesIO()
+    if receipt.batch.line_errors.exists():
+        receipt_workbook_write(receipt, workbook)
+    return workbook.getvalue()
+
+
+def receipt_email_build(
+    receipt: Receipt, *, recipients: list[str], internal: bool, workbook: bytes | None = None
+) -> EmailMultiAlternatives:
+    """The e-mail of a receipt (SPEC §4) for one audience (``internal``: the internal list;
+    otherwise the partner's recipients): text and HTML parts with the links that reader can
+    open, the error workbook attached when it is small enough, otherwise linked."""
+    context = receipt_context(receipt)
+    if workbook is None:
+        workbook = receipt_workbook_bytes(receipt)
+    attach = 0 < len(workbook) <= settings.RECEIPT_ATTACHMENT_MAX_BYTES
     context |= {
         "attached": attach,
-        "receipt_url": base + reverse("admin:partners_receipt_change", args=[receipt.pk]),
-        "workbook_url": base + reverse("admin:partners_receipt_workbook", args=[receipt.pk]),
+        "internal": internal,
+        **receipt_links(receipt, internal=internal),
     }
     message = EmailMultiAlternatives(
         subject=receipt_subject(receipt),
@@ -65,7 +95,7 @@ def receipt_email_build(receipt: Receipt, *, recipients: list[str]) -> EmailMult
     )
     message.attach_alternative(render_to_string("receipts/email.html", context), "text/html")
     if attach:
-        message.attach(receipt_workbook_name(receipt), workbook.getvalue(), XLSX)
+        message.attach(receipt_workbook_name(receipt), workbook, XLSX)
     return message
 
 
@@ -119,11 +149,19 @@ def receipt_delivery_send(*, delivery: ReceiptDelivery) -> None:
     pending = [address for address in delivery.recipients if address not in delivery.sent_to]
     try:
         if pending:
-            message = receipt_email_build(delivery.receipt, recipients=pending[:1])
+            receipt = delivery.receipt
+            workbook = receipt_workbook_bytes(receipt)  # written once for every message
+            messages: dict[bool, EmailMultiAlternatives] = {}  # one per audience
             with get_connection() as smtp:  # one SMTP session, one message per address
-                message.connection = smtp
                 for address in pending:
-                    message.to = [address]
+                    internal = receipt_recipient_is_internal(address)
+                    if internal not in messages:
+                        messages[internal] = receipt_email_build(
+                            receipt, recipients=[address], internal=internal, workbook=workbook
+                        )
+                        messages[internal].connection = smtp
+                    message = messages[internal]
+                    message.to = [address]  # nobody sees another recipient's address
                     message.send()
                     _delivery_sent_to(delivery, address)
     except Exception as exc:

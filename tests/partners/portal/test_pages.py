@@ -78,14 +78,20 @@ def test_staff_view_the_portal_as_a_partner(
     assert admin_client.get(f"/portal/receipts/{receipt.pk}/").status_code == 200
 
 
-def test_password_reset_by_e_mail(world: World) -> None:
+def test_password_reset_by_e_mail(world: World, settings: Any) -> None:
+    """The link is on the configured base URL (before: the host the request named) and
+    opens the form to choose a new password."""
+    settings.PORTAL_BASE_URL = "https://portal.test:8443"
     _login(world.partner, "acme")
     client = Client()
     response = client.post("/portal/password-reset/", {"email": "acme@partner.test"})
     assert response.status_code == 302
     (message,) = mail.outbox
     assert message.to == ["acme@partner.test"]
-    assert "/portal/password-reset/" in message.body
+    (link,) = [line for line in message.body.splitlines() if "/portal/password-reset/" in line]
+    assert link.startswith("https://portal.test:8443/portal/password-reset/")
+    form = client.get(link.removeprefix("https://portal.test:8443"), follow=True)
+    assert b'name="new_password1"' in form.content
 
 
 def test_login_is_csrf_protected(world: World, settings: Any) -> None:

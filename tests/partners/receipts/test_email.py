@@ -307,3 +307,101 @@ def test_a_worker_killed_mid_send_then_retried_sends_each_recipient_one_message(
     delivery.refresh_from_db()
     assert delivery.status == ReceiptDelivery.Status.SENT
     assert delivery.sent_to == recipients
+
+
+class _Inbox:
+    """A real SMTP server's handler (aiosmtpd): every message as it arrived on the wire."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], Any]] = []  # (envelope recipients, message)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd calls it so)
+        from email import message_from_bytes, policy
+
+        self.messages.append(
+            (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default))
+        )
+        return "250 OK"
+
+
+def _links(message: Any) -> set[str]:
+    import re
+
+    text = "".join(
+        part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
+    )
+    return set(re.findall(r"https?://[^\s\"<>]+", text))
+
+
+@pytest.mark.parametrize("attachment_max", [5 * 1024**2, 100])  # attached, or too big: linked
+def test_each_recipient_gets_links_it_can_open_and_no_other_address(
+    world: World, deliver: Deliver, settings: Any, attachment_max: int
+) -> None:
+    """Before: every message linked into the staff admin (a partner following the links was
+    refused), so past the attachment limit a partner could not get its workbook at all."""
+    from aiosmtpd.controller import Controller
+    from django.test import Client
+
+    from tests.factories import UserFactory
+    from tests.partners.portal.test_pages import PASSWORD, _login
+
+    settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
+    settings.PORTAL_BASE_URL = "https://portal.test:8443"
+    settings.RECEIPT_ATTACHMENT_MAX_BYTES = attachment_max
+    world.partner.receipts_enabled = True
+    world.partner.save()
+    ReceiptRecipientFactory.create(partner=world.partner, email="ops@partner.test")
+    inbox = _Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=_closed_port())
+    smtp.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+    try:
+        receipt = deliver(WORKED_EXAMPLE)
+        receipt_delivery_send_job(receipt.deliveries.get().pk)
+    finally:
+        smtp.stop()
+    received = {tuple(rcpt): message for rcpt, message in inbox.messages}
+    assert set(received) == {("solutions@platform.test",), ("ops@partner.test",)}
+    partner_message = received[("ops@partner.test",)]
+    internal_message = received[("solutions@platform.test",)]
+    # The partner never sees the internal list's address, anywhere in its message.
+    assert "solutions@platform.test" not in partner_message.as_string()
+    assert partner_message["To"] == "ops@partner.test"
+    assert (partner_message["Cc"], partner_message["Bcc"]) == (None, None)
+    attached = [part.get_filename() for part in partner_message.iter_attachments()]
+    assert attached == (["errors-ftp_dpm_21_1700000000.sync.xlsx"] if attachment_max > 100 else [])
+
+    partner_links, internal_links = _links(partner_message), _links(internal_message)
+    base = "https://portal.test:8443/"
+    assert all(url.startswith(base) for url in partner_links | internal_links)
+    assert {url.removeprefix(base[:-1]) for url in partner_links} == {
+        f"/portal/receipts/{receipt.pk}/",
+        f"/portal/receipts/{receipt.pk}/workbook/",
+    }
+    assert {url.removeprefix(base[:-1]) for url in internal_links} == {
+        f"/admin/partners/receipt/{receipt.pk}/change/",
+        f"/admin/partners/receipt/{receipt.pk}/workbook/",
+    }
+
+    # Opened by the one who receives them: the partner's user in the portal...
+    partner_client = _login(world.partner, "ops")
+    for url in partner_links:
+        page = partner_client.get(url.removeprefix(base[:-1]))
+        assert page.status_code == 200, url
+    page = partner_client.get(f"/portal/receipts/{receipt.pk}/workbook/")
+    assert load_workbook(io.BytesIO(b"".join(page.streaming_content)), read_only=True)  # type: ignore[attr-defined]
+    # ... who, not logged in yet, lands on the receipt once logged in.
+    anonymous = Client()
+    login = anonymous.get(f"/portal/receipts/{receipt.pk}/")
+    assert login.status_code == 302
+    assert login["Location"].startswith("/portal/login/?next=")
+    done = anonymous.post(
+        login["Location"], {"username": "ops", "password": PASSWORD}, follow=False
+    )
+    assert done["Location"] == f"/portal/receipts/{receipt.pk}/"
+    # ... and staff in the admin.
+    staff = Client()
+    staff.force_login(UserFactory.create(username="staff", is_staff=True, is_superuser=True))
+    for url in internal_links:
+        assert staff.get(url.removeprefix(base[:-1])).status_code == 200, url
