@@ -87,3 +87,61 @@ def test_upload_watch_it_process_read_the_receipt(
     response = other.goto(f"{live_server.url}/portal/receipts/{receipt.pk}/")
     assert response.status == 404
     other.close()
+
+
+def _figures(page: Any) -> dict[str, str]:
+    rows = page.locator("#counters tr").all()
+    return {row.locator("th").inner_text(): row.locator("td").inner_text() for row in rows}
+
+
+def _scrolls_sideways(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth > window.innerWidth"))
+
+
+def test_check_only_shows_the_figures_the_receipt_then_shows(
+    world: World, page: Any, live_server: Any, tmp_path: Path, settings: Any
+) -> None:
+    """The same file, checked then processed: the check page's counters are the receipt
+    page's, as the partner reads them, on a desktop and on a phone."""
+    import django_rq
+
+    django_rq.get_queue("inbound").empty()
+    settings.MEDIA_ROOT = tmp_path / "media"
+    _user(world.partner, "acme")
+    _log_in(page, live_server.url, "acme")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    checked = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
+    checked.write_bytes(
+        gzip.compress(
+            b"u1\td_sid=10,d_sid=11\nu9\td_sid=10,zz=1\nu2\td_sid=90\nu1 d_sid=10\n"
+            b"u2\tx=1\n\xff\xfe\td_sid=10\nu1\t10:0\n"
+        )
+    )
+    page.click("text=Upload")
+    page.set_input_files("#id_file", str(checked))
+    page.wait_for_function("!document.getElementById('check-submit').disabled")
+    page.click("#check-submit")
+    page.wait_for_selector("#dry-run")
+    check = _figures(page)
+    assert check["No matching ID"] == "1"
+    assert "Traits realized: 10" in page.inner_text("#dry-run")
+    for width, height in ((1366, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(ARTIFACTS / f"portal-check-{width}.png"), full_page=True)
+        assert not _scrolls_sideways(page), width
+    page.set_viewport_size({"width": 1366, "height": 900})
+
+    page.click("#process-checked")
+    page.wait_for_selector("td.status:has-text('Queued')")
+    worker = start_worker()
+    try:
+        page.wait_for_selector("td.status:has-text('Processed')", timeout=60_000)
+    finally:
+        worker.wait(timeout=60)
+    page.click("#files a:text-is('Receipt')")
+    page.wait_for_selector("#counters")
+    assert _figures(page) == check
+    for width, height in ((1366, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(ARTIFACTS / f"portal-receipt-{width}.png"), full_page=True)
