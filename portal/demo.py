@@ -13,15 +13,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 from openpyxl import Workbook
 
 from partners.models import (
+    DataSource,
     Destination,
     DestinationSegment,
+    IDMapping,
     InboundChannel,
     Partner,
     PartnerUser,
 )
+from portal.demo_files import SEEDED_VISITORS, visitor_dpuuid, visitor_uuid
+from segments.models import Profile
 from segments.taxonomy import taxonomy_import
 
 DEMO_TAXONOMY: dict[str, list[list[object]]] = {
@@ -105,6 +110,35 @@ def demo_workbook() -> io.BytesIO:
     return workbook_bytes(DEMO_TAXONOMY)
 
 
+def demo_visitors_seed() -> int:
+    """The demo's known visitors: a profile each, mapped to its Acme DPUUID (as an ID sync
+    would have done), so that the sample trait files find them. Safe to run again."""
+    now = timezone.now()
+    Profile.objects.bulk_create(
+        [Profile(uuid=visitor_uuid(n)) for n in SEEDED_VISITORS], ignore_conflicts=True
+    )
+    profiles = dict(
+        Profile.objects.filter(uuid__in=[visitor_uuid(n) for n in SEEDED_VISITORS]).values_list(
+            "uuid", "pk"
+        )
+    )
+    source = DataSource.objects.get(dpid=21)
+    IDMapping.objects.bulk_create(
+        [
+            IDMapping(
+                data_source=source,
+                dpuuid=visitor_dpuuid(n),
+                profile_id=profiles[visitor_uuid(n)],
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+            for n in SEEDED_VISITORS
+        ],
+        ignore_conflicts=True,
+    )
+    return len(SEEDED_VISITORS)
+
+
 @transaction.atomic
 def demo_seed() -> DemoSeed:
     result = taxonomy_import(workbook=demo_workbook())
@@ -125,6 +159,7 @@ def demo_seed() -> DemoSeed:
     partner_user.set_password(partner_password)
     partner_user.save()
     acme = Partner.objects.get(pid=1001)
+    visitors = demo_visitors_seed()
     PartnerUser.objects.update_or_create(user=partner_user, defaults={"partner": acme})
     # A local drop zone, polled by the demo's cron scheduler: drop files into
     # <DEMO_DROPZONE>/acme/date=YYYY-MM-DD/.
@@ -146,7 +181,8 @@ def demo_seed() -> DemoSeed:
             defaults={"value": value, "start_date": date(2026, 1, 1)},
         )
     return DemoSeed(
-        summary=f"{result.summary()}; drop zone {dropzone}/{acme.slug}/date=YYYY-MM-DD/",
+        summary=f"{result.summary()}; {visitors} visitors mapped to Acme IDs"
+        f" (acme-0001 … acme-{visitors:04d})",
         users=[
             DemoUser("staff", "staff", staff_password),
             DemoUser("partner", "acme", partner_password),
