@@ -90,6 +90,8 @@ class DemoUser:
 class DemoSeed:
     summary: str
     users: list[DemoUser]
+    dropzone_today: Path  # where to drop a file today (the channel polls it)
+    exports: Path  # where the destination writes its files
 
 
 def workbook_bytes(sheets: Mapping[str, Any]) -> io.BytesIO:
@@ -164,7 +166,8 @@ def demo_seed() -> DemoSeed:
     # A local drop zone, polled by the demo's cron scheduler: drop files into
     # <DEMO_DROPZONE>/acme/date=YYYY-MM-DD/.
     dropzone = Path(os.environ.get("DEMO_DROPZONE", settings.BASE_DIR / ".local" / "dropzone"))
-    (dropzone / acme.slug).mkdir(parents=True, exist_ok=True)
+    today = dropzone / acme.slug / f"date={timezone.now():%Y-%m-%d}"  # UTC, as the poller reads
+    today.mkdir(parents=True, exist_ok=True)
     channel, _ = InboundChannel.objects.update_or_create(
         partner=acme,
         name="Demo drop zone",
@@ -187,4 +190,6 @@ def demo_seed() -> DemoSeed:
             DemoUser("staff", "staff", staff_password),
             DemoUser("partner", "acme", partner_password),
         ],
+        dropzone_today=today,
+        exports=dropzone / destination.delivery_folder,
     )

