@@ -456,6 +456,7 @@ class ReceiptDeliveryInline(admin.TabularInline):
         "sent_to",
         "status",
         "attempts",
+        "requeued",
         "sent_at",
         "error",
         "requested_by",
