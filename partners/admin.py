@@ -47,6 +47,7 @@ from partners.reports import PartnerOnboardingSummary, partner_onboarding_summar
 from partners.selectors import (
     data_source_last_sync_expression,
     data_source_mapping_count_expression,
+    data_source_pending_count_expression,
 )
 from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin
 
@@ -166,6 +167,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         "inbound_id_type",
         "active",
         "mapping_count",
+        "pending_count",
         "last_sync",
     )
     list_display_links = ("dpid", "name")
@@ -174,13 +176,24 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     search_fields = ("=dpid", "name", "partner__name", "=partner__pid", "integration_code")
     autocomplete_fields = ("partner", "shared_with")
     immutable_fields = ("dpid",)
-    readonly_fields = ("mapping_count", "last_sync", "created_at", "updated_at")
+    readonly_fields = ("mapping_count", "pending_count", "last_sync", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("dpid", "partner", "name", "active", "integration_code")}),
         ("IDs", {"fields": ("id_type", "inbound_id_type", "device_id_format")}),
         ("ID synchronization", {"fields": ("redirect_hosts", "idsync_url_template")}),
         ("Sharing", {"fields": ("shared_with",)}),
-        ("Activity", {"fields": ("mapping_count", "last_sync", "created_at", "updated_at")}),
+        (
+            "Activity",
+            {
+                "fields": (
+                    "mapping_count",
+                    "pending_count",
+                    "last_sync",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DataSource]:
@@ -189,6 +202,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 _mapping_count=data_source_mapping_count_expression(),
+                _pending_count=data_source_pending_count_expression(),
                 _last_sync=data_source_last_sync_expression(),
             )
         )
@@ -208,6 +222,16 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     @admin.display(description="ID mappings", ordering="_mapping_count")
     def mapping_count(self, obj: Any) -> int:
         return int(getattr(obj, "_mapping_count", 0))
+
+    @admin.display(description="pending cross-device records", ordering="_pending_count")
+    def pending_count(self, obj: Any) -> Any:
+        # Records of unmapped DPUUIDs, realized once an ID sync maps them: a count that keeps
+        # growing says the partner's ID sync is not reaching us.
+        count = int(getattr(obj, "_pending_count", 0))
+        if not count:
+            return 0
+        url = reverse("admin:partners_pendingrecord_changelist")
+        return format_html('<a href="{}?data_source__dpid__exact={}">{}</a>', url, obj.dpid, count)
 
     @admin.display(description="last ID sync", ordering="_last_sync")
     def last_sync(self, obj: Any) -> Any:
@@ -432,6 +456,7 @@ class ReceiptDeliveryInline(admin.TabularInline):
         "sent_to",
         "status",
         "attempts",
+        "requeued",
         "sent_at",
         "error",
         "requested_by",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -45,11 +45,25 @@ class ReportForm(forms.Form):
         return data
 
 
+def _export_query(start: date, end: date, dpids: list[int]) -> str:
+    """The export link's query: the report as shown, its days and data sources spelled out,
+    so it exports what the page shows, from a first visit (the defaults) or after midnight."""
+    query = QueryDict(mutable=True)
+    query["start"], query["end"] = start.isoformat(), end.isoformat()
+    query.setlist("data_sources", [str(dpid) for dpid in dpids])
+    query["format"] = "xlsx"
+    return query.urlencode()
+
+
 def onboarding_report_view(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("partners.view_receipt"):
         raise PermissionDenied
     today = timezone.now().date()
-    form = ReportForm(request.GET or {"start": today - timedelta(days=6), "end": today})
+    export = request.GET.get("format") == "xlsx"
+    chosen = request.GET.copy()
+    chosen.pop("format", None)
+    # Nothing chosen yet (a first visit, or a bare ?format=xlsx): the last 7 days.
+    form = ReportForm(chosen or {"start": today - timedelta(days=6), "end": today})
     context = {
         **admin.site.each_context(request),
         "title": "Onboarding status report",
@@ -60,7 +74,7 @@ def onboarding_report_view(request: HttpRequest) -> HttpResponse:
         start, end = form.cleaned_data["start"], form.cleaned_data["end"]
         dpids = [source.dpid for source in form.cleaned_data["data_sources"]]
         rows = onboarding_report_rows(start=start, end=end, dpids=dpids)
-        if request.GET.get("format") == "xlsx":
+        if export:
             response = HttpResponse(
                 onboarding_report_xlsx(rows),
                 content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -70,9 +84,7 @@ def onboarding_report_view(request: HttpRequest) -> HttpResponse:
             return response
         context["rows"] = rows
         context["days"] = onboarding_report_days(rows, start=start, end=end)
-        query = request.GET.copy()
-        query["format"] = "xlsx"
-        context["xlsx_query"] = query.urlencode()
+        context["xlsx_query"] = _export_query(start, end, dpids)
     return TemplateResponse(request, "admin/onboarding_report.html", context)
 
 

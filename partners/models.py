@@ -468,10 +468,26 @@ class ReceiptDelivery(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # The receipt sweep (partners.receipts.sweep): a delivery still pending once RQ is done
+    # with its job is queued again, a bounded number of times, then failed with the reason.
+    requeued = models.PositiveSmallIntegerField(
+        "queued again",
+        default=0,
+        help_text="Times the sweep queued it again because its job was lost or had stopped.",
+    )
+    requeued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "receipt deliveries"
+        indexes = [
+            # What the sweep reads: the few pending ones, not every delivery ever made.
+            models.Index(
+                fields=["created_at"],
+                name="receipt_delivery_pending",
+                condition=models.Q(status="pending"),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.receipt} to {', '.join(self.recipients)} ({self.status})"

@@ -22,6 +22,7 @@ from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import ScheduleRun
 from partners.outbound.services import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
+from partners.receipts.sweep import receipt_deliveries_sweep
 from segments.services import membership_changes_prune, segments_membership_rebuild
 
 
@@ -45,6 +46,10 @@ def inbound_poll_run(*, channel_id: int | None = None) -> str:
 
 def inbound_sweep_run() -> str:
     return inbound_batches_sweep().summary()
+
+
+def receipts_sweep_run() -> str:
+    return receipt_deliveries_sweep().summary()
 
 
 def inbound_purge_run() -> str:
@@ -100,6 +105,15 @@ def schedules() -> list[Schedule]:
             inbound_sweep_run,
             interval=settings.INBOUND_SWEEP_SECONDS,
             # Not the inbound queue: its workers may all be busy (or dead: what it is for).
+            queue="default",
+            timeout=300,
+        ),
+        Schedule(
+            "receipts_sweep",
+            "Queue again the receipt e-mails whose job was lost, fail those that never go",
+            receipts_sweep_run,
+            interval=settings.NOTIFY_SWEEP_SECONDS,
+            # Not the notify queue: the sweep is for when its workers are gone or stuck.
             queue="default",
             timeout=300,
         ),

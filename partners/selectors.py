@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from django.db.models import Expression, Max, OuterRef, Subquery
 
-from partners.models import IDMapping
+from partners.models import IDMapping, PendingRecord
 from portal.db import count_subquery
 
 
 def data_source_mapping_count_expression() -> Expression:
     """Per data source row: its number of ID mappings (a subquery: only shown rows pay)."""
     return count_subquery(IDMapping.objects.filter(data_source=OuterRef("pk")), per="data_source")
+
+
+def data_source_pending_count_expression() -> Expression:
+    """Per data source row: its cross-device records still waiting for an ID mapping of
+    their DPUUID (a subquery on the pending_lookup index: only shown rows pay)."""
+    return count_subquery(
+        PendingRecord.objects.filter(data_source=OuterRef("pk")), per="data_source"
+    )
 
 
 def data_source_last_sync_expression() -> Subquery:

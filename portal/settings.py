@@ -248,6 +248,14 @@ NOTIFY_RETRY_MAX = int(os.environ.get("NOTIFY_RETRY_MAX", "5"))
 NOTIFY_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("NOTIFY_RETRY_INTERVALS", "30,120,600,1800,3600").split(",")
 ]
+# The receipt sweep (every NOTIFY_SWEEP_SECONDS): a delivery still pending once RQ's retries
+# would all be over (their intervals, plus NOTIFY_SWEEP_MARGIN_SECONDS for the sends) and with
+# no live job is queued again, at most NOTIFY_SWEEP_MAX_REQUEUES times and while younger than
+# NOTIFY_SWEEP_MAX_AGE_SECONDS (a day: older, a receipt is news to nobody), then failed.
+NOTIFY_SWEEP_SECONDS = int(os.environ.get("NOTIFY_SWEEP_SECONDS", "600"))
+NOTIFY_SWEEP_MARGIN_SECONDS = int(os.environ.get("NOTIFY_SWEEP_MARGIN_SECONDS", "900"))
+NOTIFY_SWEEP_MAX_REQUEUES = int(os.environ.get("NOTIFY_SWEEP_MAX_REQUEUES", "3"))
+NOTIFY_SWEEP_MAX_AGE_SECONDS = int(os.environ.get("NOTIFY_SWEEP_MAX_AGE_SECONDS", "86400"))
 
 # --- Partner portal ---------------------------------------------------------------------------
 # Uploads past this size are stopped while they arrive.

@@ -161,6 +161,46 @@ def test_data_source_mapping_count(admin_client: Client) -> None:
     assert counts[20914] == 0
 
 
+def test_data_source_pages_count_pending_cross_device_records(admin_client: Client) -> None:
+    """Records waiting for their ID mapping are counted on the data source's page and in the
+    list (one annotated query: no query per row), and the count links to them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from partners.models import PendingRecord
+    from tests.factories import DataSourceFactory, InboundBatchFactory
+
+    waiting = DataSourceFactory.create(dpid=61, id_type=DataSource.IDType.CROSS_DEVICE)
+    other = DataSourceFactory.create(dpid=62, id_type=DataSource.IDType.CROSS_DEVICE)
+    DataSourceFactory.create(dpid=63)
+    batch = InboundBatchFactory.create(partner=waiting.partner, target=waiting)
+    for source, dpuuids in ((waiting, ["a", "b", "c"]), (other, ["z"])):
+        for dpuuid in dpuuids:
+            PendingRecord.objects.create(
+                data_source=source,
+                dpuuid=dpuuid,
+                target=source,
+                adds=[10],
+                realized_at=timezone.now(),
+                batch=batch,
+            )
+
+    with CaptureQueriesContext(connection) as queries:
+        listing = admin_client.get(admin_url(DataSource, "changelist"))
+    counts = {row.dpid: row._pending_count for row in listing.context["cl"].result_list}
+    assert (counts[61], counts[62], counts[63], counts[20914]) == (3, 1, 0, 0)
+    assert "pending cross-device records" in listing.content.decode().lower()
+    rows_read = [q["sql"] for q in queries if "partners_pendingrecord" in q["sql"]]
+    assert len(rows_read) == 1  # the list's own query, whatever the number of rows
+
+    page = admin_client.get(admin_url(DataSource, "change", 61)).content.decode()
+    field = page.split("field-pending_count")[1].split("</div>\n")[0]
+    link = f"{admin_url(PendingRecord, 'changelist')}?data_source__dpid__exact=61"
+    assert f'<a href="{link}">3</a>' in field
+    shown = admin_client.get(link)
+    assert {r.dpuuid for r in shown.context["cl"].result_list} == {"a", "b", "c"}
+
+
 def test_taxonomy_page_exports_and_imports(admin_client: Client) -> None:
     index = admin_client.get(reverse("admin:index")).content.decode()
     assert reverse("admin:taxonomy") in index

@@ -143,7 +143,7 @@ def traits_name_check(
     return owner, ids, target
 
 
-def _check_idsync_name(
+def idsync_name_check(
     parsed: InboundFileName, partner: Partner | None
 ) -> tuple[Partner, DataSource | None, DataSource]:
     name = parsed.name
@@ -191,7 +191,7 @@ def inbound_files_register(
         if delivery.size == 0:
             raise InboundRejected(delivery.name, "the file is empty")
         if parsed.kind is FileKind.ID_SYNC:
-            owner, ids, target = _check_idsync_name(parsed, partner)
+            owner, ids, target = idsync_name_check(parsed, partner)
         else:
             owner, ids, target = traits_name_check(parsed, partner)
         checked.append((delivery, parsed, owner, ids, target))

@@ -71,7 +71,7 @@ TRAIT_TYPES: dict[str, int] = {Trait.Kind.ONBOARDED: 10, Trait.Kind.RULE_BASED: 
 class _Part:
     path: Path
     stream: IO[bytes]
-    lines: int = 0
+    lines: int = 0  # every line written to it, its header included
     size: int = 0
 
 
@@ -92,6 +92,8 @@ class _Parts:
             if self.header:
                 self.current.stream.write(self.header)
                 self.current.size += len(self.header)
+                # The .info counts every line of the file as written (SPEC §6): the header too.
+                self.current.lines += self.header.count(b"\n")
         self.current.stream.write(line)
         self.current.lines += line.count(b"\n")  # a row template may make several lines
         self.current.size += len(line)

@@ -9,9 +9,15 @@ import django_rq
 from django.db.models import QuerySet
 from rq.job import Job
 
-from partners.inbound.names import parts_missing
-from partners.inbound.services import inbound_batch_job_id
+from partners.inbound.names import FileKind, parse_inbound_file_name, parts_missing
+from partners.inbound.services import (
+    InboundRejected,
+    idsync_name_check,
+    inbound_batch_job_id,
+    traits_name_check,
+)
 from partners.models import InboundBatch, InboundFile, Partner
+from partners.portal.uploads import upload_name_problem
 
 
 def batches_progress(batch_ids: Iterable[int]) -> dict[int, int]:
@@ -91,3 +97,21 @@ def partner_recent_files(partner: Partner, *, limit: int = 100) -> QuerySet[Inbo
         .select_related("batch__receipt")
         .order_by("-received_at", "name")[:limit]
     )
+
+
+def upload_name_refusal(*, partner: Partner, name: str) -> str | None:
+    """Why ``partner`` cannot deliver a file of this name (None when it can), before a byte
+    is sent: the grammar, then the registration's own ownership checks (unknown, inactive or
+    another partner's DPIDs), so the page says what the upload would say, in its words."""
+    problem = upload_name_problem(name)
+    if problem:
+        return problem
+    parsed = parse_inbound_file_name(name)
+    try:
+        if parsed.kind is FileKind.ID_SYNC:
+            idsync_name_check(parsed, partner)
+        else:
+            traits_name_check(parsed, partner)
+    except InboundRejected as exc:
+        return exc.reason
+    return None

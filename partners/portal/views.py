@@ -24,7 +24,11 @@ from partners.inbound.services import InboundRejected
 from partners.models import Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
-from partners.portal.selectors import file_status_rows, partner_recent_files
+from partners.portal.selectors import (
+    file_status_rows,
+    partner_recent_files,
+    upload_name_refusal,
+)
 from partners.portal.uploads import (
     PortalUploadHandler,
     registration_message,
@@ -32,7 +36,6 @@ from partners.portal.uploads import (
     upload_check,
     upload_checked,
     upload_handler_install,
-    upload_name_problem,
     upload_register,
     upload_token,
 )
@@ -219,8 +222,9 @@ def rate_limited_view(request: HttpRequest, exception: Exception) -> HttpRespons
 @partner_required
 def upload_name_check_view(request: HttpRequest) -> JsonResponse:
     """The server's verdict on a file name, asked by the upload page as soon as a file is
-    chosen (one grammar, one wording)."""
-    return JsonResponse({"problem": upload_name_problem(request.GET.get("name", ""))})
+    chosen (one grammar, one set of ownership checks, one wording)."""
+    name = request.GET.get("name", "")
+    return JsonResponse({"problem": upload_name_refusal(partner=_partner(request), name=name)})
 
 
 @partner_required

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from openpyxl import load_workbook
 
 from partners.models import InboundBatch, Receipt
@@ -142,3 +145,91 @@ def test_names_in_the_report_and_taxonomy_workbooks_are_text(admin_client: Clien
         cells = [c for sheet in book for row in sheet.iter_rows() for c in row]
         assert "=1+1" in {c.value for c in cells}
         assert [c.coordinate for c in cells if c.data_type == "f"] == []
+
+
+class _Table(HTMLParser):
+    """The report page's rows (``<tr data-day>``) as lists of cell texts, and its links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.links: dict[str, str] = {}
+        self._row: list[str] | None = None
+        self._href: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr" and dict(attrs).get("data-day"):
+            self._row = []
+        elif tag in ("td", "a"):
+            self._text = ""
+            self._href = dict(attrs).get("href") if tag == "a" else self._href
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None:
+            self._row.append(self._text.strip())
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+        elif tag == "a" and self._href is not None:
+            self.links[self._text.strip()] = self._href
+            self._href = None
+
+    def handle_data(self, data: str) -> None:
+        self._text += data
+
+
+@pytest.mark.parametrize("chosen", ["first visit", "one data source chosen"])
+def test_the_export_link_downloads_what_the_page_shows(admin_client: Client, chosen: str) -> None:
+    """On a first visit (no query string) the page shows its default days, the last 7; its
+    *Export to XLSX* link, followed as rendered, downloads those rows. The same once staff
+    chose days and a data source."""
+    partner = PartnerFactory.create(name="Acme Data")
+    web = DataSourceFactory.create(dpid=31, partner=partner, name="Acme web")
+    app = DataSourceFactory.create(dpid=32, partner=partner, name="Acme app")
+    now = timezone.now()
+    for days_ago, source, stored, errors in (
+        (0, web, 900, 100),
+        (0, app, 50, 0),
+        (3, web, 10, 5),
+        (6, app, 7, 1),
+        (9, web, 1234, 1),  # before the default range: neither on the page nor exported
+    ):
+        ReceiptFactory.create(
+            batch=InboundBatchFactory.create(partner=partner, target=source),
+            job_start=now - timedelta(days=days_ago),
+            stored_records=stored,
+            format_errors=errors,
+        )
+    url = "/admin/tools/onboarding-report/"
+    if chosen == "one data source chosen":
+        url += f"?start={now - timedelta(days=9):%Y-%m-%d}&end={now:%Y-%m-%d}&data_sources=31"
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    table = _Table()
+    table.feed(page.content.decode())
+    if chosen == "first visit":
+        assert len(table.rows) == 4
+        assert "1234" not in {cell for row in table.rows for cell in row}
+    else:
+        assert [row[1] for row in table.rows] == ["31", "31", "31"]
+
+    export = admin_client.get(urljoin(url, table.links["Export to XLSX"]))
+    assert export.status_code == 200
+    assert export["Content-Type"] == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    assert export["Content-Disposition"].startswith('attachment; filename="onboarding-')
+    book = load_workbook(io.BytesIO(export.content), read_only=True)
+    header, *rows = book["Onboarding status"].iter_rows(values_only=True)
+    assert header[0] == "Day"
+
+    def shown(row: list[str]) -> list[Any]:  # "90.0 %" on the page is 90.0 in the workbook
+        *cells, success = row
+        return [*cells, None if success == "—" else float(success.removesuffix(" %"))]
+
+    def exported(row: tuple[Any, ...]) -> list[Any]:
+        day, *values, success = row
+        return [f"{day:%Y-%m-%d}", *(str(value) for value in values), success]
+
+    assert [exported(row) for row in rows] == [shown(row) for row in table.rows]

@@ -74,6 +74,12 @@ def test_commands_record_their_runs(world: World) -> None:
     }
 
 
+def test_every_schedule_is_also_a_command_of_its_name() -> None:
+    from django.core.management import get_commands
+
+    assert {schedule.name for schedule in schedules()} <= set(get_commands())
+
+
 def test_a_failed_run_is_recorded_with_its_error(db: Any) -> None:
     def broken() -> str:
         raise RuntimeError("the bucket is gone")

@@ -16,7 +16,7 @@ import pytest
 from partners.models import Destination, DestinationSegment, InboundChannel, OutboundRun
 from partners.outbound.services import outbound_run
 from tests.conftest import s3_client
-from tests.factories import SegmentFactory
+from tests.factories import IDMappingFactory, SegmentFactory
 from tests.partners.inbound.conftest import Deliver, World
 
 
@@ -48,6 +48,8 @@ def _check_info(files: dict[str, bytes]) -> dict[str, Any]:
         data = files[entry["FileName"]]
         assert entry["FileByteSize"] == len(data)
         assert entry["md5"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+        plain = gzip.decompress(data) if entry["FileName"].endswith(".gz") else data
+        assert entry["FileLineCount"] == len(plain.splitlines())  # every line, as written
     totals = info["Totals"]
     assert totals["FileName"] == info_name
     assert totals["TotalNumberFiles"] == len(info["Files"]) == len(files) - 1
@@ -93,7 +95,54 @@ def test_parts_gzip_a_header_and_dpuuids(world: World, deliver: Deliver, tmp_pat
     assert [name.split(".sync")[0][-3:] for name in data] == ["001", "002"]  # SPLITNUM
     rows = [gzip.decompress(files[name]).decode() for name in data]
     assert rows == ["ID\tSEGMENTS\nu1\ttens\n", "ID\tSEGMENTS\nu2\ttens\n"]
-    assert _check_info(files)["Totals"]["TotalNumberLines"] == 2 == run.lines
+    assert _check_info(files)["Totals"]["TotalNumberLines"] == 4 == run.lines  # with headers
+
+
+@pytest.mark.parametrize(
+    "row_template",
+    [
+        '<UUID> <SEGMENT_LIST;separator=",">',  # rendered by PostgreSQL
+        '<UUID><TAB><DP_UUID_LIST;separator=",">',  # rendered in Python
+    ],
+)
+def test_the_info_counts_every_line_of_each_file_as_written(
+    world: World, deliver: Deliver, tmp_path: Path, row_template: str
+) -> None:
+    """SPEC §6: a file's FileLineCount is its lines, the header each part starts with
+    included, and TotalNumberLines their sum; read back from the gzipped parts."""
+    from partners.outbound.templates import compile_row_template
+
+    for n in range(3, 8):
+        IDMappingFactory.create(data_source=world.source, dpuuid=f"u{n}")
+    destination = _destination(
+        world,
+        tmp_path,
+        id_data_source=world.source,
+        row_template=row_template,
+        header_template="ID<TAB>SEGMENTS",
+        gzip=True,
+        max_part_bytes=120,  # the header and two rows of 38-digit UUIDs a part
+    )
+    uses_sql = compile_row_template(row_template).sql is not None
+    assert uses_sql == ("DP_UUID_LIST" not in row_template)  # both render paths are covered
+    deliver({"ftp_dpm_21_1700000000.sync": "".join(f"u{n}\td_sid=10\n" for n in range(1, 8))})
+    run = outbound_run(destination=destination)
+    files = _files(tmp_path)
+    info = _check_info(files)
+    parts = [gzip.decompress(files[entry["FileName"]]) for entry in info["Files"]]
+    assert len(parts) == 4  # 7 members, two a part: SPLITNUM 001 to 004
+    assert [name.split(".sync")[0][-3:] for name in sorted(files) if name.endswith(".gz")] == [
+        "001",
+        "002",
+        "003",
+        "004",
+    ]
+    assert all(part.startswith(b"ID\tSEGMENTS\n") for part in parts)
+    written = [len(part.splitlines()) for part in parts]
+    assert [entry["FileLineCount"] for entry in info["Files"]] == written == [3, 3, 3, 2]
+    assert info["Totals"]["TotalNumberLines"] == sum(written) == 7 + 4  # members + headers
+    assert run.lines == sum(written)
+    assert list(run.files.order_by("sequence").values_list("lines", flat=True)) == written
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,6 +1,6 @@
-"""The partner portal in a real headless browser: log in, a bad name refused before upload,
-a real gzip upload processed by a real RQ worker, its receipt and workbook; another partner
-cannot reach it."""
+"""The partner portal in a real headless browser: log in, a bad name and another partner's DPID
+refused before upload, a real gzip upload processed by a real RQ worker, its receipt and
+workbook; another partner cannot reach it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from openpyxl import load_workbook
 
 from partners.models import Receipt
-from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
+from tests.factories import DataSourceFactory, PartnerFactory, PartnerUserFactory, UserFactory
 from tests.partners.inbound.conftest import World
 from tests.partners.inbound.test_jobs import start_worker
 
@@ -55,6 +55,16 @@ def test_upload_watch_it_process_read_the_receipt(
     assert "does not start with ftp_dpm_" in page.inner_text("#file-errors")
     assert page.is_disabled("#upload-submit")  # refused before a byte is sent
     page.screenshot(path=str(ARTIFACTS / "portal-upload.png"), full_page=True)
+
+    DataSourceFactory.create(dpid=31, partner=PartnerFactory.create(name="Other data"))
+    foreign = tmp_path / "ftp_dpm_31_1700000000.sync"  # a good name, another partner's DPID
+    foreign.write_text("u1\td_sid=10\n")
+    page.set_input_files("#id_file", str(foreign))
+    page.wait_for_selector("#file-errors li:has-text('belongs to another partner')")
+    assert page.inner_text("#file-errors") == (
+        "ftp_dpm_31_1700000000.sync: data source 31 belongs to another partner"
+    )
+    assert page.is_disabled("#upload-submit")  # refused before a byte is sent, too
 
     good = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
     good.write_bytes(gzip.compress(b"u1\td_sid=10,d_sid=11\nu9\td_sid=10\n"))

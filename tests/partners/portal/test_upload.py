@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import html
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 import django_rq
 import pytest
@@ -138,3 +140,62 @@ def test_hostile_names_are_refused_in_words_and_nothing_is_kept(
     assert not InboundFile.objects.exists()
     uploads = Path(settings.MEDIA_ROOT) / "uploads"
     assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
+
+
+def _name_check_url(client: Client) -> str:
+    """The name-check address as the upload page's script builds it (before the name)."""
+    page = client.get("/portal/upload/").content.decode()
+    match = re.search(r'fetch\("([^"]+\?name=)" \+ encodeURIComponent\(name\)', page)
+    assert match, "the upload page no longer asks the server about the name"
+    return match.group(1)
+
+
+def _encode_uri_component(text: str) -> str:
+    return quote(text, safe="-_.!~*'()")  # what the page's encodeURIComponent sends
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("ftp_dpm_21_1700000000.sync", None),  # its own DPID
+        ("ftp_dpm_21_22_1700000000.overwrite.gz", None),  # its own, another own target
+        ("ftp_dpm_41_1700000000.sync", None),  # another partner's, shared with it
+        ("ftp_dpm_20914_21_1700000000.sync", None),  # a global device DPID, its own target
+        ("adobe_id_0_21_1700000000.sync", None),
+        ("adobe_id_21_22_1700000000.sync.2.gz", None),
+        ("ftp_dpm_31_1700000000.sync", "data source 31 belongs to another partner"),
+        ("ftp_dpm_21_31_1700000000.sync", "data source 31 belongs to another partner"),
+        ("ftp_dpm_99_1700000000.sync", "DPID 99 is not a data source we know"),
+        ("ftp_dpm_21_99_1700000000.sync", "DPID 99 is not a data source we know"),
+        ("adobe_id_0_31_1700000000.sync", "data source 31 belongs to another partner"),
+        ("c2c_id_31_21_1700000000.sync", "data source 31 belongs to another partner"),
+        ("adobe_id_0_21_99_1700000000.sync", "DPID 99 is not a data source we know"),
+        ("ftp_dpm_21_17.sync", "'17' is not a 10-digit timestamp"),
+        ("data.csv", "'data.csv' does not start with ftp_dpm_, ftp_dpm_odc_, adobe_id_"),
+    ],
+)
+def test_the_name_check_knows_ownership_before_the_upload(
+    acme: Client, world: World, name: str, problem: str | None
+) -> None:
+    """The page's own call (its URL, GET, ?name=) refuses what the upload would refuse,
+    in the words of the upload (the registration's checks), and lets through what it takes."""
+    DataSourceFactory.create(dpid=31, partner=PartnerFactory.create())
+    shared = DataSourceFactory.create(dpid=41, partner=PartnerFactory.create())
+    shared.shared_with.add(world.partner)
+    answer = acme.get(_name_check_url(acme) + _encode_uri_component(name))
+    assert answer.status_code == 200
+    verdict = answer.json()["problem"]
+    if problem is None:
+        assert verdict is None
+    else:
+        assert verdict is not None
+        assert problem in verdict
+
+    response = _post(acme, name)  # and the upload agrees, word for word
+    if problem is None:
+        assert response.status_code == 302
+    else:
+        page = html.unescape(response.content.decode())
+        errors = page.split('id="file-errors"')[1].split("</ul>")[0]
+        assert f"<li>{verdict}</li>" in errors
+        assert not InboundFile.objects.exists()
