@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from partners.outbound.templates import (
     DEFAULT_FILE_NAME,
@@ -754,7 +755,12 @@ class Destination(models.Model):
     max_part_bytes = models.BigIntegerField(
         default=1024**3, validators=[MinValueValidator(1)], help_text="Per file, before gzip."
     )
-    daily_at = models.TimeField(default="14:00", help_text="UTC.")
+    daily_at = models.TimeField(
+        default="14:00",
+        help_text="UTC. The first daily run is the first of these times after the destination"
+        " is made (or Run now).",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     segments: models.ManyToManyField[Any, Any] = models.ManyToManyField(
         "segments.Segment", through="DestinationSegment", related_name="destinations"
     )

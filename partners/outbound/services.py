@@ -519,8 +519,8 @@ def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
     runs = []
     for destination in Destination.objects.filter(active=True).select_related("partner", "channel"):
         due = datetime.combine(now.date(), destination.daily_at, tzinfo=now.tzinfo)
-        if now < due:
-            continue
+        if now < due or due < destination.created_at:
+            continue  # not yet today; or made after today's time: its first run is tomorrow's
         if destination.retry_after is not None and now < destination.retry_after:
             continue  # failed a moment ago: backing off
         if destination.runs.filter(

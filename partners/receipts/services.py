@@ -127,11 +127,17 @@ def notify_enqueue(func: str, *args: Any, description: str, **kwargs: Any) -> No
     )
 
 
+def receipt_delivery_job_id(delivery_id: int) -> str:
+    """The delivery's RQ job ID: one job per delivery, so a live one is found by its ID (the
+    sweep looks)."""
+    return f"receipt-delivery-{delivery_id}"
+
+
 def _delivery_enqueue(delivery_id: int) -> None:
     notify_enqueue(
         "partners.receipts.jobs.receipt_delivery_send_job",
         delivery_id,
-        job_id=f"receipt-delivery-{delivery_id}",
+        job_id=receipt_delivery_job_id(delivery_id),
         description=f"Send receipt e-mail #{delivery_id}",
     )
 

@@ -25,7 +25,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from partners.models import ReceiptDelivery
-from partners.receipts.services import notify_enqueue
+from partners.receipts.services import notify_enqueue, receipt_delivery_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,6 @@ TOO_OLD = (
     "Not sent: it was still waiting {hours} hours after the receipt was made, too late to send"
     " by itself (its job was lost, or the worker sending it stopped)." + _WHAT_NOW
 )
-
-
-def receipt_delivery_job_id(delivery_id: int) -> str:
-    """The delivery's RQ job ID, as :func:`partners.receipts.services.receipt_delivery_request`
-    queues it (one job per delivery, so a live one is found by its ID)."""
-    return f"receipt-delivery-{delivery_id}"
 
 
 def receipt_retry_window() -> timedelta:

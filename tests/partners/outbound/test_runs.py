@@ -274,6 +274,10 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
 
     settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
     destination = _destination(world, tmp_path, daily_at="00:00")
+    # Made yesterday: today's 00:00 is one of its daily times.
+    Destination.objects.filter(pk=destination.pk).update(
+        created_at=timezone.now() - timedelta(days=1)
+    )
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
     (tmp_path / "acme").mkdir()
     (tmp_path / "acme" / "outbound").write_text("in the way")  # the run cannot deliver
@@ -812,3 +816,23 @@ def test_a_dpuuid_with_a_control_character_is_left_out_of_dp_uuid_list(
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
     run = outbound_run(destination=destination)
     assert _files(tmp_path)[run.files.get().name] == f"{world.u1.uuid}\tu1\n".encode()
+
+
+def test_a_new_destination_first_runs_at_its_next_daily_time_not_at_once(
+    world: World, deliver: Deliver, tmp_path: Path
+) -> None:
+    """Before: a destination made after its daily time ran at the next poll (the demo fired an
+    empty export at start-up)."""
+    from datetime import UTC, datetime, timedelta
+
+    from partners.outbound.services import outbound_runs_due
+
+    made = datetime(2031, 3, 1, 15, 0, tzinfo=UTC)
+    destination = _destination(world, tmp_path, daily_at="14:00")
+    Destination.objects.filter(pk=destination.pk).update(created_at=made)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    assert outbound_runs_due(now=made + timedelta(minutes=5)) == []
+    assert outbound_runs_due(now=made + timedelta(hours=8)) == []  # 23:00, the same day
+    assert outbound_runs_due(now=made + timedelta(hours=22, minutes=59)) == []  # 13:59 the next
+    [run] = outbound_runs_due(now=made + timedelta(hours=23, minutes=1))  # 14:01 the next day
+    assert run.status == "succeeded"
