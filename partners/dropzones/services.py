@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 from dataclasses import dataclass, field
@@ -13,13 +14,7 @@ from django.core.files.storage import Storage
 from django.db import connection, transaction
 from django.utils import timezone
 
-from partners.dropzones.channels import (
-    ListedObject,
-    channel_list,
-    channel_storage,
-    channel_storage_alias,
-    delivery_date,
-)
+from partners.dropzones.channels import channel_list, delivery_date
 from partners.inbound.names import name_text_problem
 from partners.inbound.services import (
     InboundRejected,
@@ -30,10 +25,13 @@ from partners.inbound.services import (
 from partners.models import ChannelObject, InboundChannel, InboundFile
 from partners.storage import (
     UPLOAD_STORAGE,
+    ListedObject,
     StorageReadError,
     StoredFile,
-    storage_close,
+    channel_storage,
+    channel_storage_alias,
     storage_get,
+    storage_opened,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,11 +76,8 @@ def inbound_poll(*, channel: InboundChannel) -> PollResult:
         if not row or not row[0]:
             result.skipped = True
             return result
-        storage = channel_storage(channel)
-        try:
+        with storage_opened(channel_storage(channel)) as storage:
             _poll_listing(channel, storage, result)
-        finally:
-            storage_close(storage)
     return result
 
 
@@ -248,11 +243,13 @@ def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
         storage=""
     )
     opened: dict[str, Storage] = {}  # one connection per drop zone, not one per file
-    try:
+    with contextlib.ExitStack() as stack:
         for file in old.iterator():
-            storage = opened.get(file.storage) or opened.setdefault(
-                file.storage, storage_get(file.storage)
-            )
+            if file.storage not in opened:
+                opened[file.storage] = stack.enter_context(
+                    storage_opened(storage_get(file.storage))
+                )
+            storage = opened[file.storage]
             if storage.exists(file.path):
                 storage.delete(file.path)
                 result.deleted += 1
@@ -260,9 +257,6 @@ def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
                 result.missing += 1
             InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
             ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
-    finally:
-        for storage in opened.values():
-            storage_close(storage)
     result.unclaimed = _unclaimed_uploads_purge(cutoff)
     return result
 

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Generator, Iterator
@@ -27,14 +26,11 @@ from typing import IO, Any
 
 import django_rq
 from django.conf import settings
-from django.core.files import File
-from django.core.files.storage import FileSystemStorage, Storage
+from django.core.files.storage import Storage
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from storages.backends.sftpstorage import SFTPStorage
 
-from partners.dropzones.channels import channel_storage
 from partners.inbound.lines import CONTROL_CHARACTER
 from partners.models import Destination, OutboundFile, OutboundRun
 from partners.outbound.export import (
@@ -51,7 +47,7 @@ from partners.outbound.templates import (
     file_name_refusal,
 )
 from partners.receipts.alerts import outbound_failure_alert
-from partners.storage import storage_close
+from partners.storage import channel_storage, storage_opened, storage_save_whole
 from segments.models import Segment, Trait
 from segments.services import membership_changes_horizon
 
@@ -261,12 +257,9 @@ def _interrupted_runs_close(destination: Destination) -> None:
         killed.error = "interrupted: the worker stopped before the run ended"
         killed.finished_at = timezone.now()
         killed.save(update_fields=["status", "error", "finished_at"])
-        storage = channel_storage(destination.channel)
-        try:
+        with storage_opened(channel_storage(destination.channel)) as storage:
             for name in _leftovers(destination, killed, storage):
                 storage.delete(f"{destination.delivery_folder}/{name}")
-        finally:
-            storage_close(storage)
 
 
 def _leftovers(destination: Destination, run: OutboundRun, storage: Storage) -> list[str]:
@@ -422,9 +415,8 @@ def _deliver(
     base = _plain_name(name_template.render({**context, "SPLITNUM": ""}))
     suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
     target = destination.delivery_folder
-    storage = channel_storage(destination.channel)
     entries = []
-    try:
+    with storage_opened(channel_storage(destination.channel)) as storage:
         for number, part in enumerate(parts, start=1):
             splitnum = f"{number:03d}" if len(parts) > 1 else ""
             name = _plain_name(name_template.render({**context, "SPLITNUM": splitnum}) + suffix)
@@ -438,7 +430,7 @@ def _deliver(
             with delivered.open("rb") as stream:
                 while chunk := stream.read(1024 * 1024):
                     digest.update(chunk)
-            _save_whole(storage, f"{target}/{name}", delivered)
+            storage_save_whole(storage, f"{target}/{name}", delivered)
             OutboundFile.objects.create(
                 run=run,
                 name=name,
@@ -474,41 +466,13 @@ def _deliver(
                 indent=2,
             )
         )
-        _save_whole(storage, f"{target}/{info_name}", info)  # after the data files
+        storage_save_whole(storage, f"{target}/{info_name}", info)  # after the data files
         run.info_name = info_name
-    finally:
-        storage_close(storage)
 
 
 def _stem(name: str) -> str:
     """The name without its extensions: ``s3_7_21_full_123.sync.gz`` -> ``s3_7_21_full_123``."""
     return name.split(".", 1)[0]
-
-
-def _save_whole(storage: Storage, name: str, path: Path) -> None:
-    """Deliver a file so that it appears under ``name`` only once whole."""
-    if isinstance(storage, FileSystemStorage):
-        final = Path(storage.path(name))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(final.name + ".partial")
-        shutil.copyfile(path, partial)
-        os.replace(partial, final)
-        return
-    if isinstance(storage, SFTPStorage):
-        temporary = name + ".partial"
-        if storage.exists(temporary):
-            storage.delete(temporary)
-        with path.open("rb") as stream:
-            storage.save(temporary, File(stream))
-        remote = storage._remote_path
-        if storage.exists(name):
-            storage.delete(name)
-        storage.sftp.posix_rename(remote(temporary), remote(name))
-        return
-    if storage.exists(name):
-        storage.delete(name)
-    with path.open("rb") as stream:  # S3: an object appears whole, when its upload completes
-        storage.save(name, File(stream))
 
 
 def outbound_runs_due(*, now: datetime | None = None) -> list[OutboundRun]:
@@ -581,14 +545,11 @@ def outbound_purge(*, now: datetime | None = None) -> int:
         destination = run.destination
         target = destination.delivery_folder
         names = [*run.files.values_list("name", flat=True), run.info_name]
-        storage = channel_storage(destination.channel)
-        try:
+        with storage_opened(channel_storage(destination.channel)) as storage:
             for name in filter(None, names):
                 if storage.exists(f"{target}/{name}"):
                     storage.delete(f"{target}/{name}")
                     deleted += 1
-        finally:
-            storage_close(storage)
         OutboundRun.objects.filter(pk=run.pk).update(purged_at=now)
     return deleted
 

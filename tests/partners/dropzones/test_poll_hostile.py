@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from partners.dropzones.channels import channel_storage
 from partners.dropzones.services import inbound_poll, inbound_poll_all
 from partners.models import ChannelObject, InboundBatch, InboundChannel, InboundFile
+from partners.storage import channel_storage
 from tests.partners.dropzones.conftest import DropZone
 from tests.partners.inbound.conftest import World
 
