@@ -164,7 +164,8 @@ class _ChildrenRSS(threading.Thread):
 def _pipeline(files: list[Path], *, statements: int) -> tuple[float, int, int]:
     from django.db import connection
 
-    from partners.inbound.services import inbound_batch_process, inbound_files_register
+    from partners.inbound.processing import inbound_batch_process
+    from partners.inbound.registration import inbound_files_register
 
     timings: list[tuple[float, str]] = []
 
@@ -220,7 +221,8 @@ def _with_workers(files: list[Path], *, workers: int) -> tuple[float, int, int, 
     import django_rq
     from django.db import transaction
 
-    from partners.inbound.services import inbound_batch_enqueue, inbound_files_register
+    from partners.inbound.queueing import inbound_batch_enqueue
+    from partners.inbound.registration import inbound_files_register
     from partners.models import InboundBatch, Receipt
 
     queue = django_rq.get_queue("inbound")

@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from partners.inbound.services import inbound_batch_process, inbound_files_register
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.registration import inbound_files_register
 from partners.models import DataSource
 from portal.demo import demo_workbook, workbook_bytes
 from segments.models import Trait

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.test import Client
 
 from partners.dropzones.services import inbound_poll
-from partners.inbound.services import inbound_batch_process
+from partners.inbound.processing import inbound_batch_process
 from partners.models import Destination, IDMapping, InboundChannel, InboundFile, Receipt
 from partners.outbound.services import outbound_run
 from portal.demo import demo_seed

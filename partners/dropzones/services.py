@@ -15,13 +15,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from partners.dropzones.channels import channel_list, delivery_date
+from partners.inbound.errors import InboundRejected
 from partners.inbound.names import name_text_problem
-from partners.inbound.services import (
-    InboundRejected,
-    inbound_files_register,
-    inbound_waiting_batches_release,
-    registration_enqueue,
-)
+from partners.inbound.queueing import inbound_waiting_batches_release, registration_enqueue
+from partners.inbound.registration import inbound_files_register
 from partners.models import ChannelObject, InboundChannel, InboundFile
 from partners.storage import (
     UPLOAD_STORAGE,

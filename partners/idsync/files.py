@@ -23,6 +23,7 @@ from partners.inbound.names import parse_inbound_file_name
 from partners.inbound.parse import ParseTally
 from partners.inbound.stage import Progress, files_stage, sql_run
 from partners.models import DataSource, InboundBatch, Receipt
+from partners.receipts.build import idsync_receipt_create
 from segments.membership import segment_memberships_refresh
 
 IDSYNC_TABLES = "idsync_stage, idsync_error, idsync_master, idsync_fresh, pending_applied"
@@ -183,18 +184,15 @@ def idsync_batch_apply(
     sample = line_errors_persist(
         batch_id=batch.pk, file_names=[f.name for f in files], errors_table="idsync_error"
     )
-    receipt = Receipt.objects.create(
+    return idsync_receipt_create(
         batch=batch,
-        records_received=tally.received,
-        records_processed=tally.received,
-        mappings_created=created,
-        mappings_refreshed=refreshed,
+        received=tally.received,
+        created=created,
+        refreshed=refreshed,
         rejected=tally.rejected + unmatched,
-        job_start=started,
-        job_end=timezone.now(),
+        started=started,
         errors_sample=sample,
     )
-    return receipt
 
 
 def _pending_apply(*, now: int) -> None:

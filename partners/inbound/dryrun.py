@@ -14,9 +14,11 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 from psycopg import errors as pg_errors
 
+from partners.inbound.errors import InboundRejected
+from partners.inbound.name_checks import traits_name_check
 from partners.inbound.names import FileKind, parse_inbound_file_name
-from partners.inbound.services import InboundRejected, trait_batch_apply, traits_name_check
 from partners.inbound.sources import UnreadableFileError
+from partners.inbound.traits import trait_batch_apply
 from partners.models import InboundBatch, InboundFile, Partner, Receipt
 from partners.receipts.render import receipt_counter_rows, receipt_error_rows
 from partners.reports import success_percent

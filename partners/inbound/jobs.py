@@ -9,14 +9,10 @@ import redis
 from rq import get_current_job
 from rq.job import Job
 
-from partners.inbound.services import (
-    PROCESSING_FAILED,
-    InboundRejected,
-    inbound_batch_fail,
-    inbound_batch_process,
-    inbound_part_stage,
-    inbound_waiting_batches_release,
-)
+# Modules, not names: queueing enqueues these jobs by reference and imports this module, so
+# either may be imported first.
+from partners.inbound import processing, queueing
+from partners.inbound.errors import PROCESSING_FAILED, InboundRejected
 from partners.models import InboundBatch
 
 logger = logging.getLogger(__name__)
@@ -39,7 +35,7 @@ def inbound_batch_process_job(batch_id: int) -> int | None:
     if not InboundBatch.objects.filter(pk=batch_id).exists():
         return None
     try:
-        return inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
+        return processing.inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
     except InboundRejected as exc:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
@@ -54,18 +50,18 @@ def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
     logger.error(
         "inbound batch job %s failed for good: %s", job.id, exc_info[1] if exc_info else ""
     )
-    inbound_batch_fail(batch_id=int(job.args[0]), reason=PROCESSING_FAILED)
+    processing.inbound_batch_fail(batch_id=int(job.args[0]), reason=PROCESSING_FAILED)
 
 
 def inbound_waiting_batches_release_job() -> int:
     """Queue the split batches whose parts are all here (or waited long enough)."""
-    return len(inbound_waiting_batches_release())
+    return len(queueing.inbound_waiting_batches_release())
 
 
 def inbound_part_stage_job(file_id: int) -> int | None:
     """Parse one part of a big batch ahead of it (any worker); returns its staged lines."""
     try:
-        part = inbound_part_stage(file_id=file_id)
+        part = processing.inbound_part_stage(file_id=file_id)
     except InboundRejected as exc:
         logger.warning("part %s of an inbound batch rejected: %s", file_id, exc)
         return None

@@ -21,10 +21,10 @@ from django.utils import timezone
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from partners.inbound.services import (
-    PROCESSING_FAILED,
+from partners.inbound.errors import PROCESSING_FAILED
+from partners.inbound.processing import inbound_batch_fail
+from partners.inbound.queueing import (
     inbound_batch_enqueue,
-    inbound_batch_fail,
     inbound_batch_job_id,
     inbound_waiting_batches_release,
 )

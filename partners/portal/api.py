@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from partners.idsync.optouts import MAX_OPT_OUTS_PER_CALL, optouts_record
-from partners.inbound.services import InboundRejected
+from partners.inbound.errors import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.selectors import file_status_rows, partner_recent_files
 from partners.portal.uploads import (

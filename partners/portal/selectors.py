@@ -9,13 +9,10 @@ import django_rq
 from django.db.models import QuerySet
 from rq.job import Job
 
+from partners.inbound.errors import InboundRejected
+from partners.inbound.name_checks import idsync_name_check, traits_name_check
 from partners.inbound.names import FileKind, parse_inbound_file_name, parts_missing
-from partners.inbound.services import (
-    InboundRejected,
-    idsync_name_check,
-    inbound_batch_job_id,
-    traits_name_check,
-)
+from partners.inbound.queueing import inbound_batch_job_id
 from partners.models import InboundBatch, InboundFile, Partner
 from partners.portal.uploads import upload_name_problem
 

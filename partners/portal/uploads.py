@@ -17,13 +17,10 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from partners.inbound.dryrun import DryRunReport, inbound_dry_run
+from partners.inbound.errors import InboundRejected
 from partners.inbound.names import FileNameError, parse_inbound_file_name
-from partners.inbound.services import (
-    InboundRejected,
-    Registration,
-    inbound_files_register,
-    registration_enqueue,
-)
+from partners.inbound.queueing import registration_enqueue
+from partners.inbound.registration import Registration, inbound_files_register
 from partners.models import Partner
 from partners.storage import UPLOAD_STORAGE, StoredFile, storage_get
 

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
-from partners.inbound.services import InboundRejected
+from partners.inbound.errors import InboundRejected
 from partners.models import Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate

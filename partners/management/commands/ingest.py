@@ -6,7 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
+from partners.inbound.errors import InboundRejected
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.registration import inbound_files_register
 from partners.receipts.render import receipt_json, receipt_text
 
 

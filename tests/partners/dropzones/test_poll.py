@@ -12,7 +12,8 @@ from django.db import connection
 from django.utils import timezone
 
 from partners.dropzones.services import inbound_poll, inbound_poll_all, inbound_purge
-from partners.inbound.services import inbound_batch_process, inbound_waiting_batches_release
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.queueing import inbound_waiting_batches_release
 from partners.models import ChannelObject, InboundBatch, InboundChannel, InboundFile
 from partners.receipts.render import receipt_text
 from tests.factories import DataSourceFactory, PartnerFactory

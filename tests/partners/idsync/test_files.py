@@ -8,7 +8,9 @@ import pytest
 from django.utils import timezone
 
 from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE
-from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
+from partners.inbound.errors import InboundRejected
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.registration import inbound_files_register
 from partners.models import IDMapping, IDSyncOptOut, LineError, PendingRecord, Receipt
 from segments.models import Profile, ProfileTraits
 from tests.factories import (

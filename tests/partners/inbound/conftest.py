@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from partners.inbound.services import inbound_batch_process, inbound_files_register
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.registration import inbound_files_register
 from partners.models import DataSource, Partner, Receipt
 from segments.models import Profile
 from tests.factories import DataSourceFactory, IDMappingFactory, PartnerFactory, TraitFactory

@@ -19,7 +19,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from partners.inbound.dryrun import CHECK_LOCK_WAIT_MS, DryRunReport, inbound_dry_run
-from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
+from partners.inbound.errors import InboundRejected
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.registration import inbound_files_register
 from partners.models import DataSource, IDMapping, InboundBatch, LineError, PendingRecord
 from partners.storage import StoredFile
 from segments.models import Profile, ProfileTraits

@@ -18,7 +18,8 @@ from django.db import connection, transaction
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from partners.inbound.services import inbound_batch_enqueue, inbound_files_register
+from partners.inbound.queueing import inbound_batch_enqueue
+from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch, LineError, Receipt
 from segments.models import Profile, ProfileTraits
 from tests.factories import DataSourceFactory, TraitFactory

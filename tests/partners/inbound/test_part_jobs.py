@@ -15,12 +15,9 @@ from django.db import connection, transaction
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from partners.inbound.parts import part_tables
-from partners.inbound.services import (
-    inbound_batch_enqueue,
-    inbound_batch_process,
-    inbound_files_register,
-    inbound_part_stage,
-)
+from partners.inbound.processing import inbound_batch_process, inbound_part_stage
+from partners.inbound.queueing import inbound_batch_enqueue
+from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch, LineError, Receipt, StagedPart
 from segments.models import ProfileTraits
 from tests.partners.inbound.conftest import RECEIPT_FIELDS, World

@@ -14,11 +14,9 @@ from django.db import connection
 from django.utils import timezone
 
 from partners.inbound.names import parts_missing
-from partners.inbound.services import (
-    inbound_batch_process,
-    inbound_files_register,
-    inbound_waiting_batches_release,
-)
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.queueing import inbound_waiting_batches_release
+from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch, InboundFile
 from partners.receipts.render import receipt_text
 from tests.partners.inbound.conftest import World

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from partners.inbound.services import InboundRejected
+from partners.inbound.errors import InboundRejected
 from tests.partners.inbound.conftest import Deliver, World
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs GnuPG")

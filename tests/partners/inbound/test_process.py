@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from partners.inbound.services import InboundRejected, inbound_batch_process, inbound_files_register
+from partners.inbound.errors import InboundRejected
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch, InboundFile, LineError, PendingRecord
 from segments.models import Profile, ProfileTraits, Segment, SegmentMembership
 from tests.factories import (

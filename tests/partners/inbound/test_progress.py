@@ -12,12 +12,9 @@ from rq import SimpleWorker
 from rq.job import Job
 
 from partners.inbound import stage
-from partners.inbound.services import (
-    inbound_batch_enqueue,
-    inbound_batch_job_id,
-    inbound_batch_process,
-    inbound_files_register,
-)
+from partners.inbound.processing import inbound_batch_process
+from partners.inbound.queueing import inbound_batch_enqueue, inbound_batch_job_id
+from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch
 from tests.partners.inbound.conftest import World
 from tests.partners.inbound.test_jobs import inbound_queue  # noqa: F401 - a fixture

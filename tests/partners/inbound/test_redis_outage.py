@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from partners.inbound.services import inbound_batch_enqueue, inbound_files_register
+from partners.inbound.queueing import inbound_batch_enqueue
+from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch, Receipt
 from portal.rq_worker import OutageTolerantWorker
 from tests.conftest import PrivateRedis

@@ -19,11 +19,9 @@ from django.utils import timezone
 from rq import SimpleWorker
 from rq.job import JobStatus
 
-from partners.inbound.services import (
-    PROCESSING_FAILED,
-    inbound_batch_enqueue,
-    inbound_files_register,
-)
+from partners.inbound.errors import PROCESSING_FAILED
+from partners.inbound.queueing import inbound_batch_enqueue
+from partners.inbound.registration import inbound_files_register
 from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import InboundBatch, InboundFile, Receipt, ReceiptDelivery
 from tests.conftest import PrivateRedis

@@ -10,7 +10,7 @@ import pytest
 from botocore.response import StreamingBody
 from django.test import Client
 
-from partners.inbound.services import inbound_batch_process
+from partners.inbound.processing import inbound_batch_process
 from partners.models import InboundBatch, InboundFile
 from partners.storage import stored_file_open
 from tests.conftest import s3_resource

@@ -1,0 +1,19 @@
+"""What stops an inbound file or batch, in the partner's words: importable without the
+processing machinery (views, the API and commands only need these)."""
+
+from __future__ import annotations
+
+ALREADY_PROCESSED = "already processed (same name and content)"
+PROCESSING_FAILED = (
+    "the processing failed on our side, several times; nothing of the batch was applied."
+    " Our team has been told: send the file again, or wait for them to contact you"
+)
+
+
+class InboundRejected(Exception):
+    """A file or batch that cannot be processed at all; nothing was changed."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason

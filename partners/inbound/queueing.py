@@ -1,0 +1,138 @@
+"""Queueing batches for the RQ workers: a complete batch once its registration commits, a
+split batch once its parts are all here (or it waited long enough), and a big split batch as
+one job per part ahead of the batch job. The jobs are enqueued by function, so the flow
+reads from here to :mod:`partners.inbound.jobs`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from rq import Callback, Retry
+from rq.job import Dependency
+
+from partners.inbound import jobs
+from partners.inbound.names import parts_missing
+from partners.inbound.registration import Registration
+from partners.models import InboundBatch
+
+
+def registration_enqueue(registration: Registration) -> None:
+    """Once the current transaction commits: queue the registration's complete batches, and
+    look at its waiting ones again when the wait for more parts may be over."""
+    for batch in registration.batches:
+        _batch_enqueue_on_commit(batch)
+    if registration.waiting:
+        # enqueue_in ignores django-rq's commit mode: hold it until the commit ourselves.
+        transaction.on_commit(_release_check_schedule, robust=True)
+
+
+def _batch_enqueue_on_commit(batch: InboundBatch) -> None:
+    """Queue ``batch`` once the current transaction commits. Robust: with Redis unreachable
+    the delivery is still received (committed, queued) and the sweep
+    (:func:`partners.inbound.sweep.inbound_batches_sweep`) queues it once Redis is back."""
+
+    def enqueue() -> None:  # a function, not a partial: Django logs a failure by its name
+        inbound_batch_enqueue(batch=batch)
+
+    transaction.on_commit(enqueue, robust=True)
+
+
+def _release_check_schedule() -> None:
+    django_rq.get_queue("inbound").enqueue_in(
+        timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS + 1),
+        jobs.inbound_waiting_batches_release_job,
+        description="Queue the split batches whose parts are all here",
+    )
+
+
+def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[InboundBatch]:
+    """Queue the waiting batches of split parts that are ready (SPEC §3.6), and return them.
+
+    A batch is ready once no part arrived for ``INBOUND_PARTS_SETTLE_SECONDS`` and its parts
+    run from the first (0 or 1) to the highest without a gap; or, gaps or not, once it has
+    waited ``INBOUND_PARTS_MAX_WAIT_SECONDS``: it is then processed with the parts it has,
+    and its receipt names the missing ones. Safe to run from several places at once.
+    """
+    now = now or timezone.now()
+    settle = timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS)
+    max_wait = timedelta(seconds=settings.INBOUND_PARTS_MAX_WAIT_SECONDS)
+    released: list[InboundBatch] = []
+    with transaction.atomic():
+        waiting = InboundBatch.objects.filter(status=InboundBatch.Status.WAITING)
+        for batch in waiting.select_for_update(skip_locked=True):
+            parts = list(batch.files.values_list("split", "received_at"))
+            if not parts:
+                continue
+            last = max(received for _, received in parts)
+            missing = parts_missing([split or 0 for split, _ in parts])
+            if now - last < settle or (missing and now - batch.created_at < max_wait):
+                continue
+            batch.status = InboundBatch.Status.QUEUED
+            batch.missing_parts = ", ".join(str(number) for number in missing)
+            batch.save(update_fields=["status", "missing_parts"])
+            _batch_enqueue_on_commit(batch)
+            released.append(batch)
+    return released
+
+
+def inbound_batch_job_id(batch_id: int) -> str:
+    return f"inbound-batch-{batch_id}"
+
+
+def inbound_part_job_id(batch_id: int, file_id: int) -> str:
+    return f"inbound-batch-{batch_id}-part-{file_id}"
+
+
+def parts_in_parallel(batch: InboundBatch) -> bool:
+    """Whether the batch's parts are parsed by jobs of their own: a trait batch of several
+    parts, big enough (``INBOUND_PART_JOBS_MIN_BYTES``) for the extra jobs to pay."""
+    if batch.kind == InboundBatch.Kind.ID_SYNC:
+        return False
+    sizes = list(batch.files.values_list("size", flat=True))
+    return len(sizes) > 1 and sum(sizes) >= settings.INBOUND_PART_JOBS_MIN_BYTES
+
+
+def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
+    """Queue the batch for RQ workers (once the current transaction commits).
+
+    One job per batch (the job ID is the batch's), on the ``inbound`` queue, with RQ's own
+    retries: a worker that dies mid-batch leaves no trace in the database, and the retry
+    (found by a live worker's maintenance pass) processes the batch from the start.
+
+    The parts of a big split batch (:func:`parts_in_parallel`) first get a job each, which
+    any worker takes (:func:`inbound_part_stage`); the batch job depends on them (RQ's own
+    dependencies) and applies the whole batch, atomically, once they are done. A part job
+    that failed for good does not hold the batch: the batch job parses that part itself.
+    """
+    queue = django_rq.get_queue("inbound")
+    retry = Retry(max=settings.INBOUND_RETRY_MAX, interval=settings.INBOUND_RETRY_INTERVALS)
+    depends_on = None
+    if parts_in_parallel(batch):
+        part_jobs = []
+        for file_id, name in batch.files.order_by("split", "name").values_list("pk", "name"):
+            part_jobs.append(inbound_part_job_id(batch.pk, file_id))
+            queue.enqueue(
+                jobs.inbound_part_stage_job,
+                file_id,
+                job_id=part_jobs[-1],
+                job_timeout=settings.INBOUND_JOB_TIMEOUT,
+                retry=retry,
+                description=f"Parse part {name} of inbound batch #{batch.pk}",
+            )
+        depends_on = Dependency(jobs=part_jobs, allow_failure=True)
+    queue.enqueue(
+        jobs.inbound_batch_process_job,
+        batch.pk,
+        job_id=inbound_batch_job_id(batch.pk),
+        job_timeout=settings.INBOUND_JOB_TIMEOUT,
+        retry=retry,
+        # Once RQ gives up (no retry left, or abandoned for good), the batch fails with a
+        # receipt instead of staying "processing".
+        on_failure=Callback(jobs.inbound_batch_job_failed),
+        depends_on=depends_on,
+        description=f"Process inbound batch {batch.key} (#{batch.pk})",
+    )

@@ -1,0 +1,136 @@
+"""Registering delivered files: checked by name and ownership, grouped into batches (split
+parts together), a file processed before recorded as a duplicate. Nothing is queued here
+(:mod:`partners.inbound.queueing` does that once the registration commits)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+
+from partners.inbound.errors import ALREADY_PROCESSED, InboundRejected
+from partners.inbound.name_checks import idsync_name_check, traits_name_check
+from partners.inbound.names import FileKind, FileNameError, InboundFileName, parse_inbound_file_name
+from partners.models import DataSource, InboundBatch, InboundFile, Partner
+from partners.storage import LOCAL, StoredFile, stored_file_open
+
+
+@dataclass(frozen=True)
+class Registration:
+    batches: list[InboundBatch]  # complete: to be queued
+    duplicates: list[InboundFile]
+    waiting: list[InboundBatch] = field(default_factory=list)  # split parts: more may come
+
+
+def _sha256(delivery: StoredFile) -> str:
+    """Read through once (a stream). A file that cannot be read raises StorageReadError: it
+    may be a passing network fault, so the caller decides (a poller tries again later)."""
+    with stored_file_open(delivery.storage, delivery.path) as stream:
+        digest = hashlib.sha256()
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def inbound_files_register(
+    *,
+    paths: Sequence[Path] = (),
+    files: Sequence[StoredFile] = (),
+    partner: Partner | None = None,
+    complete: bool = True,
+) -> Registration:
+    """Check and register delivered files (``paths`` on this disk, ``files`` anywhere),
+    grouped into batches (split parts together).
+
+    Everything is checked before anything is stored: a bad name, an unknown or foreign
+    DPID, an empty file or a mix of kinds raises :class:`InboundRejected`. A file whose name
+    and content were processed before is recorded as a duplicate and not batched.
+
+    With ``complete`` the files are every part there is (the ``ingest`` command): their
+    batches are queued. Otherwise (an upload, a drop zone) the parts of a split file join the
+    partner's waiting batch of that name, which :func:`inbound_waiting_batches_release`
+    queues once no part arrived for a while; a file that is not split is queued at once.
+    """
+    deliveries = [StoredFile.local(path) for path in paths] + list(files)
+    checked: list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]] = []
+    for delivery in deliveries:
+        try:
+            parsed = parse_inbound_file_name(delivery.name)
+        except FileNameError as exc:
+            raise InboundRejected(delivery.name, str(exc)) from exc
+        if delivery.storage == LOCAL and not Path(delivery.path).is_file():
+            raise InboundRejected(delivery.name, "no such file")
+        if delivery.size == 0:
+            raise InboundRejected(delivery.name, "the file is empty")
+        if parsed.kind is FileKind.ID_SYNC:
+            owner, ids, target = idsync_name_check(parsed, partner)
+        else:
+            owner, ids, target = traits_name_check(parsed, partner)
+        checked.append((delivery, parsed, owner, ids, target))
+
+    groups: dict[
+        tuple[int, str],
+        list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]],
+    ] = defaultdict(list)
+    for entry in checked:
+        groups[(entry[2].pk, entry[1].batch_key)].append(entry)
+
+    batches: list[InboundBatch] = []
+    waiting: list[InboundBatch] = []
+    duplicates: list[InboundFile] = []
+    with transaction.atomic():
+        for (_, key), entries in groups.items():
+            entries.sort(key=lambda e: (e[1].split or 0, e[1].name))
+            _, first, owner, ids, target = entries[0]
+            fields = {
+                "kind": first.kind.value,
+                "data_source": ids,
+                "target": target,
+                "overwrite": first.overwrite,
+            }
+            if complete or first.split is None:
+                batch = InboundBatch.objects.create(
+                    key=key, partner=owner, status=InboundBatch.Status.QUEUED, **fields
+                )
+            else:
+                # Two parts arriving at once meet here: the partial unique constraint lets
+                # only one waiting batch exist per name, and get_or_create re-reads it.
+                batch, _ = InboundBatch.objects.get_or_create(
+                    partner=owner, key=key, status=InboundBatch.Status.WAITING, defaults=fields
+                )
+            fresh = 0
+            for delivery, parsed, _, _, _ in entries:
+                sha = delivery.sha256 or _sha256(delivery)
+                seen = InboundFile.objects.filter(
+                    name=parsed.name, sha256=sha, status=InboundFile.Status.PROCESSED
+                ).exists()
+                file = InboundFile.objects.create(
+                    batch=None if seen else batch,
+                    partner=owner,
+                    name=parsed.name,
+                    split=parsed.split,
+                    storage=delivery.storage,
+                    path=delivery.path,
+                    size=delivery.size,
+                    sha256=sha,
+                    status=InboundFile.Status.DUPLICATE if seen else InboundFile.Status.RECEIVED,
+                    error=ALREADY_PROCESSED if seen else "",
+                )
+                if seen:
+                    duplicates.append(file)
+                else:
+                    fresh += 1
+            if batch.status == InboundBatch.Status.WAITING:
+                if fresh and batch not in waiting:
+                    waiting.append(batch)
+                elif not batch.files.exists():
+                    batch.delete()
+            elif fresh:
+                batches.append(batch)
+            else:
+                batch.delete()
+    return Registration(batches, duplicates, waiting)
