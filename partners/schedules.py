@@ -16,7 +16,9 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from partners.dropzones.services import inbound_poll_all, inbound_purge
+# The module, not its names: the drop zones' *Poll now* job runs a schedule, so the two
+# import each other.
+from partners.dropzones import services as dropzones
 from partners.idsync.mappings import id_mappings_expire
 from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import ScheduleRun
@@ -38,7 +40,7 @@ class Schedule:
 
 
 def inbound_poll_run(*, channel_id: int | None = None) -> str:
-    results = inbound_poll_all(channel_id=channel_id)
+    results = dropzones.inbound_poll_all(channel_id=channel_id)
     if not results:
         return "no active drop zone"
     return "; ".join(f"channel {r.channel_id}: {r.summary()}" for r in results)
@@ -53,7 +55,7 @@ def receipts_sweep_run() -> str:
 
 
 def inbound_purge_run() -> str:
-    result = inbound_purge()
+    result = dropzones.inbound_purge()
     outbound = outbound_purge()
     # The record of past runs is kept as long as the files (a poll every 5 min is 288 a day).
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)

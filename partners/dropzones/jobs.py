@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from partners.schedules import inbound_poll_run, schedule_run
+from partners import schedules  # the module: schedules imports the drop zones' services
 
 
 def inbound_poll_job(channel_id: int) -> str:
     """Poll one channel now (the admin's *Poll now*), recorded like a scheduled poll."""
-    return schedule_run(
-        name="inbound_poll", run=lambda: inbound_poll_run(channel_id=channel_id)
+    return schedules.schedule_run(
+        name="inbound_poll", run=lambda: schedules.inbound_poll_run(channel_id=channel_id)
     ).result

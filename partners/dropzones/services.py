@@ -14,6 +14,7 @@ from django.core.files.storage import Storage
 from django.db import connection, transaction
 from django.utils import timezone
 
+from partners.dropzones import jobs
 from partners.dropzones.channels import channel_list, delivery_date
 from partners.inbound.errors import InboundRejected
 from partners.inbound.names import name_text_problem
@@ -201,7 +202,7 @@ def inbound_polls_request(*, channel_ids: list[int]) -> None:
     """Queue a poll of each channel now, in the inbound workers (admin *Poll now*)."""
     queue = django_rq.get_queue("inbound")
     for pk in channel_ids:
-        queue.enqueue("partners.dropzones.jobs.inbound_poll_job", pk)
+        queue.enqueue(jobs.inbound_poll_job, pk)
 
 
 def inbound_poll_all(*, channel_id: int | None = None) -> list[PollResult]:

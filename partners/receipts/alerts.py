@@ -28,7 +28,7 @@ def _alert_enqueue(*, subject: str, body: str) -> None:
     transaction.on_commit(
         functools.partial(
             notify_enqueue,
-            "partners.receipts.alerts.alert_send",
+            alert_send,
             subject=subject,
             body=body,
             description=f"Alert: {subject}",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from partners.models import ReceiptDelivery
-from partners.receipts.services import receipt_delivery_send
+
+# The module, not the name: services enqueues this job by reference and imports this module.
+from partners.receipts import services
 
 
 def receipt_delivery_send_job(delivery_id: int) -> None:
@@ -12,4 +14,4 @@ def receipt_delivery_send_job(delivery_id: int) -> None:
     )
     if delivery is None:
         return  # the receipt was deleted since
-    receipt_delivery_send(delivery=delivery)
+    services.receipt_delivery_send(delivery=delivery)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import django_rq
@@ -16,6 +17,7 @@ from django.utils import timezone
 from rq import Retry
 
 from partners.models import Receipt, ReceiptDelivery, ReceiptRecipient
+from partners.receipts import jobs
 from partners.receipts.render import receipt_context
 from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
 
@@ -115,7 +117,7 @@ def receipt_delivery_request(
     return delivery
 
 
-def notify_enqueue(func: str, *args: Any, description: str, **kwargs: Any) -> None:
+def notify_enqueue(func: Callable[..., Any], *args: Any, description: str, **kwargs: Any) -> None:
     """Queue an e-mail job on the ``notify`` queue with RQ's retries (``NOTIFY_RETRY_*``).
     RQ reads its own options (``job_id``, ...) from ``kwargs``; the rest go to ``func``."""
     django_rq.get_queue("notify").enqueue(
@@ -135,7 +137,7 @@ def receipt_delivery_job_id(delivery_id: int) -> str:
 
 def _delivery_enqueue(delivery_id: int) -> None:
     notify_enqueue(
-        "partners.receipts.jobs.receipt_delivery_send_job",
+        jobs.receipt_delivery_send_job,
         delivery_id,
         job_id=receipt_delivery_job_id(delivery_id),
         description=f"Send receipt e-mail #{delivery_id}",

@@ -25,6 +25,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from partners.models import ReceiptDelivery
+from partners.receipts import jobs as receipt_jobs
 from partners.receipts.services import notify_enqueue, receipt_delivery_job_id
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def receipt_deliveries_sweep(*, now: datetime | None = None) -> ReceiptSweepResu
             job.delete()
         logger.warning("receipt delivery %s: no live job (%s), queued again", delivery.pk, status)
         notify_enqueue(
-            "partners.receipts.jobs.receipt_delivery_send_job",
+            receipt_jobs.receipt_delivery_send_job,
             delivery.pk,
             job_id=receipt_delivery_job_id(delivery.pk),
             description=f"Send receipt e-mail #{delivery.pk} (queued again by the sweep)",
