@@ -33,6 +33,7 @@ from partners.idsync.calls import (
 from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE, MAX_PROFILES_PER_DPUUID
 from partners.inbound.lines import user_id_problem
 from portal.health import health_report, healthy
+from segments.realizations import PROFILE_OF_UUID_CTES
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -51,13 +52,8 @@ NO_CACHE = [
 # not seen within the hour; never for opted-out IDs), and the caps of SPEC §2.1 for new
 # ones (oldest evicted). Rows written by one statement are invisible to its other parts,
 # hence the ranks from cap - 1.
-SYNC_SQL = """
-WITH made AS (
-    INSERT INTO segments_profile (uuid, created_at) VALUES (%(uuid)s, now())
-    ON CONFLICT (uuid) DO NOTHING RETURNING id
-), profile AS (
-    SELECT id FROM made UNION ALL SELECT id FROM segments_profile WHERE uuid = %(uuid)s LIMIT 1
-), mapped AS (
+SYNC_SQL = f"""
+WITH {PROFILE_OF_UUID_CTES}, mapped AS (
     INSERT INTO partners_idmapping (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
     SELECT v.dpid, v.dpuuid, profile.id, now(), now()
     FROM profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) AS v(dpid, dpuuid)

@@ -25,6 +25,7 @@ from partners.inbound.stage import Progress, files_stage, sql_run
 from partners.models import DataSource, InboundBatch, Receipt
 from partners.receipts.build import idsync_receipt_create
 from segments.membership import segment_memberships_refresh
+from segments.realizations import profiles_ensure, trait_maps_merge
 
 IDSYNC_TABLES = "idsync_stage, idsync_error, idsync_master, idsync_fresh, pending_applied"
 
@@ -117,13 +118,7 @@ def idsync_batch_apply(
     now = timezone.now()
     params: dict[str, Any] = {"master": master_dpid, "now": now, "batch": batch.pk}
     if master_type == DataSource.InboundIDType.UUID:
-        sql_run(
-            """
-            INSERT INTO segments_profile (uuid, created_at)
-            SELECT DISTINCT master_id, now() FROM idsync_stage
-            ON CONFLICT (uuid) DO NOTHING
-            """
-        )
+        profiles_ensure(uuids_sql="SELECT master_id FROM idsync_stage")
         master_join = "JOIN segments_profile p ON p.uuid = s.master_id"
         profile = "p.id"
     else:
@@ -210,19 +205,16 @@ def _pending_apply(*, now: int) -> None:
         "DELETE FROM partners_pendingrecord WHERE id IN (SELECT id FROM pending_applied)"
     ):
         return
-    sql_run(
-        """
-        INSERT INTO segments_profiletraits (profile_id, data_source_id, realized, updated_at)
-        SELECT profile_id, target_id,
-               jsonb_object_agg(sid::text, extract(epoch FROM realized_at)::bigint), now()
-        FROM (SELECT DISTINCT ON (profile_id, target_id, sid) profile_id, target_id, sid,
-                     realized_at
-              FROM pending_applied CROSS JOIN LATERAL unnest(adds) AS a(sid)
-              ORDER BY profile_id, target_id, sid, realized_at DESC) latest
-        GROUP BY profile_id, target_id
-        ON CONFLICT (profile_id, data_source_id)
-        DO UPDATE SET realized = segments_profiletraits.realized || EXCLUDED.realized,
-                      updated_at = EXCLUDED.updated_at
+    trait_maps_merge(
+        maps_sql="""
+            SELECT profile_id, target_id AS data_source_id,
+                   jsonb_object_agg(sid::text, extract(epoch FROM realized_at)::bigint)
+                       AS realized
+            FROM (SELECT DISTINCT ON (profile_id, target_id, sid) profile_id, target_id, sid,
+                         realized_at
+                  FROM pending_applied CROSS JOIN LATERAL unnest(adds) AS a(sid)
+                  ORDER BY profile_id, target_id, sid, realized_at DESC) latest
+            GROUP BY profile_id, target_id
         """
     )
     segment_memberships_refresh(profiles_table="pending_applied", now=now)
