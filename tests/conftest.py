@@ -11,6 +11,25 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def queue_wipe(queue: Any) -> Any:
+    """Empty ``queue`` and drop every job it left started, failed or scheduled: job IDs are
+    database IDs, which each new test database gives out again, so no job of an earlier test
+    (or run) may pass for a live one. Returns the queue."""
+    from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+    queue.empty()
+    for registry in (
+        StartedJobRegistry(queue=queue),
+        FailedJobRegistry(queue=queue),
+        ScheduledJobRegistry(queue=queue),
+    ):
+        for job_id in registry.get_job_ids():
+            if (job := queue.fetch_job(job_id)) is not None:
+                job.delete()
+        queue.connection.delete(registry.key)
+    return queue
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES

@@ -29,18 +29,9 @@ from partners.inbound.queueing import (
     inbound_waiting_batches_release,
 )
 from partners.models import InboundBatch
+from partners.rq_jobs import LIVE_JOB_STATUSES
 
 logger = logging.getLogger(__name__)
-
-# The job is still on its way: waiting in a queue, running, deferred behind its part jobs, or
-# scheduled for a retry.
-_ALIVE = {
-    JobStatus.QUEUED,
-    JobStatus.STARTED,
-    JobStatus.DEFERRED,
-    JobStatus.SCHEDULED,
-    JobStatus.CREATED,
-}
 
 
 @dataclass
@@ -88,7 +79,7 @@ def inbound_batches_sweep(*, now: datetime | None = None) -> SweepResult:
     )
     for batch, job in zip(pending, jobs, strict=True):
         status = job.get_status(refresh=False) if job is not None else None
-        if status in _ALIVE or not _still_pending(batch):
+        if status in LIVE_JOB_STATUSES or not _still_pending(batch):
             continue
         if status == JobStatus.FAILED:  # RQ gave up; its failure callback did not end it
             if inbound_batch_fail(batch_id=batch.pk, reason=PROCESSING_FAILED):

@@ -21,23 +21,16 @@ from django.conf import settings
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from partners.models import ReceiptDelivery
 from partners.receipts import jobs as receipt_jobs
 from partners.receipts.services import notify_enqueue, receipt_delivery_job_id
+from partners.rq_jobs import LIVE_JOB_STATUSES
 
 logger = logging.getLogger(__name__)
 
-# RQ still has the job: waiting in the queue, being sent, or waiting for its next retry.
-_ALIVE = {
-    JobStatus.QUEUED,
-    JobStatus.STARTED,
-    JobStatus.DEFERRED,
-    JobStatus.SCHEDULED,
-    JobStatus.CREATED,
-}
 
 _WHAT_NOW = (
     " Nothing more will be tried by itself: check that the e-mail workers (the notify queue)"
@@ -97,7 +90,7 @@ def receipt_deliveries_sweep(*, now: datetime | None = None) -> ReceiptSweepResu
     result = ReceiptSweepResult()
     for delivery, job in zip(stale, jobs, strict=True):
         status = job.get_status(refresh=False) if job is not None else None
-        if status in _ALIVE:
+        if status in LIVE_JOB_STATUSES:
             continue  # RQ is still on it: never a second job
         claimed = ReceiptDelivery.objects.filter(
             pk=delivery.pk, status=ReceiptDelivery.Status.PENDING, requeued=delivery.requeued

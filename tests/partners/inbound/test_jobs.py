@@ -16,12 +16,13 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 from rq import SimpleWorker
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import StartedJobRegistry
 
 from partners.inbound.queueing import inbound_batch_enqueue
 from partners.inbound.registration import inbound_files_register
 from partners.models import InboundBatch, LineError, Receipt
 from segments.models import Profile, ProfileTraits
+from tests.conftest import queue_wipe
 from tests.factories import DataSourceFactory, TraitFactory
 from tests.partners.inbound.conftest import World, counters, expect
 
@@ -32,15 +33,7 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 def inbound_queue() -> Any:
     """The inbound queue, empty, with no job left started or failed by an earlier test (or
     an earlier run: job IDs are batch IDs, which a new test database gives out again)."""
-    queue = django_rq.get_queue("inbound")
-    queue.empty()
-    for registry in (StartedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
-        for job_id in registry.get_job_ids():
-            job = queue.fetch_job(job_id)
-            if job is not None:
-                job.delete()
-        queue.connection.delete(registry.key)
-    return queue
+    return queue_wipe(django_rq.get_queue("inbound"))
 
 
 def worker_environment() -> dict[str, str]:

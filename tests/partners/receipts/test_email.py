@@ -17,6 +17,7 @@ from rq.job import Job
 from partners.models import Receipt, ReceiptDelivery
 from partners.receipts.jobs import receipt_delivery_send_job
 from partners.receipts.services import receipt_recipients
+from tests.conftest import queue_wipe
 from tests.factories import ReceiptRecipientFactory
 from tests.partners.inbound.conftest import Deliver, World
 
@@ -242,21 +243,11 @@ def test_a_worker_killed_mid_send_then_retried_sends_each_recipient_one_message(
     import time
 
     from aiosmtpd.controller import Controller
-    from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+    from rq.registry import StartedJobRegistry
 
     from tests.partners.inbound.test_jobs import BASE_DIR, worker_environment
 
-    queue = django_rq.get_queue("notify")
-    queue.empty()
-    for registry in (
-        StartedJobRegistry(queue=queue),
-        FailedJobRegistry(queue=queue),
-        ScheduledJobRegistry(queue=queue),
-    ):
-        for job_id in registry.get_job_ids():
-            if (job := queue.fetch_job(job_id)) is not None:
-                job.delete()
-        queue.connection.delete(registry.key)
+    queue = queue_wipe(django_rq.get_queue("notify"))
     recipients = ["a@partner.test", "b@partner.test", "c@partner.test"]
     settings.PARTNER_SOLUTIONS_EMAILS = recipients
     settings.NOTIFY_RETRY_INTERVALS = [0]  # a retry is queued again at once

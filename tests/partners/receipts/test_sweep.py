@@ -18,7 +18,7 @@ from django.utils import timezone
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry
 
 from partners.models import Receipt, ReceiptDelivery, ScheduleRun
 from partners.receipts.sweep import (
@@ -27,6 +27,7 @@ from partners.receipts.sweep import (
     receipt_delivery_job_id,
     receipt_retry_window,
 )
+from tests.conftest import queue_wipe
 from tests.partners.inbound.conftest import Deliver, World
 
 Sweep = Callable[..., ReceiptSweepResult]
@@ -40,16 +41,7 @@ def notify(settings: Any) -> Iterator[Queue]:
     queue = django_rq.get_queue("notify")
 
     def wipe() -> None:
-        queue.empty()
-        for registry in (
-            StartedJobRegistry(queue=queue),
-            FailedJobRegistry(queue=queue),
-            ScheduledJobRegistry(queue=queue),
-        ):
-            for job_id in registry.get_job_ids():
-                if (job := queue.fetch_job(job_id)) is not None:
-                    job.delete()
-            queue.connection.delete(registry.key)
+        queue_wipe(queue)
         # Delivery IDs start again with each test database: no job of an earlier run may
         # pass for a live one.
         pattern = f"{Job.redis_job_namespace_prefix}receipt-delivery-*"
