@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,8 +17,10 @@ from partners.inbound.services import (
     inbound_batch_job_id,
     traits_name_check,
 )
-from partners.models import InboundBatch, InboundFile, Partner
-from partners.portal.uploads import upload_name_problem
+from partners.models import ChannelObject, InboundBatch, InboundFile, Partner
+from partners.portal.uploads import problem_without_name, upload_name_problem
+
+SEEN_DETAIL = "seen, waiting for its size to hold"
 
 
 def batches_progress(batch_ids: Iterable[int]) -> dict[int, int]:
@@ -74,8 +77,11 @@ def file_status_rows(files: Iterable[InboundFile]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": file.pk,
+                "key": f"file-{file.pk}",
                 "name": file.name,
                 "size": file.size,
+                "via": file.via,
+                "via_label": file.get_via_display() if file.via else "",
                 "status": status,
                 "status_label": label,
                 "status_detail": detail,
@@ -84,10 +90,51 @@ def file_status_rows(files: Iterable[InboundFile]) -> list[dict[str, Any]]:
                 "received": f"{file.received_at:%Y-%m-%d %H:%M} UTC",
                 "batch": batch.key if batch else None,
                 "receipt": receipt.pk if receipt else None,
-                "error": file.error,
+                # The row names the file: its error does not name it again.
+                "error": problem_without_name(file.name, file.error),
             }
         )
     return rows
+
+
+def partner_seen_objects(partner: Partner, *, limit: int = 100) -> QuerySet[ChannelObject]:
+    """Files in the partner's drop zones seen by a poll and not registered yet (their size
+    has to hold between two polls), newest first."""
+    return ChannelObject.objects.filter(
+        channel__partner=partner, state=ChannelObject.State.SEEN
+    ).order_by("-first_seen_at", "path")[:limit]
+
+
+def seen_object_rows(objects: Iterable[ChannelObject]) -> list[dict[str, Any]]:
+    """What *My files* shows of a drop-zone file before it is registered: its name and size
+    as last listed, and that it waits (it becomes a file row at the poll that takes it)."""
+    return [
+        {
+            "id": None,
+            "key": f"seen-{seen.pk}",
+            "name": posixpath.basename(seen.path),
+            "size": seen.size,
+            "via": InboundFile.Via.DROPZONE.value,
+            "via_label": InboundFile.Via.DROPZONE.label,
+            "status": "seen",
+            "status_label": "Seen",
+            "status_detail": SEEN_DETAIL,
+            "progress": None,
+            "received_at": seen.first_seen_at.isoformat(),
+            "received": f"{seen.first_seen_at:%Y-%m-%d %H:%M} UTC",
+            "batch": None,
+            "receipt": None,
+            "error": "",
+        }
+        for seen in objects
+    ]
+
+
+def partner_file_page_rows(partner: Partner, *, limit: int = 100) -> list[dict[str, Any]]:
+    """*My files*: the drop-zone files still being looked at, then every received file."""
+    return seen_object_rows(partner_seen_objects(partner, limit=limit)) + file_status_rows(
+        partner_recent_files(partner, limit=limit)
+    )
 
 
 def partner_recent_files(partner: Partner, *, limit: int = 100) -> QuerySet[InboundFile]:

@@ -21,16 +21,16 @@ from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
 from partners.inbound.services import InboundRejected
-from partners.models import Partner, PartnerAPIToken, Receipt
+from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
 from partners.portal.selectors import (
-    file_status_rows,
-    partner_recent_files,
+    partner_file_page_rows,
     upload_name_refusal,
 )
 from partners.portal.uploads import (
     PortalUploadHandler,
+    name_and_problem,
     registration_message,
     upload_accept,
     upload_check,
@@ -60,15 +60,14 @@ def _receipt(request: HttpRequest, pk: int) -> Receipt:
 
 @partner_required
 def files_view(request: HttpRequest) -> HttpResponse:
-    files = partner_recent_files(_partner(request), limit=PAGE)
-    return render(request, "portal/files.html", {"files": file_status_rows(files), "nav": "files"})
+    rows = partner_file_page_rows(_partner(request), limit=PAGE)
+    return render(request, "portal/files.html", {"files": rows, "nav": "files"})
 
 
 @partner_required
 def files_status_view(request: HttpRequest) -> JsonResponse:
-    """The file list as JSON, polled by the page while something is being processed."""
-    files = partner_recent_files(_partner(request), limit=PAGE)
-    return JsonResponse({"files": file_status_rows(files)})
+    """The page's rows as JSON, polled by it while something is on its way."""
+    return JsonResponse({"files": partner_file_page_rows(_partner(request), limit=PAGE)})
 
 
 @partner_required
@@ -160,7 +159,9 @@ def _upload(request: HttpRequest, handler: PortalUploadHandler) -> HttpResponse:
                         "portal/dry_run.html",
                         {"report": report, "token": upload_token(stored), "nav": "upload"},
                     )
-                registration = upload_accept(partner=partner, upload=upload)
+                registration = upload_accept(
+                    partner=partner, upload=upload, via=InboundFile.Via.UPLOAD
+                )
             except InboundRejected as exc:
                 form.add_error("file", exc.reason)
             else:
@@ -177,9 +178,9 @@ def process_checked_view(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")
     try:
         stored = upload_checked(partner=partner, token=request.POST.get("token", ""), name=name)
-        registration = upload_register(partner=partner, stored=stored)
+        registration = upload_register(partner=partner, stored=stored, via=InboundFile.Via.UPLOAD)
     except InboundRejected as exc:
-        messages.error(request, f"{name}: {exc.reason}")
+        messages.error(request, name_and_problem(name, exc.reason))
         return redirect("portal:upload")
     messages.success(request, registration_message(name, registration))
     return redirect("portal:files")
@@ -224,7 +225,9 @@ def upload_name_check_view(request: HttpRequest) -> JsonResponse:
     """The server's verdict on a file name, asked by the upload page as soon as a file is
     chosen (one grammar, one set of ownership checks, one wording)."""
     name = request.GET.get("name", "")
-    return JsonResponse({"problem": upload_name_refusal(partner=_partner(request), name=name)})
+    problem = upload_name_refusal(partner=_partner(request), name=name)
+    message = name_and_problem(name, problem) if problem else None
+    return JsonResponse({"problem": problem, "message": message})
 
 
 @partner_required

@@ -98,3 +98,27 @@ def test_login_is_csrf_protected(world: World, settings: Any) -> None:
     client = Client(enforce_csrf_checks=True)
     response = client.post("/portal/login/", {"username": "x", "password": "y"})
     assert response.status_code == 403
+
+
+def test_a_failed_file_names_its_problem_once(world: World, tmp_path: Any) -> None:
+    """The batch's reason names the file (a batch may hold several); the file's own row
+    already does, so it says the problem only (before: "x.sync.gz: x.sync.gz: …" read
+    across the row)."""
+    from partners.inbound.services import (
+        InboundRejected,
+        inbound_batch_process,
+        inbound_files_register,
+    )
+
+    path = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
+    path.write_bytes(b"not gzip")
+    batch = inbound_files_register(paths=[path]).batches[0]
+    with pytest.raises(InboundRejected) as caught:
+        inbound_batch_process(batch_id=batch.pk)
+    assert str(caught.value).count("ftp_dpm_21_1700000000.sync") == 1  # the CLI's line too
+    client = _login(world.partner, "acme")
+    [row] = client.get("/portal/files/status.json").json()["files"]
+    assert row["error"].startswith("the file is corrupt")
+    assert (row["via"], row["via_label"]) == ("command", "Our team (command line)")
+    page = client.get("/portal/files/").content.decode()
+    assert page.count("ftp_dpm_21_1700000000.sync.gz") == 1
