@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import django_rq
 from django.db.models import QuerySet
+from django.utils import timezone
 from rq.job import Job
 
 from partners.inbound.names import FileKind, parse_inbound_file_name, parts_missing
@@ -17,7 +20,7 @@ from partners.inbound.services import (
     inbound_batch_job_id,
     traits_name_check,
 )
-from partners.models import ChannelObject, InboundBatch, InboundFile, Partner
+from partners.models import ChannelObject, DataSource, InboundBatch, InboundFile, Partner
 from partners.portal.uploads import problem_without_name, upload_name_problem
 
 SEEN_DETAIL = "seen, waiting for its size to hold"
@@ -162,3 +165,79 @@ def upload_name_refusal(*, partner: Partner, name: str) -> str | None:
     except InboundRejected as exc:
         return exc.reason
     return None
+
+
+def partner_data_sources(partner: Partner) -> list[dict[str, Any]]:
+    """The active data sources the partner may send files for: its own, then those other
+    partners share with it, by DPID."""
+    own = DataSource.objects.filter(partner=partner, active=True)
+    shared = (
+        DataSource.objects.filter(shared_with=partner, active=True)
+        .exclude(partner=partner)
+        .select_related("partner")
+    )
+    rows = [
+        {"dpid": s.dpid, "name": s.name, "owner": "", "user_ids": s.get_inbound_id_type_display()}
+        for s in own.order_by("dpid")
+    ]
+    rows += [
+        {
+            "dpid": s.dpid,
+            "name": s.name,
+            "owner": s.partner.name if s.partner else "",
+            "user_ids": s.get_inbound_id_type_display(),
+        }
+        for s in shared.order_by("dpid")
+    ]
+    return rows
+
+
+@dataclass(frozen=True)
+class ExampleName:
+    kind: str
+    names: tuple[str, ...]
+    what: str
+
+
+def upload_examples(partner: Partner, *, now: datetime | None = None) -> list[ExampleName]:
+    """A file name of each kind the partner may send, made of its own DPIDs (its first data
+    source, the first global device source for device IDs) and the current time: each is a
+    name the upload accepts."""
+    sources = partner_data_sources(partner)
+    if not sources:
+        return []
+    dpid = sources[0]["dpid"]
+    stamp = int((now or timezone.now()).timestamp())
+    trait = f"ftp_dpm_{dpid}_{stamp}"
+    examples = [
+        ExampleName("Traits", (f"{trait}.sync",), "adds (and removes) the traits listed"),
+        ExampleName(
+            "Full replacement",
+            (f"{trait}.overwrite",),
+            "for each user ID in the file, its traits replace all the ones it had",
+        ),
+        ExampleName("Compressed", (f"{trait}.sync.gz",), "the same, gzipped"),
+        ExampleName(
+            "Split in parts",
+            (f"{trait}.sync.1.gz", f"{trait}.sync.2.gz"),
+            "the parts of one file, processed together once all are here",
+        ),
+    ]
+    device = DataSource.objects.filter(partner__isnull=True, active=True).order_by("dpid").first()
+    if device is not None:
+        examples.append(
+            ExampleName(
+                "Device IDs",
+                (f"ftp_dpm_{device.dpid}_{dpid}_{stamp}.sync",),
+                f"user IDs are {device.name} device IDs (DPID {device.dpid}); the traits"
+                f" are those of your data source {dpid}",
+            )
+        )
+    examples.append(
+        ExampleName(
+            "ID sync",
+            (f"adobe_id_0_{dpid}_{stamp}.sync",),
+            f"each line: our user ID (UUID), a tab, your ID in data source {dpid}",
+        )
+    )
+    return examples

@@ -25,7 +25,9 @@ from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
 from partners.portal.selectors import (
+    partner_data_sources,
     partner_file_page_rows,
+    upload_examples,
     upload_name_refusal,
 )
 from partners.portal.uploads import (
@@ -167,7 +169,13 @@ def _upload(request: HttpRequest, handler: PortalUploadHandler) -> HttpResponse:
             else:
                 messages.success(request, registration_message(upload.name or "", registration))
                 return redirect("portal:files")
-    return render(request, "portal/upload.html", {"form": form, "nav": "upload"})
+    context = {
+        "form": form,
+        "sources": partner_data_sources(partner),
+        "examples": upload_examples(partner),
+        "nav": "upload",
+    }
+    return render(request, "portal/upload.html", context)
 
 
 @require_POST

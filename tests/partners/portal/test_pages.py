@@ -11,7 +11,7 @@ from django.test import Client
 from openpyxl import load_workbook
 
 from partners.models import Partner, Receipt
-from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
+from tests.factories import DataSourceFactory, PartnerFactory, PartnerUserFactory, UserFactory
 from tests.partners.inbound.conftest import Deliver, World
 
 PASSWORD = "a-long-partner-pass-1"
@@ -122,3 +122,39 @@ def test_a_failed_file_names_its_problem_once(world: World, tmp_path: Any) -> No
     assert (row["via"], row["via_label"]) == ("command", "Our team (command line)")
     page = client.get("/portal/files/").content.decode()
     assert page.count("ftp_dpm_21_1700000000.sync.gz") == 1
+
+
+def test_the_upload_page_lists_the_partners_dpids_and_names_that_work(world: World) -> None:
+    """Its own data sources and those shared with it, and a name of each kind made of them,
+    each one the upload accepts; never another partner's DPIDs."""
+    owner = PartnerFactory.create(name="Big Publisher")
+    shared = DataSourceFactory.create(dpid=40, partner=owner, name="Publisher panel")
+    shared.shared_with.add(world.partner)
+    DataSourceFactory.create(dpid=31, partner=owner, name="Publisher private")
+    client = _login(world.partner, "acme")
+    page = client.get("/portal/upload/")
+    sources = [(s["dpid"], s["owner"]) for s in page.context["sources"]]
+    assert sources == [(21, ""), (22, ""), (40, "Big Publisher")]
+    text = page.content.decode()
+    assert "shared with you by Big Publisher" in text
+    assert "Publisher private" not in text
+    examples = {e.kind: e.names for e in page.context["examples"]}
+    assert set(examples) == {
+        "Traits",
+        "Full replacement",
+        "Compressed",
+        "Split in parts",
+        "Device IDs",
+        "ID sync",
+    }
+    for names in examples.values():
+        for name in names:
+            assert name in text
+            answer = client.get("/portal/upload/check-name.json", {"name": name}).json()
+            assert answer == {"problem": None, "message": None}, name
+    assert examples["Device IDs"][0].startswith("ftp_dpm_20914_21_")  # a global device DPID
+
+    other = _login(PartnerFactory.create(name="Newcomer"), "newcomer")
+    empty = other.get("/portal/upload/")
+    assert empty.context["sources"] == []
+    assert "You have no data source yet" in empty.content.decode()
