@@ -20,7 +20,7 @@ from partners.inbound.services import (
     inbound_batch_job_id,
     traits_name_check,
 )
-from partners.models import ChannelObject, DataSource, InboundBatch, InboundFile, Partner
+from partners.models import ChannelObject, DataSource, InboundBatch, InboundFile, Partner, Receipt
 from partners.portal.uploads import problem_without_name, upload_name_problem
 
 SEEN_DETAIL = "seen, waiting for its size to hold"
@@ -241,3 +241,61 @@ def upload_examples(partner: Partner, *, now: datetime | None = None) -> list[Ex
         )
     )
     return examples
+
+
+@dataclass(frozen=True)
+class APIExample:
+    title: str
+    command: str
+    answer: str
+
+
+def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
+    """The API help page's curl calls (the README's JSON API section) on the portal's own
+    address, with a file name made of the partner's DPID and its latest receipt's ID."""
+    examples = upload_examples(partner)
+    name = next((e.names[0] for e in examples if e.kind == "Compressed"), None)
+    name = name or "ftp_dpm_<DPID>_<TIMESTAMP>.sync.gz"
+    dpid = partner_data_sources(partner)[0]["dpid"] if examples else "<DPID>"
+    latest = Receipt.objects.filter(batch__partner=partner).order_by("-job_end").first()
+    receipt = latest.pk if latest else 42
+    auth = 'curl -H "Authorization: Bearer $TOKEN"'
+    api = f"{base_url}/api/v1"
+    return [
+        APIExample(
+            "Your files and where each one is",
+            f"{auth} {api}/files",
+            '{"files": [{"name", "status", "status_label", "status_detail", "progress",'
+            ' "via", "batch", "receipt", "error", …}, …]} — newest first; "progress" is the'
+            " percent done while it is processed",
+        ),
+        APIExample(
+            "A receipt",
+            f"{auth} {api}/receipts/{receipt}",
+            "every counter of the receipt, its files, missing parts and the sample of errors",
+        ),
+        APIExample(
+            "Send a file",
+            f"{auth} -F file=@{name} \\\n     {api}/files",
+            "201 and the file, queued (a part of a split file waits for the others)",
+        ),
+        APIExample(
+            "Check a file without applying anything",
+            f"{auth} -F file=@{name} \\\n     {api}/dry-run",
+            "what the receipt would say for its first lines, and a"
+            ' "process": {"token", "name"} to send it without uploading it again',
+        ),
+        APIExample(
+            "Send the file you checked",
+            f"{auth} -F token=<process.token> -F name=<process.name> \\\n     {api}/files",
+            "201 and the file, queued",
+        ),
+        APIExample(
+            "Opt IDs out (at most 1000 a call)",
+            f"{auth} -H 'Content-Type: application/json' \\\n"
+            f"""     -d '{{"ids": [{{"dpid": {dpid}, "dpuuid": "user-123"}}]}}' \\\n"""
+            f"     {api}/optouts",
+            '{"opted_out", "mappings_deleted", "rejected": [{"index", "msg"}]}: each ID is'
+            " never mapped again, to anyone",
+        ),
+    ]

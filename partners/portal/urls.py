@@ -17,6 +17,7 @@ urlpatterns = [
     path("receipts/<int:pk>/workbook/", views.receipt_workbook_view, name="receipt_workbook"),
     path("view-as/<int:pid>/", views.view_as_view, name="view_as"),
     path("api-token/", views.api_token_view, name="api_token"),
+    path("api/", views.api_help_view, name="api_help"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="portal/login.html"),

@@ -25,6 +25,7 @@ from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
 from partners.portal.selectors import (
+    api_examples,
     partner_data_sources,
     partner_file_page_rows,
     upload_examples,
@@ -241,12 +242,25 @@ def upload_name_check_view(request: HttpRequest) -> JsonResponse:
 @partner_required
 def api_token_view(request: HttpRequest) -> HttpResponse:
     """The partner's API token: when it was made, and a button to make a new one (shown
-    once; the old one stops working)."""
+    once; the old one, if there was one, stops working)."""
     partner = _partner(request)
-    token = None
+    token, replaced = None, False
     if request.method == "POST":
+        replaced = PartnerAPIToken.objects.filter(partner=partner).exists()
         token = api_token_rotate(partner=partner, by=request.user.get_username())
     current = PartnerAPIToken.objects.filter(partner=partner).first()
-    return render(
-        request, "portal/api_token.html", {"token": token, "current": current, "nav": "api"}
-    )
+    context = {"token": token, "replaced": replaced, "current": current, "nav": "api_token"}
+    return render(request, "portal/api_token.html", context)
+
+
+@partner_required
+def api_help_view(request: HttpRequest) -> HttpResponse:
+    """What the API does and how to call it (partners never see the README)."""
+    partner = _partner(request)
+    context = {
+        "base_url": settings.PORTAL_BASE_URL,
+        "examples": api_examples(partner, base_url=settings.PORTAL_BASE_URL),
+        "has_token": PartnerAPIToken.objects.filter(partner=partner).exists(),
+        "nav": "api_help",
+    }
+    return render(request, "portal/api_help.html", context)

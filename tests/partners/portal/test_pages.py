@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 from typing import Any
 
@@ -158,3 +159,39 @@ def test_the_upload_page_lists_the_partners_dpids_and_names_that_work(world: Wor
     empty = other.get("/portal/upload/")
     assert empty.context["sources"] == []
     assert "You have no data source yet" in empty.content.decode()
+
+
+def test_the_api_token_page_says_no_more_than_there_is(world: World) -> None:
+    """A first token replaces nothing (before: "the previous one no longer works" either
+    way); a second one says the first stopped working. Both link to the API help."""
+    client = _login(world.partner, "acme")
+    first = client.get("/portal/api-token/").content.decode()
+    assert "You have no token yet" in first
+    assert 'href="/portal/api/"' in first
+    made = client.post("/portal/api-token/").content.decode()
+    assert 'id="api-token"' in made
+    assert "previous" not in made
+    again = client.post("/portal/api-token/").content.decode()
+    assert "Your previous token no longer works" in again
+
+
+def test_the_api_help_page_gives_the_calls_on_the_portals_address(
+    world: World, receipt: Receipt, settings: Any
+) -> None:
+    """The README's curl examples, on PORTAL_BASE_URL, with the partner's own DPID and
+    receipt; in the nav."""
+    settings.PORTAL_BASE_URL = "https://portal.partner-test.example"
+    page = _login(world.partner, "acme").get("/portal/api/")
+    text = page.content.decode()
+    assert 'href="/portal/api/" class="active"' in text
+    commands = [e.command for e in page.context["examples"]]
+    api = "https://portal.partner-test.example/api/v1"
+    assert commands[0] == f'curl -H "Authorization: Bearer $TOKEN" {api}/files'
+    assert commands[1] == f'curl -H "Authorization: Bearer $TOKEN" {api}/receipts/{receipt.pk}'
+    assert any("-F file=@ftp_dpm_21_" in c and c.endswith(f"{api}/dry-run") for c in commands)
+    assert any('"dpid": 21' in c and c.endswith(f"{api}/optouts") for c in commands)
+    assert html.escape(commands[2]) in text
+    # Another partner's page shows its own (no receipt: the README's placeholder ID).
+    other = _login(PartnerFactory.create(name="Other"), "other").get("/portal/api/")
+    assert f"/receipts/{receipt.pk}" not in other.content.decode()
+
