@@ -195,3 +195,14 @@ def test_the_api_help_page_gives_the_calls_on_the_portals_address(
     other = _login(PartnerFactory.create(name="Other"), "other").get("/portal/api/")
     assert f"/receipts/{receipt.pk}" not in other.content.decode()
 
+
+def test_staff_viewing_as_a_partner_see_a_banner_back_to_the_admin(
+    world: World, admin_client: Client
+) -> None:
+    admin_client.get(f"/portal/view-as/{world.partner.pk}/")
+    page = admin_client.get("/portal/files/").content.decode()
+    assert 'id="view-as"' in page
+    assert "You are viewing the portal as <strong>Acme Data</strong> (PID 1001)" in page
+    assert f'href="/admin/partners/partner/{world.partner.pk}/change/">Back to the admin' in page
+    partner_page = _login(world.partner, "acme").get("/portal/files/").content.decode()
+    assert 'id="view-as"' not in partner_page  # the partner's own users see no banner
