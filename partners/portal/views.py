@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -22,8 +22,14 @@ from django_ratelimit.decorators import ratelimit
 
 from partners.inbound.services import InboundRejected
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
+from partners.outbound.selectors import (
+    partner_destinations,
+    partner_outbound_history,
+    partner_outbound_runs,
+)
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
+from partners.portal.forms import OutboundHistoryForm, PartnerReportForm
 from partners.portal.selectors import (
     api_examples,
     partner_data_sources,
@@ -44,7 +50,14 @@ from partners.portal.uploads import (
 )
 from partners.receipts.render import receipt_context
 from partners.receipts.workbook import receipt_workbook_response
-from partners.reports import onboarding_report_rows, success_percent
+from partners.reports import (
+    REPORT_COUNTERS,
+    onboarding_report_days,
+    onboarding_report_totals,
+    onboarding_report_xlsx,
+    partner_onboarding_report_rows,
+    success_percent,
+)
 
 PAGE = 100
 
@@ -82,11 +95,7 @@ def receipts_view(request: HttpRequest) -> HttpResponse:
         .order_by("-job_end")[:PAGE]
     )
     today = timezone.now().date()
-    rows = onboarding_report_rows(
-        start=today - timedelta(days=29),
-        end=today,
-        dpids=list(partner.data_sources.values_list("dpid", flat=True)),
-    )
+    rows = partner_onboarding_report_rows(partner, start=today - timedelta(days=29), end=today)
     summary: dict[int, dict[str, Any]] = {}
     for row in rows:
         entry = summary.setdefault(
@@ -264,3 +273,87 @@ def api_help_view(request: HttpRequest) -> HttpResponse:
         "nav": "api_help",
     }
     return render(request, "portal/api_help.html", context)
+
+
+REPORT_DEFAULT_DAYS = 30
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _default_range() -> dict[str, Any]:
+    today = timezone.now().date()
+    return {"start": today - timedelta(days=REPORT_DEFAULT_DAYS - 1), "end": today}
+
+
+@partner_required
+def onboarding_report_view(request: HttpRequest) -> HttpResponse:
+    """The admin's onboarding status report (the same rows, chart and XLSX), for the
+    partner's own data sources."""
+    partner = _partner(request)
+    export = request.GET.get("format") == "xlsx"
+    chosen = request.GET.copy()
+    chosen.pop("format", None)
+    # Nothing chosen yet (a first visit, or a bare ?format=xlsx): the last 30 days.
+    form = PartnerReportForm(chosen or _default_range(), partner=partner)
+    context: dict[str, Any] = {"form": form, "counters": REPORT_COUNTERS, "nav": "report"}
+    if form.is_valid():
+        start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        dpids = [source.dpid for source in form.cleaned_data["data_sources"]]
+        rows = partner_onboarding_report_rows(partner, start=start, end=end, dpids=dpids)
+        if export:
+            response = HttpResponse(onboarding_report_xlsx(rows), content_type=XLSX)
+            name = f"onboarding-{partner.pk}-{start:%Y%m%d}-{end:%Y%m%d}.xlsx"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        # The export link spells out the days and data sources shown, so it exports them.
+        query = QueryDict(mutable=True)
+        query["start"], query["end"] = start.isoformat(), end.isoformat()
+        query.setlist("data_sources", [str(dpid) for dpid in dpids])
+        query["format"] = "xlsx"
+        context |= {
+            "rows": rows,
+            # Each row's counters with their labels (a phone shows them as labelled lines).
+            "table": [
+                (row, [(label, row.counts[field]) for field, label in REPORT_COUNTERS])
+                for row in rows
+            ],
+            "totals": onboarding_report_totals(rows),
+            "days": onboarding_report_days(rows, start=start, end=end),
+            "xlsx_query": query.urlencode(),
+        }
+    return render(request, "portal/report.html", context)
+
+
+@partner_required
+def outbound_view(request: HttpRequest) -> HttpResponse:
+    """The outbound history: the partner's destinations, and their runs in a date range."""
+    partner = _partner(request)
+    destinations = partner_destinations(partner)
+    form = OutboundHistoryForm(request.GET or _default_range(), partner=partner)
+    runs = None
+    if destinations and form.is_valid():
+        runs = partner_outbound_history(
+            partner,
+            start=form.cleaned_data["start"],
+            end=form.cleaned_data["end"],
+            destination=form.cleaned_data["destination"],
+        )[:PAGE]
+    context = {
+        "destinations": destinations,
+        "form": form,
+        "runs": runs,
+        "retention_days": settings.OUTBOUND_RETENTION_DAYS,
+        "nav": "outbound",
+    }
+    return render(request, "portal/outbound.html", context)
+
+
+@partner_required
+def outbound_run_view(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(partner_outbound_runs(_partner(request)), pk=pk)
+    context = {
+        "run": run,
+        "files": run.files.order_by("sequence"),
+        "retention_days": settings.OUTBOUND_RETENTION_DAYS,
+        "nav": "outbound",
+    }
+    return render(request, "portal/outbound_run.html", context)
