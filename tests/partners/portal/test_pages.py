@@ -206,3 +206,18 @@ def test_staff_viewing_as_a_partner_see_a_banner_back_to_the_admin(
     assert f'href="/admin/partners/partner/{world.partner.pk}/change/">Back to the admin' in page
     partner_page = _login(world.partner, "acme").get("/portal/files/").content.decode()
     assert 'id="view-as"' not in partner_page  # the partner's own users see no banner
+
+
+def test_a_favicon_for_the_portal_and_the_admin(client: Client) -> None:
+    """/favicon.ico answered 404; browsers ask for it on every page, the admin's too."""
+    from django.contrib.staticfiles import finders
+
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon["Content-Type"] == "image/x-icon"
+    data = b"".join(icon.streaming_content)  # type: ignore[attr-defined]
+    assert data[:6] == b"\x00\x00\x01\x00\x02\x00"  # an ICO file of two images (16, 32 px)
+    page = client.get("/portal/login/").content.decode()
+    assert '<link rel="icon" href="/favicon.ico"' in page
+    assert 'href="/static/partners/favicon.svg" type="image/svg+xml"' in page
+    assert finders.find("partners/favicon.svg")
