@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import django_rq
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 from rq.job import Job
@@ -23,7 +24,7 @@ from partners.inbound.services import (
 from partners.models import ChannelObject, DataSource, InboundBatch, InboundFile, Partner, Receipt
 from partners.portal.uploads import problem_without_name, upload_name_problem
 
-SEEN_DETAIL = "seen, waiting for its size to hold"
+SEEN_LABEL = "Seen, waiting for its size to hold"
 
 
 def batches_progress(batch_ids: Iterable[int]) -> dict[int, int]:
@@ -111,6 +112,8 @@ def partner_seen_objects(partner: Partner, *, limit: int = 100) -> QuerySet[Chan
 def seen_object_rows(objects: Iterable[ChannelObject]) -> list[dict[str, Any]]:
     """What *My files* shows of a drop-zone file before it is registered: its name and size
     as last listed, and that it waits (it becomes a file row at the poll that takes it)."""
+    minutes = max(1, round(settings.INBOUND_POLL_SECONDS / 60))
+    detail = f"we take it at our next look (every {minutes} min) if its size has not changed"
     return [
         {
             "id": None,
@@ -120,8 +123,8 @@ def seen_object_rows(objects: Iterable[ChannelObject]) -> list[dict[str, Any]]:
             "via": InboundFile.Via.DROPZONE.value,
             "via_label": InboundFile.Via.DROPZONE.label,
             "status": "seen",
-            "status_label": "Seen",
-            "status_detail": SEEN_DETAIL,
+            "status_label": SEEN_LABEL,
+            "status_detail": detail,
             "progress": None,
             "received_at": seen.first_seen_at.isoformat(),
             "received": f"{seen.first_seen_at:%Y-%m-%d %H:%M} UTC",
@@ -259,42 +262,48 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
     dpid = partner_data_sources(partner)[0]["dpid"] if examples else "<DPID>"
     latest = Receipt.objects.filter(batch__partner=partner).order_by("-job_end").first()
     receipt = latest.pk if latest else 42
-    auth = 'curl -H "Authorization: Bearer $TOKEN"'
     api = f"{base_url}/api/v1"
+
+    def curl(*lines: str) -> str:
+        # One option per line (a shell's continuation), so a phone wraps none of them.
+        return " \\\n  ".join(('curl -H "Authorization: Bearer $TOKEN"', *lines))
+
     return [
         APIExample(
             "Your files and where each one is",
-            f"{auth} {api}/files",
+            curl(f"{api}/files"),
             '{"files": [{"name", "status", "status_label", "status_detail", "progress",'
             ' "via", "batch", "receipt", "error", …}, …]} — newest first; "progress" is the'
             " percent done while it is processed",
         ),
         APIExample(
             "A receipt",
-            f"{auth} {api}/receipts/{receipt}",
+            curl(f"{api}/receipts/{receipt}"),
             "every counter of the receipt, its files, missing parts and the sample of errors",
         ),
         APIExample(
             "Send a file",
-            f"{auth} -F file=@{name} \\\n     {api}/files",
+            curl(f"-F file=@{name}", f"{api}/files"),
             "201 and the file, queued (a part of a split file waits for the others)",
         ),
         APIExample(
             "Check a file without applying anything",
-            f"{auth} -F file=@{name} \\\n     {api}/dry-run",
+            curl(f"-F file=@{name}", f"{api}/dry-run"),
             "what the receipt would say for its first lines, and a"
             ' "process": {"token", "name"} to send it without uploading it again',
         ),
         APIExample(
             "Send the file you checked",
-            f"{auth} -F token=<process.token> -F name=<process.name> \\\n     {api}/files",
+            curl("-F token=<process.token>", "-F name=<process.name>", f"{api}/files"),
             "201 and the file, queued",
         ),
         APIExample(
             "Opt IDs out (at most 1000 a call)",
-            f"{auth} -H 'Content-Type: application/json' \\\n"
-            f"""     -d '{{"ids": [{{"dpid": {dpid}, "dpuuid": "user-123"}}]}}' \\\n"""
-            f"     {api}/optouts",
+            curl(
+                "-H 'Content-Type: application/json'",
+                f"""-d '{{"ids": [{{"dpid": {dpid}, "dpuuid": "user-123"}}]}}'""",
+                f"{api}/optouts",
+            ),
             '{"opted_out", "mappings_deleted", "rejected": [{"index", "msg"}]}: each ID is'
             " never mapped again, to anyone",
         ),

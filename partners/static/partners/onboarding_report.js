@@ -25,7 +25,7 @@
     options: {
       maintainAspectRatio: false,
       animation: false,
-      scales: {x: {stacked: true}, y: {stacked: true, beginAtZero: true}},
+      scales: {x: {stacked: true}, y: {stacked: true, beginAtZero: true, ticks: {precision: 0}}},
       onClick: function (event, elements, chart) {
         const hit = chart.getElementsAtEventForMode(event, "index", {intersect: false}, false);
         if (hit.length) { showDay(days[hit[0].index].day); }

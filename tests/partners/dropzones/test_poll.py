@@ -57,13 +57,13 @@ def test_my_files_shows_a_drop_zone_file_from_the_poll_that_sees_it(
     _poll(dropzone)
     acme = _login(world.partner, "acme")
     [row] = acme.get("/portal/files/status.json").json()["files"]
-    assert (row["name"], row["status"], row["status_detail"], row["via_label"]) == (
+    assert (row["name"], row["status"], row["status_label"], row["via_label"]) == (
         NAME,
         "seen",
-        "seen, waiting for its size to hold",
+        "Seen, waiting for its size to hold",
         "Drop zone",
     )
-    assert "seen, waiting for its size to hold" in acme.get("/portal/files/").content.decode()
+    assert "Seen, waiting for its size to hold" in acme.get("/portal/files/").content.decode()
     other = _login(PartnerFactory.create(name="Other"), "other")
     assert other.get("/portal/files/status.json").json() == {"files": []}
 

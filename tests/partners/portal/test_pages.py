@@ -186,8 +186,9 @@ def test_the_api_help_page_gives_the_calls_on_the_portals_address(
     assert 'href="/portal/api/" class="active"' in text
     commands = [e.command for e in page.context["examples"]]
     api = "https://portal.partner-test.example/api/v1"
-    assert commands[0] == f'curl -H "Authorization: Bearer $TOKEN" {api}/files'
-    assert commands[1] == f'curl -H "Authorization: Bearer $TOKEN" {api}/receipts/{receipt.pk}'
+    auth = 'curl -H "Authorization: Bearer $TOKEN" \\\n  '  # one option a line
+    assert commands[0] == f"{auth}{api}/files"
+    assert commands[1] == f"{auth}{api}/receipts/{receipt.pk}"
     assert any("-F file=@ftp_dpm_21_" in c and c.endswith(f"{api}/dry-run") for c in commands)
     assert any('"dpid": 21' in c and c.endswith(f"{api}/optouts") for c in commands)
     assert html.escape(commands[2]) in text
