@@ -316,6 +316,15 @@ class InboundFile(models.Model):
         DUPLICATE = "duplicate", "Duplicate"
         REJECTED = "rejected", "Rejected"
 
+    class Via(models.TextChoices):
+        """The channel a file came by (empty: received before this was recorded, by an
+        upload or the API)."""
+
+        UPLOAD = "upload", "Upload"
+        API = "api", "API"
+        DROPZONE = "dropzone", "Drop zone"
+        COMMAND = "command", "Our team (command line)"
+
     batch = models.ForeignKey(
         InboundBatch, on_delete=models.CASCADE, related_name="files", null=True, blank=True
     )
@@ -329,6 +338,9 @@ class InboundFile(models.Model):
         " worker's disk.",
     )
     path = models.CharField(max_length=1024, help_text="Where the file is read from.")
+    via = models.CharField(
+        max_length=10, choices=Via.choices, blank=True, help_text="The channel it came by."
+    )
     size = models.BigIntegerField()
     sha256 = models.CharField("SHA-256", max_length=64)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RECEIVED)

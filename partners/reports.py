@@ -144,3 +144,26 @@ def partner_onboarding_summary(partner: Partner, *, days: int = 30) -> PartnerOn
         received=totals["received"] or 0,
         stored=totals["stored"] or 0,
     )
+
+
+def partner_onboarding_report_rows(
+    partner: Partner, *, start: date, end: date, dpids: list[int] | None = None
+) -> list[ReportRow]:
+    """The report's rows for the partner's own data sources only (of ``dpids``, or all of
+    them): the admin's numbers for those DPIDs. A partner with no data source gets none
+    (:func:`onboarding_report_rows` reads an empty choice as every data source)."""
+    own = set(partner.data_sources.values_list("dpid", flat=True))
+    chosen = sorted(own & set(dpids)) if dpids else sorted(own)
+    if not chosen:
+        return []
+    return onboarding_report_rows(start=start, end=end, dpids=chosen)
+
+
+def onboarding_report_totals(rows: list[ReportRow]) -> dict[str, object]:
+    """The rows added up: each counter, the batches and the success rate of the whole."""
+    counts = {field: sum(row.counts[field] for row in rows) for field, _ in REPORT_COUNTERS}
+    return {
+        "batches": sum(row.batches for row in rows),
+        "counts": counts,
+        "success_percent": success_percent(counts["stored_records"], counts["records_received"]),
+    }

@@ -168,7 +168,10 @@ def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) 
             raise InboundRejected(name, problem)
         with transaction.atomic():
             registration = inbound_files_register(
-                files=[stored], partner=channel.partner, complete=False
+                files=[stored],
+                partner=channel.partner,
+                complete=False,
+                via=InboundFile.Via.DROPZONE,
             )
             registration_enqueue(registration)
     except InboundRejected as exc:
@@ -189,6 +192,7 @@ def _reject(channel: InboundChannel, seen: ChannelObject, reason: str, result: P
         name=posixpath.basename(seen.path)[:255],
         storage=channel_storage_alias(channel),
         path=seen.path,
+        via=InboundFile.Via.DROPZONE,
         size=seen.size,
         sha256="",
         status=InboundFile.Status.REJECTED,

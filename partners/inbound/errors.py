@@ -14,6 +14,8 @@ class InboundRejected(Exception):
     """A file or batch that cannot be processed at all; nothing was changed."""
 
     def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
+        # A batch's reason may name its file already (the batch's key is the file name, or
+        # the part's name starts with it): the name is said once.
+        super().__init__(reason if reason.startswith(name) else f"{name}: {reason}")
         self.name = name
         self.reason = reason

@@ -42,6 +42,7 @@ def inbound_files_register(
     files: Sequence[StoredFile] = (),
     partner: Partner | None = None,
     complete: bool = True,
+    via: str = InboundFile.Via.COMMAND,
 ) -> Registration:
     """Check and register delivered files (``paths`` on this disk, ``files`` anywhere),
     grouped into batches (split parts together).
@@ -54,6 +55,8 @@ def inbound_files_register(
     batches are queued. Otherwise (an upload, a drop zone) the parts of a split file join the
     partner's waiting batch of that name, which :func:`inbound_waiting_batches_release`
     queues once no part arrived for a while; a file that is not split is queued at once.
+    ``via`` is the channel the files came by (an :class:`InboundFile.Via`), for the partner's
+    *My files*.
     """
     deliveries = [StoredFile.local(path) for path in paths] + list(files)
     checked: list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]] = []
@@ -115,6 +118,7 @@ def inbound_files_register(
                     split=parsed.split,
                     storage=delivery.storage,
                     path=delivery.path,
+                    via=via,
                     size=delivery.size,
                     sha256=sha,
                     status=InboundFile.Status.DUPLICATE if seen else InboundFile.Status.RECEIVED,

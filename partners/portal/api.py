@@ -102,10 +102,14 @@ def files_api(request: HttpRequest) -> HttpResponse:
             )
         try:
             if upload is not None:
-                registration = upload_accept(partner=partner, upload=upload)
+                registration = upload_accept(
+                    partner=partner, upload=upload, via=InboundFile.Via.API
+                )
             else:
                 stored = upload_checked(partner=partner, token=token or "", name=name)
-                registration = upload_register(partner=partner, stored=stored)
+                registration = upload_register(
+                    partner=partner, stored=stored, via=InboundFile.Via.API
+                )
         except InboundRejected as exc:
             return _error(400, exc.reason, "file" if upload is not None else "token")
         batches = registration.batches + registration.waiting

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import django_rq
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 from rq.job import Job
 
 from partners.inbound.errors import InboundRejected
 from partners.inbound.name_checks import idsync_name_check, traits_name_check
 from partners.inbound.names import FileKind, parse_inbound_file_name, parts_missing
 from partners.inbound.queueing import inbound_batch_job_id
-from partners.models import InboundBatch, InboundFile, Partner
-from partners.portal.uploads import upload_name_problem
+from partners.models import ChannelObject, DataSource, InboundBatch, InboundFile, Partner, Receipt
+from partners.portal.uploads import problem_without_name, upload_name_problem
+
+SEEN_LABEL = "Seen, waiting for its size to hold"
 
 
 def batches_progress(batch_ids: Iterable[int]) -> dict[int, int]:
@@ -71,8 +78,11 @@ def file_status_rows(files: Iterable[InboundFile]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": file.pk,
+                "key": f"file-{file.pk}",
                 "name": file.name,
                 "size": file.size,
+                "via": file.via,
+                "via_label": file.get_via_display() if file.via else "",
                 "status": status,
                 "status_label": label,
                 "status_detail": detail,
@@ -81,10 +91,53 @@ def file_status_rows(files: Iterable[InboundFile]) -> list[dict[str, Any]]:
                 "received": f"{file.received_at:%Y-%m-%d %H:%M} UTC",
                 "batch": batch.key if batch else None,
                 "receipt": receipt.pk if receipt else None,
-                "error": file.error,
+                # The row names the file: its error does not name it again.
+                "error": problem_without_name(file.name, file.error),
             }
         )
     return rows
+
+
+def partner_seen_objects(partner: Partner, *, limit: int = 100) -> QuerySet[ChannelObject]:
+    """Files in the partner's drop zones seen by a poll and not registered yet (their size
+    has to hold between two polls), newest first."""
+    return ChannelObject.objects.filter(
+        channel__partner=partner, state=ChannelObject.State.SEEN
+    ).order_by("-first_seen_at", "path")[:limit]
+
+
+def seen_object_rows(objects: Iterable[ChannelObject]) -> list[dict[str, Any]]:
+    """What *My files* shows of a drop-zone file before it is registered: its name and size
+    as last listed, and that it waits (it becomes a file row at the poll that takes it)."""
+    minutes = max(1, round(settings.INBOUND_POLL_SECONDS / 60))
+    detail = f"we take it at our next look (every {minutes} min) if its size has not changed"
+    return [
+        {
+            "id": None,
+            "key": f"seen-{seen.pk}",
+            "name": posixpath.basename(seen.path),
+            "size": seen.size,
+            "via": InboundFile.Via.DROPZONE.value,
+            "via_label": InboundFile.Via.DROPZONE.label,
+            "status": "seen",
+            "status_label": SEEN_LABEL,
+            "status_detail": detail,
+            "progress": None,
+            "received_at": seen.first_seen_at.isoformat(),
+            "received": f"{seen.first_seen_at:%Y-%m-%d %H:%M} UTC",
+            "batch": None,
+            "receipt": None,
+            "error": "",
+        }
+        for seen in objects
+    ]
+
+
+def partner_file_page_rows(partner: Partner, *, limit: int = 100) -> list[dict[str, Any]]:
+    """*My files*: the drop-zone files still being looked at, then every received file."""
+    return seen_object_rows(partner_seen_objects(partner, limit=limit)) + file_status_rows(
+        partner_recent_files(partner, limit=limit)
+    )
 
 
 def partner_recent_files(partner: Partner, *, limit: int = 100) -> QuerySet[InboundFile]:
@@ -112,3 +165,143 @@ def upload_name_refusal(*, partner: Partner, name: str) -> str | None:
     except InboundRejected as exc:
         return exc.reason
     return None
+
+
+def partner_data_sources(partner: Partner) -> list[dict[str, Any]]:
+    """The active data sources the partner may send files for: its own, then those other
+    partners share with it, by DPID."""
+    own = DataSource.objects.filter(partner=partner, active=True)
+    shared = (
+        DataSource.objects.filter(shared_with=partner, active=True)
+        .exclude(partner=partner)
+        .select_related("partner")
+    )
+    rows = [
+        {"dpid": s.dpid, "name": s.name, "owner": "", "user_ids": s.get_inbound_id_type_display()}
+        for s in own.order_by("dpid")
+    ]
+    rows += [
+        {
+            "dpid": s.dpid,
+            "name": s.name,
+            "owner": s.partner.name if s.partner else "",
+            "user_ids": s.get_inbound_id_type_display(),
+        }
+        for s in shared.order_by("dpid")
+    ]
+    return rows
+
+
+@dataclass(frozen=True)
+class ExampleName:
+    kind: str
+    names: tuple[str, ...]
+    what: str
+
+
+def upload_examples(partner: Partner, *, now: datetime | None = None) -> list[ExampleName]:
+    """A file name of each kind the partner may send, made of its own DPIDs (its first data
+    source, the first global device source for device IDs) and the current time: each is a
+    name the upload accepts."""
+    sources = partner_data_sources(partner)
+    if not sources:
+        return []
+    dpid = sources[0]["dpid"]
+    stamp = int((now or timezone.now()).timestamp())
+    trait = f"ftp_dpm_{dpid}_{stamp}"
+    examples = [
+        ExampleName("Traits", (f"{trait}.sync",), "adds (and removes) the traits listed"),
+        ExampleName(
+            "Full replacement",
+            (f"{trait}.overwrite",),
+            "for each user ID in the file, its traits replace all the ones it had",
+        ),
+        ExampleName("Compressed", (f"{trait}.sync.gz",), "the same, gzipped"),
+        ExampleName(
+            "Split in parts",
+            (f"{trait}.sync.1.gz", f"{trait}.sync.2.gz"),
+            "the parts of one file, processed together once all are here",
+        ),
+    ]
+    device = DataSource.objects.filter(partner__isnull=True, active=True).order_by("dpid").first()
+    if device is not None:
+        examples.append(
+            ExampleName(
+                "Device IDs",
+                (f"ftp_dpm_{device.dpid}_{dpid}_{stamp}.sync",),
+                f"user IDs are {device.name} device IDs (DPID {device.dpid}); the traits"
+                f" are those of your data source {dpid}",
+            )
+        )
+    examples.append(
+        ExampleName(
+            "ID sync",
+            (f"adobe_id_0_{dpid}_{stamp}.sync",),
+            f"each line: our user ID (UUID), a tab, your ID in data source {dpid}",
+        )
+    )
+    return examples
+
+
+@dataclass(frozen=True)
+class APIExample:
+    title: str
+    command: str
+    answer: str
+
+
+def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
+    """The API help page's curl calls (the README's JSON API section) on the portal's own
+    address, with a file name made of the partner's DPID and its latest receipt's ID."""
+    examples = upload_examples(partner)
+    name = next((e.names[0] for e in examples if e.kind == "Compressed"), None)
+    name = name or "ftp_dpm_<DPID>_<TIMESTAMP>.sync.gz"
+    dpid = partner_data_sources(partner)[0]["dpid"] if examples else "<DPID>"
+    latest = Receipt.objects.filter(batch__partner=partner).order_by("-job_end").first()
+    receipt = latest.pk if latest else 42
+    api = f"{base_url}/api/v1"
+
+    def curl(*lines: str) -> str:
+        # One option per line (a shell's continuation), so a phone wraps none of them.
+        return " \\\n  ".join(('curl -H "Authorization: Bearer $TOKEN"', *lines))
+
+    return [
+        APIExample(
+            "Your files and where each one is",
+            curl(f"{api}/files"),
+            '{"files": [{"name", "status", "status_label", "status_detail", "progress",'
+            ' "via", "batch", "receipt", "error", …}, …]} — newest first; "progress" is the'
+            " percent done while it is processed",
+        ),
+        APIExample(
+            "A receipt",
+            curl(f"{api}/receipts/{receipt}"),
+            "every counter of the receipt, its files, missing parts and the sample of errors",
+        ),
+        APIExample(
+            "Send a file",
+            curl(f"-F file=@{name}", f"{api}/files"),
+            "201 and the file, queued (a part of a split file waits for the others)",
+        ),
+        APIExample(
+            "Check a file without applying anything",
+            curl(f"-F file=@{name}", f"{api}/dry-run"),
+            "what the receipt would say for its first lines, and a"
+            ' "process": {"token", "name"} to send it without uploading it again',
+        ),
+        APIExample(
+            "Send the file you checked",
+            curl("-F token=<process.token>", "-F name=<process.name>", f"{api}/files"),
+            "201 and the file, queued",
+        ),
+        APIExample(
+            "Opt IDs out (at most 1000 a call)",
+            curl(
+                "-H 'Content-Type: application/json'",
+                f"""-d '{{"ids": [{{"dpid": {dpid}, "dpuuid": "user-123"}}]}}'""",
+                f"{api}/optouts",
+            ),
+            '{"opted_out", "mappings_deleted", "rejected": [{"index", "msg"}]}: each ID is'
+            " never mapped again, to anyone",
+        ),
+    ]

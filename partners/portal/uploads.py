@@ -21,7 +21,7 @@ from partners.inbound.errors import InboundRejected
 from partners.inbound.names import FileNameError, parse_inbound_file_name
 from partners.inbound.queueing import registration_enqueue
 from partners.inbound.registration import Registration, inbound_files_register
-from partners.models import Partner
+from partners.models import InboundFile, Partner
 from partners.storage import UPLOAD_STORAGE, StoredFile, storage_get
 
 
@@ -74,6 +74,20 @@ def upload_name_problem(name: str) -> str | None:
     return None
 
 
+def problem_without_name(name: str, problem: str) -> str:
+    """``problem`` as said next to ``name``: without the name it may start with (a batch's
+    reason names its file: ``x.sync: the file is corrupt``) and with "the name" for the
+    name it may quote (``'x.tsv' does not start with ftp_dpm_…``), so the name is read once."""
+    problem = problem.removeprefix(f"{name}: ")
+    quoted = f"'{name}' "
+    return "the name " + problem.removeprefix(quoted) if problem.startswith(quoted) else problem
+
+
+def name_and_problem(name: str, problem: str) -> str:
+    """``name: problem``, the name said once."""
+    return f"{name}: {problem_without_name(name, problem)}"
+
+
 def _upload_folder(partner: Partner, token: str) -> str:
     return f"uploads/{partner.pk}/{token}"
 
@@ -119,13 +133,18 @@ def upload_checked(*, partner: Partner, token: str, name: str) -> StoredFile:
     return StoredFile(name=name, storage=UPLOAD_STORAGE, path=path, size=storage.size(path))
 
 
-def upload_register(*, partner: Partner, stored: StoredFile) -> Registration:
+def upload_register(
+    *, partner: Partner, stored: StoredFile, via: str = InboundFile.Via.UPLOAD
+) -> Registration:
     """Register a stored upload for ``partner`` (its DPIDs must be the partner's) and queue
-    it once this transaction commits (a split part waits for the others). On
-    :class:`InboundRejected` the stored file is deleted and nothing is kept."""
+    it once this transaction commits (a split part waits for the others). ``via``: the
+    portal's upload page, or the API. On :class:`InboundRejected` the stored file is deleted
+    and nothing is kept."""
     try:
         with transaction.atomic():
-            registration = inbound_files_register(files=[stored], partner=partner, complete=False)
+            registration = inbound_files_register(
+                files=[stored], partner=partner, complete=False, via=via
+            )
             registration_enqueue(registration)
     except Exception:
         # Refused, or anything unforeseen: a delivery that was not registered leaves nothing
@@ -165,6 +184,9 @@ def registration_message(name: str, registration: Registration) -> str:
     return f"{name}: received, queued."
 
 
-def upload_accept(*, partner: Partner, upload: UploadedFile) -> Registration:
+def upload_accept(
+    *, partner: Partner, upload: UploadedFile, via: str = InboundFile.Via.UPLOAD
+) -> Registration:
     """An uploaded file, stored, registered and queued (see :func:`upload_register`)."""
-    return upload_register(partner=partner, stored=upload_store(partner=partner, upload=upload))
+    stored = upload_store(partner=partner, upload=upload)
+    return upload_register(partner=partner, stored=stored, via=via)

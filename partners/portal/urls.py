@@ -17,6 +17,10 @@ urlpatterns = [
     path("receipts/<int:pk>/workbook/", views.receipt_workbook_view, name="receipt_workbook"),
     path("view-as/<int:pid>/", views.view_as_view, name="view_as"),
     path("api-token/", views.api_token_view, name="api_token"),
+    path("api/", views.api_help_view, name="api_help"),
+    path("reports/onboarding/", views.onboarding_report_view, name="onboarding_report"),
+    path("outbound/", views.outbound_view, name="outbound"),
+    path("outbound/<int:pk>/", views.outbound_run_view, name="outbound_run"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="portal/login.html"),

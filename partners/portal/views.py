@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -21,16 +22,25 @@ from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
 from partners.inbound.errors import InboundRejected
-from partners.models import Partner, PartnerAPIToken, Receipt
+from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
+from partners.outbound.selectors import (
+    partner_destinations,
+    partner_outbound_history,
+    partner_outbound_runs,
+)
 from partners.portal.access import VIEW_AS_SESSION_KEY, partner_required
 from partners.portal.api import api_token_rotate
+from partners.portal.forms import OutboundHistoryForm, PartnerReportForm
 from partners.portal.selectors import (
-    file_status_rows,
-    partner_recent_files,
+    api_examples,
+    partner_data_sources,
+    partner_file_page_rows,
+    upload_examples,
     upload_name_refusal,
 )
 from partners.portal.uploads import (
     PortalUploadHandler,
+    name_and_problem,
     registration_message,
     upload_accept,
     upload_check,
@@ -41,9 +51,17 @@ from partners.portal.uploads import (
 )
 from partners.receipts.render import receipt_context
 from partners.receipts.workbook import receipt_workbook_response
-from partners.reports import onboarding_report_rows, success_percent
+from partners.reports import (
+    REPORT_COUNTERS,
+    onboarding_report_days,
+    onboarding_report_totals,
+    onboarding_report_xlsx,
+    partner_onboarding_report_rows,
+    success_percent,
+)
 
 PAGE = 100
+FAVICON = Path(__file__).resolve().parents[1] / "static" / "partners" / "favicon.ico"
 
 
 def _partner(request: HttpRequest) -> Partner:
@@ -60,15 +78,14 @@ def _receipt(request: HttpRequest, pk: int) -> Receipt:
 
 @partner_required
 def files_view(request: HttpRequest) -> HttpResponse:
-    files = partner_recent_files(_partner(request), limit=PAGE)
-    return render(request, "portal/files.html", {"files": file_status_rows(files), "nav": "files"})
+    rows = partner_file_page_rows(_partner(request), limit=PAGE)
+    return render(request, "portal/files.html", {"files": rows, "nav": "files"})
 
 
 @partner_required
 def files_status_view(request: HttpRequest) -> JsonResponse:
-    """The file list as JSON, polled by the page while something is being processed."""
-    files = partner_recent_files(_partner(request), limit=PAGE)
-    return JsonResponse({"files": file_status_rows(files)})
+    """The page's rows as JSON, polled by it while something is on its way."""
+    return JsonResponse({"files": partner_file_page_rows(_partner(request), limit=PAGE)})
 
 
 @partner_required
@@ -80,11 +97,7 @@ def receipts_view(request: HttpRequest) -> HttpResponse:
         .order_by("-job_end")[:PAGE]
     )
     today = timezone.now().date()
-    rows = onboarding_report_rows(
-        start=today - timedelta(days=29),
-        end=today,
-        dpids=list(partner.data_sources.values_list("dpid", flat=True)),
-    )
+    rows = partner_onboarding_report_rows(partner, start=today - timedelta(days=29), end=today)
     summary: dict[int, dict[str, Any]] = {}
     for row in rows:
         entry = summary.setdefault(
@@ -160,13 +173,21 @@ def _upload(request: HttpRequest, handler: PortalUploadHandler) -> HttpResponse:
                         "portal/dry_run.html",
                         {"report": report, "token": upload_token(stored), "nav": "upload"},
                     )
-                registration = upload_accept(partner=partner, upload=upload)
+                registration = upload_accept(
+                    partner=partner, upload=upload, via=InboundFile.Via.UPLOAD
+                )
             except InboundRejected as exc:
                 form.add_error("file", exc.reason)
             else:
                 messages.success(request, registration_message(upload.name or "", registration))
                 return redirect("portal:files")
-    return render(request, "portal/upload.html", {"form": form, "nav": "upload"})
+    context = {
+        "form": form,
+        "sources": partner_data_sources(partner),
+        "examples": upload_examples(partner),
+        "nav": "upload",
+    }
+    return render(request, "portal/upload.html", context)
 
 
 @require_POST
@@ -177,9 +198,9 @@ def process_checked_view(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")
     try:
         stored = upload_checked(partner=partner, token=request.POST.get("token", ""), name=name)
-        registration = upload_register(partner=partner, stored=stored)
+        registration = upload_register(partner=partner, stored=stored, via=InboundFile.Via.UPLOAD)
     except InboundRejected as exc:
-        messages.error(request, f"{name}: {exc.reason}")
+        messages.error(request, name_and_problem(name, exc.reason))
         return redirect("portal:upload")
     messages.success(request, registration_message(name, registration))
     return redirect("portal:files")
@@ -224,18 +245,125 @@ def upload_name_check_view(request: HttpRequest) -> JsonResponse:
     """The server's verdict on a file name, asked by the upload page as soon as a file is
     chosen (one grammar, one set of ownership checks, one wording)."""
     name = request.GET.get("name", "")
-    return JsonResponse({"problem": upload_name_refusal(partner=_partner(request), name=name)})
+    problem = upload_name_refusal(partner=_partner(request), name=name)
+    message = name_and_problem(name, problem) if problem else None
+    return JsonResponse({"problem": problem, "message": message})
 
 
 @partner_required
 def api_token_view(request: HttpRequest) -> HttpResponse:
     """The partner's API token: when it was made, and a button to make a new one (shown
-    once; the old one stops working)."""
+    once; the old one, if there was one, stops working)."""
     partner = _partner(request)
-    token = None
+    token, replaced = None, False
     if request.method == "POST":
+        replaced = PartnerAPIToken.objects.filter(partner=partner).exists()
         token = api_token_rotate(partner=partner, by=request.user.get_username())
     current = PartnerAPIToken.objects.filter(partner=partner).first()
-    return render(
-        request, "portal/api_token.html", {"token": token, "current": current, "nav": "api"}
-    )
+    context = {"token": token, "replaced": replaced, "current": current, "nav": "api_token"}
+    return render(request, "portal/api_token.html", context)
+
+
+@partner_required
+def api_help_view(request: HttpRequest) -> HttpResponse:
+    """What the API does and how to call it (partners never see the README)."""
+    partner = _partner(request)
+    context = {
+        "base_url": settings.PORTAL_BASE_URL,
+        "examples": api_examples(partner, base_url=settings.PORTAL_BASE_URL),
+        "has_token": PartnerAPIToken.objects.filter(partner=partner).exists(),
+        "nav": "api_help",
+    }
+    return render(request, "portal/api_help.html", context)
+
+
+REPORT_DEFAULT_DAYS = 30
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _default_range() -> dict[str, Any]:
+    today = timezone.now().date()
+    return {"start": today - timedelta(days=REPORT_DEFAULT_DAYS - 1), "end": today}
+
+
+@partner_required
+def onboarding_report_view(request: HttpRequest) -> HttpResponse:
+    """The admin's onboarding status report (the same rows, chart and XLSX), for the
+    partner's own data sources."""
+    partner = _partner(request)
+    export = request.GET.get("format") == "xlsx"
+    chosen = request.GET.copy()
+    chosen.pop("format", None)
+    # Nothing chosen yet (a first visit, or a bare ?format=xlsx): the last 30 days.
+    form = PartnerReportForm(chosen or _default_range(), partner=partner)
+    context: dict[str, Any] = {"form": form, "counters": REPORT_COUNTERS, "nav": "report"}
+    if form.is_valid():
+        start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        dpids = [source.dpid for source in form.cleaned_data["data_sources"]]
+        rows = partner_onboarding_report_rows(partner, start=start, end=end, dpids=dpids)
+        if export:
+            response = HttpResponse(onboarding_report_xlsx(rows), content_type=XLSX)
+            name = f"onboarding-{partner.pk}-{start:%Y%m%d}-{end:%Y%m%d}.xlsx"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        # The export link spells out the days and data sources shown, so it exports them.
+        query = QueryDict(mutable=True)
+        query["start"], query["end"] = start.isoformat(), end.isoformat()
+        query.setlist("data_sources", [str(dpid) for dpid in dpids])
+        query["format"] = "xlsx"
+        context |= {
+            "rows": rows,
+            # Each row's counters with their labels (a phone shows them as labelled lines).
+            "table": [
+                (row, [(label, row.counts[field]) for field, label in REPORT_COUNTERS])
+                for row in rows
+            ],
+            "totals": onboarding_report_totals(rows),
+            "days": onboarding_report_days(rows, start=start, end=end),
+            "xlsx_query": query.urlencode(),
+        }
+    return render(request, "portal/report.html", context)
+
+
+@partner_required
+def outbound_view(request: HttpRequest) -> HttpResponse:
+    """The outbound history: the partner's destinations, and their runs in a date range."""
+    partner = _partner(request)
+    destinations = partner_destinations(partner)
+    form = OutboundHistoryForm(request.GET or _default_range(), partner=partner)
+    runs = None
+    if destinations and form.is_valid():
+        runs = partner_outbound_history(
+            partner,
+            start=form.cleaned_data["start"],
+            end=form.cleaned_data["end"],
+            destination=form.cleaned_data["destination"],
+        )[:PAGE]
+    context = {
+        "destinations": destinations,
+        "form": form,
+        "runs": runs,
+        "retention_days": settings.OUTBOUND_RETENTION_DAYS,
+        "nav": "outbound",
+    }
+    return render(request, "portal/outbound.html", context)
+
+
+@partner_required
+def outbound_run_view(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(partner_outbound_runs(_partner(request)), pk=pk)
+    context = {
+        "run": run,
+        "files": run.files.order_by("sequence"),
+        "retention_days": settings.OUTBOUND_RETENTION_DAYS,
+        "nav": "outbound",
+    }
+    return render(request, "portal/outbound_run.html", context)
+
+
+def favicon_view(request: HttpRequest) -> FileResponse:
+    """/favicon.ico, which browsers ask every site for (the admin's pages have no icon link):
+    served from the app itself, so it answers wherever the static files are served."""
+    response = FileResponse(FAVICON.open("rb"), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

@@ -160,3 +160,26 @@ def test_idsync_url_template(template: str, error: str | None) -> None:
     else:
         with pytest.raises(ValidationError, match=error.replace("$", r"\$")):
             source.full_clean()
+
+
+def test_files_received_before_their_channel_was_recorded_get_what_is_known() -> None:
+    """Migration 0022: a drop zone's file and a command's are told by their storage; an
+    upload and an API delivery share the upload storage, so those stay unknown."""
+    import importlib
+
+    from django.apps import apps
+
+    from partners.models import InboundFile
+
+    migration = importlib.import_module("partners.migrations.0022_inbound_file_via")
+    partner = PartnerFactory.create()
+    for storage in ("channel:7", "", "default"):
+        InboundFile.objects.create(
+            partner=partner, name=f"f{storage}", storage=storage, path="p", size=1, sha256=""
+        )
+    migration.via_backfill(apps, None)
+    assert dict(InboundFile.objects.values_list("storage", "via")) == {
+        "channel:7": "dropzone",
+        "": "command",
+        "default": "",
+    }

@@ -41,11 +41,36 @@ def test_a_file_is_registered_once_its_size_held_between_two_polls(
 
     file = InboundFile.objects.get()
     assert (file.name, file.storage) == (f"{NAME}.gz", f"channel:{dropzone.channel.pk}")
+    assert file.via == InboundFile.Via.DROPZONE
     assert file.batch is not None
     assert file.batch.status == InboundBatch.Status.QUEUED
     receipt = inbound_batch_process(batch_id=file.batch.pk)  # read from the drop zone
     assert (receipt.records_received, receipt.stored_records) == (2, 1)
     assert world.held(world.u1) == {10, 11}
+
+
+def test_my_files_shows_a_drop_zone_file_from_the_poll_that_sees_it(
+    dropzone: DropZone, world: World
+) -> None:
+    """Before its size held (the file is registered a poll later), the partner already sees
+    it in *My files*; another partner does not."""
+    dropzone.put(f"{DAY}/{NAME}", b"u1\td_sid=10\n")
+    _poll(dropzone)
+    acme = _login(world.partner, "acme")
+    [row] = acme.get("/portal/files/status.json").json()["files"]
+    assert (row["name"], row["status"], row["status_label"], row["via_label"]) == (
+        NAME,
+        "seen",
+        "Seen, waiting for its size to hold",
+        "Drop zone",
+    )
+    assert "Seen, waiting for its size to hold" in acme.get("/portal/files/").content.decode()
+    other = _login(PartnerFactory.create(name="Other"), "other")
+    assert other.get("/portal/files/status.json").json() == {"files": []}
+
+    _poll(dropzone)  # registered: the row is the file's now
+    [row] = acme.get("/portal/files/status.json").json()["files"]
+    assert (row["name"], row["status"], row["via"]) == (NAME, "queued", "dropzone")
 
 
 def test_a_file_still_being_written_waits(dropzone: DropZone, world: World) -> None:
@@ -77,15 +102,27 @@ def test_foreign_dpids_and_misplaced_files_are_rejected_with_the_reason(
         ]
     )
     assert not InboundBatch.objects.exists()
-    # The partner sees each refused file and why, in My files.
+    # The partner sees each refused file and why, in My files (the row names the file, so
+    # its reason says "the name" rather than quoting it again).
     rows = _login(world.partner, "acme").get("/portal/files/status.json").json()["files"]
-    assert {(r["name"], r["status"], r["error"]) for r in rows} == {
-        (NAME, "rejected", "put files in acme/date=YYYY-MM-DD/ (SPEC §3.1), not in acme"),
-        ("ftp_dpm_31_1700000000.sync", "rejected", "data source 31 belongs to another partner"),
+    assert {(r["name"], r["status"], r["via"], r["error"]) for r in rows} == {
+        (
+            NAME,
+            "rejected",
+            "dropzone",
+            "put files in acme/date=YYYY-MM-DD/ (SPEC §3.1), not in acme",
+        ),
+        (
+            "ftp_dpm_31_1700000000.sync",
+            "rejected",
+            "dropzone",
+            "data source 31 belongs to another partner",
+        ),
         (
             "traits.csv",
             "rejected",
-            "'traits.csv' does not start with ftp_dpm_, ftp_dpm_odc_, adobe_id_ or c2c_id_",
+            "dropzone",
+            "the name does not start with ftp_dpm_, ftp_dpm_odc_, adobe_id_ or c2c_id_",
         ),
     }
     assert _poll(dropzone).rejected == []  # said once

@@ -84,6 +84,7 @@ def test_upload_and_dry_run(client: Client, token: str) -> None:
     )
     assert made.status_code == 201
     assert made.json()["files"][0]["status"] == "queued"
+    assert made.json()["files"][0]["via"] == "api"  # My files says how it came
 
 
 def test_a_dry_run_token_processes_the_checked_file(client: Client, token: str) -> None:
@@ -96,7 +97,11 @@ def test_a_dry_run_token_processes_the_checked_file(client: Client, token: str) 
     made = client.post("/api/v1/files", process, headers=_bearer(token))
     assert made.status_code == 201
     [row] = made.json()["files"]
-    assert (row["name"], row["status"]) == ("ftp_dpm_21_1700000000.sync", "queued")
+    assert (row["name"], row["status"], row["via"]) == (
+        "ftp_dpm_21_1700000000.sync",
+        "queued",
+        "api",
+    )
     gone = client.post(
         "/api/v1/files", {**process, "token": "0" * 16}, headers=_bearer(token)
     ).json()

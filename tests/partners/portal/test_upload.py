@@ -47,9 +47,11 @@ def test_an_upload_is_registered_and_queued(
     assert file.batch is not None
     assert file.batch.status == InboundBatch.Status.QUEUED
     assert [job.id for job in queue.jobs] == [f"inbound-batch-{file.batch.pk}"]
+    assert file.via == InboundFile.Via.UPLOAD
     listing = acme.get("/portal/files/").content.decode()
     assert "ftp_dpm_21_1700000000.sync.gz" in listing
     assert "Queued" in listing
+    assert '<td data-label="Came by">Upload</td>' in listing
 
 
 @pytest.mark.parametrize(
@@ -95,9 +97,15 @@ def test_the_upload_limit_is_enforced_while_streaming(acme: Client, settings: An
 
 def test_the_name_is_checked_before_upload(acme: Client) -> None:
     good = acme.get("/portal/upload/check-name.json", {"name": "ftp_dpm_21_1700000000.sync"})
-    assert good.json() == {"problem": None}
+    assert good.json() == {"problem": None, "message": None}
     bad = acme.get("/portal/upload/check-name.json", {"name": "ftp_dpm_21_17.sync"})
     assert "'17' is not a 10-digit timestamp" in bad.json()["problem"]
+    # What the page shows names the file once, even when the grammar quotes it.
+    unknown = acme.get("/portal/upload/check-name.json", {"name": "traits.tsv"}).json()
+    assert unknown["problem"].startswith("'traits.tsv' does not start with ftp_dpm_")
+    assert unknown["message"] == (
+        "traits.tsv: the name does not start with ftp_dpm_, ftp_dpm_odc_, adobe_id_ or c2c_id_"
+    )
 
 
 def test_uploads_need_a_csrf_token(world: World, acme: Client) -> None:
