@@ -293,3 +293,51 @@ def test_the_taxonomy_workbook_holds_only_what_the_user_may_view_and_change(
     page = response.content.decode()
     assert "Taxonomy imported" in page, page[page.find("taxonomy-errors") :][:600]
     assert Trait.objects.get(sid=10).name == "Renamed by the editor"
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    """Every help text of the portal's models and admin forms, with where it is defined."""
+    from django.apps import apps
+
+    from partners.admin import ResendForm
+    from partners.admin_views import ReportForm
+
+    texts = [
+        (f"{model.__name__}.{field.name}", str(field.help_text))
+        for app in ("partners", "segments")
+        for model in apps.get_app_config(app).get_models()
+        for field in model._meta.get_fields()
+        if getattr(field, "help_text", "")
+    ]
+    texts += [
+        (f"{form.__name__}.{name}", str(field.help_text))
+        for form in (ResendForm, ReportForm)
+        for name, field in form.base_fields.items()
+        if field.help_text
+    ]
+    return texts
+
+
+def test_every_help_text_reads_as_written_once_rendered_as_html() -> None:
+    """Django puts help texts into pages as HTML: one with <placeholders> must be escaped
+    where it is defined. Before: the partner's slug read "drop-zone paths: //date=…"."""
+    import html
+
+    from django.utils.html import strip_tags
+
+    texts = _help_texts()
+    assert len(texts) > 30
+    # What a browser shows (the tags dropped, the entities read) is the text as written.
+    lost = {
+        where: text
+        for where, text in texts
+        if html.unescape(strip_tags(text)) != html.unescape(text) or "<" in text
+    }
+    assert lost == {}
+
+
+def test_a_placeholder_in_a_help_text_shows_on_the_admin_page(admin_client: Client) -> None:
+    from partners.models import Partner
+
+    page = admin_client.get(admin_url(Partner, "add")).content.decode()
+    assert "drop-zone paths: &lt;prefix&gt;/&lt;slug&gt;/date=…" in page
