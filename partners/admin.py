@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 
 from partners.dropzones.services import inbound_polls_request
 from partners.models import (
@@ -329,7 +330,15 @@ class InboundChannelAdmin(admin.ModelAdmin):
     def poll_now(self, request: HttpRequest, queryset: QuerySet[InboundChannel]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         inbound_polls_request(channel_ids=ids)
-        messages.success(request, f"{len(ids)} drop zone(s) queued for a poll.")
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d drop zone queued for a poll.",
+                "%(count)d drop zones queued for a poll.",
+                len(ids),
+            )
+            % {"count": len(ids)},
+        )
 
 
 @admin.register(ChannelObject)
@@ -397,7 +406,11 @@ class DestinationAdmin(admin.ModelAdmin):
     def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         outbound_runs_request(destination_ids=ids)
-        messages.success(request, f"{len(ids)} destination(s) queued.")
+        messages.success(
+            request,
+            ngettext("%(count)d destination queued.", "%(count)d destinations queued.", len(ids))
+            % {"count": len(ids)},
+        )
 
 
 class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -432,7 +445,15 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     def resend(self, request: HttpRequest, queryset: QuerySet[OutboundRun]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         outbound_resends_request(run_ids=ids)
-        messages.success(request, f"{len(ids)} run(s) queued to be sent again.")
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d run queued to be sent again.",
+                "%(count)d runs queued to be sent again.",
+                len(ids),
+            )
+            % {"count": len(ids)},
+        )
 
     @admin.display(description="duration")
     def duration(self, obj: OutboundRun) -> str:
@@ -601,9 +622,16 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Re-send the selected receipts to all their recipients")
     def resend_to_all(self, request: HttpRequest, queryset: QuerySet[Receipt]) -> None:
-        for receipt in queryset.select_related("batch"):
+        receipts = list(queryset.select_related("batch"))
+        for receipt in receipts:
             receipt_delivery_request(receipt=receipt, requested_by=request.user.get_username())
-        self.message_user(request, f"{queryset.count()} receipt(s) queued.", messages.SUCCESS)
+        count = len(receipts)
+        self.message_user(
+            request,
+            ngettext("%(count)d receipt queued.", "%(count)d receipts queued.", count)
+            % {"count": count},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(LineError)

@@ -341,3 +341,66 @@ def test_a_placeholder_in_a_help_text_shows_on_the_admin_page(admin_client: Clie
 
     page = admin_client.get(admin_url(Partner, "add")).content.decode()
     assert "drop-zone paths: &lt;prefix&gt;/&lt;slug&gt;/date=…" in page
+
+
+def _queued_rows(model_name: str, count: int) -> list[int]:
+    """``count`` rows an admin action queues work for (its job reaches Redis only when the
+    request's transaction commits, which a test's never does)."""
+    from partners.models import Destination, InboundChannel, OutboundRun
+    from tests.factories import PartnerFactory, ReceiptFactory
+
+    partner = PartnerFactory.create()
+    rows: list[Model] = []
+    for n in range(count):
+        if model_name == "receipt":
+            rows.append(ReceiptFactory.create())
+            continue
+        channel = InboundChannel.objects.create(
+            partner=partner, name=f"zone {n}", kind="local", prefix="/srv/dropzone"
+        )
+        if model_name == "inboundchannel":
+            rows.append(channel)
+            continue
+        destination = Destination.objects.create(partner=partner, name=f"d{n}", channel=channel)
+        if model_name == "destination":
+            rows.append(destination)
+            continue
+        rows.append(
+            OutboundRun.objects.create(
+                destination=destination, mode="full", started_at=timezone.now()
+            )
+        )
+    return [row.pk for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "action", "one", "three"),
+    [
+        ("destination", "run_now", "1 destination queued.", "3 destinations queued."),
+        (
+            "inboundchannel",
+            "poll_now",
+            "1 drop zone queued for a poll.",
+            "3 drop zones queued for a poll.",
+        ),
+        (
+            "outboundrun",
+            "resend",
+            "1 run queued to be sent again.",
+            "3 runs queued to be sent again.",
+        ),
+        ("receipt", "resend_to_all", "1 receipt queued.", "3 receipts queued."),
+    ],
+)
+def test_action_messages_read_as_english(
+    admin_client: Client, model_name: str, action: str, one: str, three: str
+) -> None:
+    """Before: "1 destination(s) queued."."""
+    url = reverse(f"admin:partners_{model_name}_changelist")
+    for count, expected in ((1, one), (3, three)):
+        response = admin_client.post(
+            url,
+            {"action": action, "_selected_action": _queued_rows(model_name, count)},
+            follow=True,
+        )
+        assert [str(m) for m in response.context["messages"]] == [expected]
