@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
 
 from partners.dropzones.services import inbound_polls_request
 from partners.models import (
@@ -390,6 +391,7 @@ class DestinationAdmin(admin.ModelAdmin):
         ),
     )
     actions = ("run_now",)
+    change_form_template = "admin/partners/destination/change_form.html"
 
     @admin.display(description="last run")
     def last_run(self, obj: Destination) -> str:
@@ -402,15 +404,35 @@ class DestinationAdmin(admin.ModelAdmin):
             return "-"
         return format_html('<pre id="destination-preview">{}</pre>', destination_preview(obj))
 
-    @admin.action(description="Run the selected destinations now")
-    def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
+    def _runs_queue(self, request: HttpRequest, ids: list[int]) -> None:
+        """Run now, from the list (an action) or from a destination's page (its button)."""
         outbound_runs_request(destination_ids=ids)
         messages.success(
             request,
             ngettext("%(count)d destination queued.", "%(count)d destinations queued.", len(ids))
             % {"count": len(ids)},
         )
+
+    @admin.action(description="Run the selected destinations now", permissions=("change",))
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        self._runs_queue(request, list(queryset.values_list("pk", flat=True)))
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<int:pk>/run-now/",
+                self.admin_site.admin_view(require_POST(self.run_now_view)),
+                name="partners_destination_run_now",
+            )
+        ]
+        return own + super().get_urls()
+
+    def run_now_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        destination = get_object_or_404(Destination, pk=pk)
+        if not self.has_change_permission(request, destination):
+            raise PermissionDenied
+        self._runs_queue(request, [destination.pk])
+        return redirect("admin:partners_destination_change", destination.pk)
 
 
 class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
