@@ -398,11 +398,27 @@ class DestinationAdmin(admin.ModelAdmin):
         run = obj.runs.first()
         return f"{run.started_at:%Y-%m-%d %H:%M} {run.status}" if run else "never"
 
-    @admin.display(description="preview (the saved templates, with made-up rows)")
+    @admin.display(description="preview")
     def preview(self, obj: Destination) -> str:
         if obj.pk is None:
             return "-"
-        return format_html('<pre id="destination-preview">{}</pre>', destination_preview(obj))
+        preview = destination_preview(obj)
+        if preview.members:
+            source = ngettext(
+                "The saved templates, rendered from %(count)d real member.",
+                "The saved templates, rendered from %(count)d real members.",
+                preview.members,
+            ) % {"count": preview.members}
+        else:
+            source = (
+                "The saved templates, rendered from a made-up member (a sample):"
+                " no one is in its segments yet."
+            )
+        return format_html(
+            '<p id="destination-preview-source">{}</p><pre id="destination-preview">{}</pre>',
+            source,
+            preview.text,
+        )
 
     def _runs_queue(self, request: HttpRequest, ids: list[int]) -> None:
         """Run now, from the list (an action) or from a destination's page (its button)."""

@@ -211,6 +211,39 @@ def test_delivery_to_a_real_s3_api(
     assert body.read().decode() == f"{world.u1.uuid} 500 \n"
 
 
+def test_the_preview_says_whether_its_rows_are_real_members_or_a_sample(
+    world: World, deliver: Deliver, tmp_path: Path, admin_client: Any
+) -> None:
+    """Before: the preview was labelled "with made-up rows" even when it showed real ones."""
+    import html
+
+    destination = _destination(world, tmp_path)
+    url = f"/admin/partners/destination/{destination.pk}/change/"
+
+    def shown() -> tuple[str, list[str]]:
+        page = admin_client.get(url).content.decode()
+        source = page.split('id="destination-preview-source">')[1].split("</p>")[0]
+        rows = page.split('id="destination-preview">')[1].split("</pre>")[0]
+        return html.unescape(source), html.unescape(rows).splitlines()[1:]
+
+    source, rows = shown()
+    assert source == (
+        "The saved templates, rendered from a made-up member (a sample):"
+        " no one is in its segments yet."
+    )
+    assert rows == [f"{'1' * 38} 500 "]
+
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    assert shown() == (
+        "The saved templates, rendered from 1 real member.",
+        [f"{world.u1.uuid} 500 "],
+    )
+    deliver({"ftp_dpm_21_1700000001.sync": "u2\td_sid=10,d_sid=11\n"})
+    source, rows = shown()
+    assert source == "The saved templates, rendered from 2 real members."
+    assert sorted(rows) == sorted([f"{world.u1.uuid} 500 ", f"{world.u2.uuid} 500,501 "])
+
+
 def test_the_admin_refuses_a_wrong_template_and_previews_a_good_one(
     world: World, deliver: Deliver, tmp_path: Path, admin_client: Any
 ) -> None:
