@@ -11,7 +11,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
@@ -42,8 +43,12 @@ from partners.outbound.services import (
     outbound_resends_request,
     outbound_runs_request,
 )
-from partners.receipts.render import receipt_text
-from partners.receipts.services import receipt_delivery_request, receipt_recipients
+from partners.receipts.render import receipt_context, receipt_failure
+from partners.receipts.services import (
+    receipt_delivery_request,
+    receipt_recipients,
+    receipt_subject,
+)
 from partners.receipts.workbook import receipt_workbook_response
 from partners.reports import PartnerOnboardingSummary, partner_onboarding_summary
 from partners.selectors import (
@@ -584,10 +589,63 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     inlines = (ReceiptDeliveryInline,)
     actions = ("resend_to_all",)
     change_form_template = "admin/partners/receipt/change_form.html"
+    # The page says what the batch was; its template then shows the receipt's counters and
+    # error sample from receipt_context, the rows the e-mail and the portal show (each
+    # counter once, only those of the receipt's kind), not every column of the table.
+    readonly_fields = (
+        "subject",
+        "batch",
+        "partner",
+        "target",
+        "kind",
+        "files",
+        "missing_parts",
+        "failure",
+        "job_start",
+        "job_end",
+        "over_line_limit",
+        "pending_records",
+    )
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        fields = ["subject", "batch", "partner", "target", "kind", "files"]
+        fields += ["missing_parts"] if obj.batch.missing_parts else []
+        fields += ["failure"] if receipt_failure(obj) else []
+        fields += ["job_start", "job_end"]
+        if obj.batch.kind != InboundBatch.Kind.ID_SYNC:
+            fields += ["over_line_limit", "pending_records"]  # figures of trait batches only
+        return fields
+
+    @admin.display(description="e-mail subject")
+    def subject(self, receipt: Receipt) -> str:
+        return receipt_subject(receipt)
 
     @admin.display(ordering="batch__partner__name")
     def partner(self, receipt: Receipt) -> str:
         return str(receipt.batch.partner)
+
+    @admin.display(description="data source")
+    def target(self, receipt: Receipt) -> str:
+        return str(receipt.batch.target)
+
+    @admin.display(description="kind")
+    def kind(self, receipt: Receipt) -> str:
+        return receipt.batch.get_kind_display()
+
+    @admin.display(description="files processed together")
+    def files(self, receipt: Receipt) -> str:
+        names = receipt.batch.files.order_by("split", "name").values_list("name", flat=True)
+        return format_html_join(mark_safe("<br>"), "{}", ((name,) for name in names))
+
+    @admin.display(description="missing parts (processed without them)")
+    def missing_parts(self, receipt: Receipt) -> str:
+        return receipt.batch.missing_parts
+
+    @admin.display(description="not processed")
+    def failure(self, receipt: Receipt) -> str:
+        return receipt_failure(receipt)
 
     @admin.display(description="DPID", ordering="batch__target_id")
     def data_source(self, receipt: Receipt) -> int:
@@ -622,8 +680,8 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         receipt = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if receipt is not None:
-            extra["receipt_text"] = receipt_text(receipt)
-            extra["has_line_errors"] = receipt.batch.line_errors.exists()
+            # Its own name: the admin's template already reads "errors" (the form's).
+            extra["receipt_page"] = receipt_context(receipt)
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def workbook_view(self, request: HttpRequest, pk: int) -> FileResponse:
