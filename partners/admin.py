@@ -129,11 +129,12 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         if receipt is None:
             return "—"
         url = reverse("admin:partners_receipt_change", args=[receipt.pk])
+        # format_html escapes its arguments first (to text): the date is formatted here.
         return format_html(
-            '<a href="{}">{}</a> — {:%Y-%m-%d %H:%M} UTC, {} of {} records stored',
+            '<a href="{}">{}</a> — {} UTC, {} of {} records stored',
             url,
             receipt.batch.key,
-            receipt.job_end,
+            f"{receipt.job_end:%Y-%m-%d %H:%M}",
             receipt.stored_records,
             receipt.records_received,
         )

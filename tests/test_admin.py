@@ -404,3 +404,26 @@ def test_action_messages_read_as_english(
             follow=True,
         )
         assert [str(m) for m in response.context["messages"]] == [expected]
+
+
+def test_a_partner_s_page_links_its_last_batch(admin_client: Client) -> None:
+    """Before: "Last batch: -" whatever the partner sent (the date's format raised, and the
+    admin shows a failing field as empty)."""
+    from datetime import UTC, datetime
+
+    from partners.models import Partner, Receipt
+    from tests.factories import ReceiptFactory
+
+    receipt: Receipt = ReceiptFactory.create(
+        job_start=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
+        job_end=datetime(2026, 11, 20, 9, 31, tzinfo=UTC),
+        stored_records=40,
+        format_errors=2,
+    )
+    page = admin_client.get(admin_url(Partner, "change", receipt.batch.partner_id))
+    field = page.content.decode().split("field-last_batch")[1].split("</div>\n")[0]
+    link = admin_url(Receipt, "change", receipt.pk)
+    assert (
+        f'<a href="{link}">{receipt.batch.key}</a> — 2026-11-20 09:31 UTC, 40 of 42 records'
+        " stored" in field
+    )
