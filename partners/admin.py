@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -56,7 +57,15 @@ from partners.selectors import (
     data_source_mapping_count_expression,
     data_source_pending_count_expression,
 )
-from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin
+from portal.admin_site import (
+    ImmutableFieldsMixin,
+    ViewOnlyAdminMixin,
+    breakable_column,
+    related_column,
+    titled,
+    when,
+    when_column,
+)
 
 
 class DataSourceInline(admin.TabularInline):
@@ -170,7 +179,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     list_display = (
         "dpid",
         "name",
-        "partner",
+        related_column("partner.name", "partner"),
         "id_type",
         "inbound_id_type",
         "active",
@@ -215,6 +224,10 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
             )
         )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        return fieldsets if obj is not None else fieldsets[:-1]  # a new one has no activity
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         readonly = super().get_readonly_fields(request, obj)
         if obj is not None and obj.is_global:
@@ -243,7 +256,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
 
     @admin.display(description="last ID sync", ordering="_last_sync")
     def last_sync(self, obj: Any) -> Any:
-        return getattr(obj, "_last_sync", None)
+        return when(getattr(obj, "_last_sync", None)) or self.get_empty_value_display()
 
 
 @admin.register(ReceiptRecipient)
@@ -265,8 +278,14 @@ class PartnerUserAdmin(admin.ModelAdmin):
 
 @admin.register(IDMapping)
 class IDMappingAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("data_source", "dpuuid", "profile", "first_seen_at", "last_seen_at")
-    list_select_related = ("data_source", "profile")
+    list_display = (
+        related_column("data_source_id", "DPID"),
+        "dpuuid",
+        "profile",
+        when_column("first_seen_at", "first seen"),
+        when_column("last_seen_at", "last seen"),
+    )
+    list_select_related = ("profile",)
     # Exact matches only: these tables are large, and a support question names an exact ID.
     search_fields = ("=dpuuid", "=profile__uuid")
     search_help_text = "Look up a mapping by its exact DPUUID or platform UUID."
@@ -276,8 +295,11 @@ class IDMappingAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(IDSyncOptOut)
 class IDSyncOptOutAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("data_source", "dpuuid", "created_at")
-    list_select_related = ("data_source",)
+    list_display = (
+        related_column("data_source_id", "DPID"),
+        "dpuuid",
+        when_column("created_at", "created"),
+    )
     search_fields = ("=dpuuid",)
     list_filter = (("data_source", admin.RelatedOnlyFieldListFilter),)
     show_full_result_count = False
@@ -296,20 +318,44 @@ class InboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(InboundBatch)
 class InboundBatchAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("key", "partner", "target", "kind", "status", "created_at", "finished_at")
+    list_display = (
+        breakable_column("key", "key"),
+        related_column("partner.name", "partner"),
+        "target_dpid",
+        "kind",
+        "status",
+        when_column("created_at", "created"),
+        when_column("finished_at", "finished"),
+    )
     list_filter = ("status", "kind", "overwrite")
-    list_select_related = ("partner", "target")
+    list_select_related = ("partner",)
     search_fields = ("key", "=partner__pid", "=target__dpid")
     date_hierarchy = "created_at"
     inlines = (InboundFileInline,)
 
+    @admin.display(description="DPID", ordering="target_id")
+    def target_dpid(self, batch: InboundBatch) -> int:
+        return batch.target_id
+
 
 @admin.register(InboundFile)
 class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "partner", "batch", "size", "status", "error", "received_at")
+    # Its batch is on its page (and named as the file is, without its part number).
+    list_display = (
+        breakable_column("name", "name"),
+        related_column("partner.name", "partner"),
+        "file_size",
+        "status",
+        "error",
+        when_column("received_at", "received"),
+    )
     list_filter = ("status", "storage")
-    list_select_related = ("partner", "batch")
+    list_select_related = ("partner",)
     search_fields = ("name", "sha256", "=partner__pid")
+
+    @admin.display(description="size", ordering="size")
+    def file_size(self, obj: InboundFile) -> str:
+        return filesizeformat(obj.size)
 
 
 # --------------------------------------------------------------------------- drop zones
@@ -317,7 +363,14 @@ class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(InboundChannel)
 class InboundChannelAdmin(admin.ModelAdmin):
-    list_display = ("name", "partner", "kind", "active", "last_polled_at", "last_poll_result")
+    list_display = (
+        "name",
+        "partner",
+        "kind",
+        "active",
+        when_column("last_polled_at", "last polled"),
+        "last_poll_result",
+    )
     list_filter = ("kind", "active")
     list_select_related = ("partner",)
     search_fields = ("name", "=partner__pid", "partner__name", "bucket", "host")
@@ -350,9 +403,17 @@ class InboundChannelAdmin(admin.ModelAdmin):
 
 @admin.register(ChannelObject)
 class ChannelObjectAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("path", "channel", "size", "state", "file", "first_seen_at", "last_seen_at")
+    # Its file record is on its page (the same name as the path's last step).
+    list_display = (
+        breakable_column("path", "path"),
+        "channel",
+        "size",
+        "state",
+        when_column("first_seen_at", "first seen"),
+        when_column("last_seen_at", "last seen"),
+    )
     list_filter = ("state", "channel")
-    list_select_related = ("channel", "file")
+    list_select_related = ("channel",)
     search_fields = ("path",)
     date_hierarchy = "first_seen_at"
 
@@ -367,8 +428,17 @@ class DestinationSegmentInline(admin.TabularInline):
     extra = 0
 
 
+class DestinationForm(forms.ModelForm):
+    class Meta:
+        model = Destination
+        fields = "__all__"  # noqa: DJ007 (the admin's fieldsets choose and order them)
+        # Django capitalizes only the first letter of a field's name ("Id column").
+        labels = {"id_column": "ID column", "id_data_source": "ID data source"}
+
+
 @admin.register(Destination)
 class DestinationAdmin(admin.ModelAdmin):
+    form = DestinationForm
     list_display = ("name", "partner", "mode", "id_column", "daily_at", "active", "last_run")
     list_filter = ("mode", "active", "sync_type")
     list_select_related = ("partner",)
@@ -469,16 +539,15 @@ class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
 class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "destination",
-        "mode",
-        "started_at",
+        "mode_name",
+        when_column("started_at", "started"),
         "status",
-        "records_received",
-        "records_successful",
-        "records_failed",
-        "lines",
-        "bytes",
+        "received",
+        "successful",
+        "failed",
+        "size",
         "duration",
-    )
+    )  # its lines (the .info's) are on its page
     list_filter = ("status", "mode", "destination")
     list_select_related = ("destination",)
     date_hierarchy = "started_at"
@@ -499,7 +568,27 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
             % {"count": len(ids)},
         )
 
-    @admin.display(description="duration")
+    @admin.display(description="mode", ordering="mode")
+    def mode_name(self, obj: OutboundRun) -> str:
+        return obj.mode  # full or iter: the choice's explanation is on the page
+
+    @admin.display(description="records", ordering="records_received")
+    def received(self, obj: OutboundRun) -> int:
+        return obj.records_received
+
+    @admin.display(description="sent", ordering="records_successful")
+    def successful(self, obj: OutboundRun) -> int:
+        return obj.records_successful
+
+    @admin.display(description="failed", ordering="records_failed")
+    def failed(self, obj: OutboundRun) -> int:
+        return obj.records_failed
+
+    @admin.display(description="size", ordering="bytes")
+    def size(self, obj: OutboundRun) -> str:
+        return filesizeformat(obj.bytes)
+
+    @admin.display(description="took")
     def duration(self, obj: OutboundRun) -> str:
         if obj.finished_at is None:
             return "-"
@@ -508,7 +597,13 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ScheduleRun)
 class ScheduleRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "started_at", "finished_at", "ok", "result")
+    list_display = (
+        "name",
+        when_column("started_at", "started"),
+        when_column("finished_at", "finished"),
+        "ok",
+        "result",
+    )
     list_filter = ("name", "ok")
     date_hierarchy = "started_at"
 
@@ -566,25 +661,25 @@ class ResendForm(forms.Form):
 @admin.register(Receipt)
 class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "batch",
-        "partner",
+        breakable_column("batch", "batch"),
+        related_column("batch.partner.name", "partner"),
         "data_source",
-        "records_received",
-        "stored_records",
+        "received",
+        "stored",
         "format_errors",
         "no_matching_ids",
-        "job_end",
+        when_column("job_end", "processed"),
         "last_delivery",
     )
     list_filter = (
         ("batch__partner", admin.RelatedOnlyFieldListFilter),
-        ("batch__target", admin.RelatedOnlyFieldListFilter),
+        ("batch__target", titled(admin.RelatedOnlyFieldListFilter, "data source")),
         "batch__kind",
-        "deliveries__status",
+        ("deliveries__status", titled(admin.ChoicesFieldListFilter, "e-mail")),
         HasErrorsFilter,
-        "job_end",
+        ("job_end", titled(admin.DateFieldListFilter, "processed")),
     )
-    list_select_related = ("batch__partner", "batch__target")
+    list_select_related = ("batch__partner",)
     search_fields = ("batch__key", "=batch__partner__pid")
     date_hierarchy = "job_end"
     inlines = (ReceiptDeliveryInline,)
@@ -651,6 +746,14 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="DPID", ordering="batch__target_id")
     def data_source(self, receipt: Receipt) -> int:
         return receipt.batch.target_id
+
+    @admin.display(description="received", ordering="records_received")
+    def received(self, receipt: Receipt) -> int:
+        return receipt.records_received
+
+    @admin.display(description="stored", ordering="stored_records")
+    def stored(self, receipt: Receipt) -> int:
+        return receipt.stored_records
 
     @admin.display(description="e-mail")
     def last_delivery(self, receipt: Receipt) -> str:
@@ -733,7 +836,14 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(LineError)
 class LineErrorAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("batch", "file_name", "line_number", "kind", "reason", "line_start")
+    list_display = (
+        breakable_column("batch", "batch"),
+        breakable_column("file_name", "file"),
+        "line_number",
+        "kind",
+        "reason",
+        "line_start",
+    )
     list_filter = ("kind",)
     list_select_related = ("batch",)
     search_fields = ("file_name", "batch__key")
@@ -742,7 +852,12 @@ class LineErrorAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(PendingRecord)
 class PendingRecordAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("data_source", "dpuuid", "target", "adds", "realized_at")
-    list_select_related = ("data_source", "target")
+    list_display = (
+        related_column("data_source_id", "DPID"),
+        "dpuuid",
+        related_column("target_id", "target DPID"),
+        "adds",
+        when_column("realized_at", "realized"),
+    )
     search_fields = ("=dpuuid",)
     show_full_result_count = False

@@ -303,7 +303,7 @@ def _help_texts() -> list[tuple[str, str]]:
     from partners.admin_views import ReportForm
 
     texts = [
-        (f"{model.__name__}.{field.name}", str(field.help_text))
+        (f"{model.__name__}.{field.name}", str(getattr(field, "help_text", "")))
         for app in ("partners", "segments")
         for model in apps.get_app_config(app).get_models()
         for field in model._meta.get_fields()
@@ -404,6 +404,20 @@ def test_action_messages_read_as_english(
             follow=True,
         )
         assert [str(m) for m in response.context["messages"]] == [expected]
+
+
+def test_list_columns_wrap_names_at_their_separators_and_dates_between_day_and_time() -> None:
+    from datetime import UTC, datetime
+
+    from portal.admin_site import breakable, when
+
+    assert breakable("<b>acme/date=2026-12-02/ftp_dpm_21.sync") == (
+        "&lt;b&gt;acme/<wbr>date=2026-12-02/<wbr>ftp_<wbr>dpm_<wbr>21.<wbr>sync"
+    )  # escaped first: a partner's file name is never markup
+    assert when(datetime(2026, 12, 2, 16, 39, 5, tzinfo=UTC)) == (
+        '<span class="day">2026-12-02</span> 16:39'
+    )
+    assert when(None) is None  # the admin's empty value
 
 
 def test_a_partner_s_page_links_its_last_batch(admin_client: Client) -> None:
