@@ -9,9 +9,13 @@ from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
 
 from partners.dropzones.services import inbound_polls_request
 from partners.models import (
@@ -40,8 +44,12 @@ from partners.outbound.services import (
     outbound_resends_request,
     outbound_runs_request,
 )
-from partners.receipts.render import receipt_text
-from partners.receipts.services import receipt_delivery_request, receipt_recipients
+from partners.receipts.render import receipt_context, receipt_failure
+from partners.receipts.services import (
+    receipt_delivery_request,
+    receipt_recipients,
+    receipt_subject,
+)
 from partners.receipts.workbook import receipt_workbook_response
 from partners.reports import PartnerOnboardingSummary, partner_onboarding_summary
 from partners.selectors import (
@@ -49,7 +57,15 @@ from partners.selectors import (
     data_source_mapping_count_expression,
     data_source_pending_count_expression,
 )
-from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin
+from portal.admin_site import (
+    ImmutableFieldsMixin,
+    ViewOnlyAdminMixin,
+    breakable_column,
+    related_column,
+    titled,
+    when,
+    when_column,
+)
 
 
 class DataSourceInline(admin.TabularInline):
@@ -122,11 +138,12 @@ class PartnerAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         if receipt is None:
             return "—"
         url = reverse("admin:partners_receipt_change", args=[receipt.pk])
+        # format_html escapes its arguments first (to text): the date is formatted here.
         return format_html(
-            '<a href="{}">{}</a> — {:%Y-%m-%d %H:%M} UTC, {} of {} records stored',
+            '<a href="{}">{}</a> — {} UTC, {} of {} records stored',
             url,
             receipt.batch.key,
-            receipt.job_end,
+            f"{receipt.job_end:%Y-%m-%d %H:%M}",
             receipt.stored_records,
             receipt.records_received,
         )
@@ -162,7 +179,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     list_display = (
         "dpid",
         "name",
-        "partner",
+        related_column("partner.name", "partner"),
         "id_type",
         "inbound_id_type",
         "active",
@@ -207,6 +224,10 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
             )
         )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        return fieldsets if obj is not None else fieldsets[:-1]  # a new one has no activity
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         readonly = super().get_readonly_fields(request, obj)
         if obj is not None and obj.is_global:
@@ -235,7 +256,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
 
     @admin.display(description="last ID sync", ordering="_last_sync")
     def last_sync(self, obj: Any) -> Any:
-        return getattr(obj, "_last_sync", None)
+        return when(getattr(obj, "_last_sync", None)) or self.get_empty_value_display()
 
 
 @admin.register(ReceiptRecipient)
@@ -257,8 +278,14 @@ class PartnerUserAdmin(admin.ModelAdmin):
 
 @admin.register(IDMapping)
 class IDMappingAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("data_source", "dpuuid", "profile", "first_seen_at", "last_seen_at")
-    list_select_related = ("data_source", "profile")
+    list_display = (
+        related_column("data_source_id", "DPID"),
+        "dpuuid",
+        "profile",
+        when_column("first_seen_at", "first seen"),
+        when_column("last_seen_at", "last seen"),
+    )
+    list_select_related = ("profile",)
     # Exact matches only: these tables are large, and a support question names an exact ID.
     search_fields = ("=dpuuid", "=profile__uuid")
     search_help_text = "Look up a mapping by its exact DPUUID or platform UUID."
@@ -268,8 +295,11 @@ class IDMappingAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(IDSyncOptOut)
 class IDSyncOptOutAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("data_source", "dpuuid", "created_at")
-    list_select_related = ("data_source",)
+    list_display = (
+        related_column("data_source_id", "DPID"),
+        "dpuuid",
+        when_column("created_at", "created"),
+    )
     search_fields = ("=dpuuid",)
     list_filter = (("data_source", admin.RelatedOnlyFieldListFilter),)
     show_full_result_count = False
@@ -288,20 +318,44 @@ class InboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(InboundBatch)
 class InboundBatchAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("key", "partner", "target", "kind", "status", "created_at", "finished_at")
+    list_display = (
+        breakable_column("key", "key"),
+        related_column("partner.name", "partner"),
+        "target_dpid",
+        "kind",
+        "status",
+        when_column("created_at", "created"),
+        when_column("finished_at", "finished"),
+    )
     list_filter = ("status", "kind", "overwrite")
-    list_select_related = ("partner", "target")
+    list_select_related = ("partner",)
     search_fields = ("key", "=partner__pid", "=target__dpid")
     date_hierarchy = "created_at"
     inlines = (InboundFileInline,)
 
+    @admin.display(description="DPID", ordering="target_id")
+    def target_dpid(self, batch: InboundBatch) -> int:
+        return batch.target_id
+
 
 @admin.register(InboundFile)
 class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "partner", "batch", "size", "status", "error", "received_at")
+    # Its batch is on its page (and named as the file is, without its part number).
+    list_display = (
+        breakable_column("name", "name"),
+        related_column("partner.name", "partner"),
+        "file_size",
+        "status",
+        "error",
+        when_column("received_at", "received"),
+    )
     list_filter = ("status", "storage")
-    list_select_related = ("partner", "batch")
+    list_select_related = ("partner",)
     search_fields = ("name", "sha256", "=partner__pid")
+
+    @admin.display(description="size", ordering="size")
+    def file_size(self, obj: InboundFile) -> str:
+        return filesizeformat(obj.size)
 
 
 # --------------------------------------------------------------------------- drop zones
@@ -309,7 +363,14 @@ class InboundFileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(InboundChannel)
 class InboundChannelAdmin(admin.ModelAdmin):
-    list_display = ("name", "partner", "kind", "active", "last_polled_at", "last_poll_result")
+    list_display = (
+        "name",
+        "partner",
+        "kind",
+        "active",
+        when_column("last_polled_at", "last polled"),
+        "last_poll_result",
+    )
     list_filter = ("kind", "active")
     list_select_related = ("partner",)
     search_fields = ("name", "=partner__pid", "partner__name", "bucket", "host")
@@ -329,14 +390,30 @@ class InboundChannelAdmin(admin.ModelAdmin):
     def poll_now(self, request: HttpRequest, queryset: QuerySet[InboundChannel]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         inbound_polls_request(channel_ids=ids)
-        messages.success(request, f"{len(ids)} drop zone(s) queued for a poll.")
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d drop zone queued for a poll.",
+                "%(count)d drop zones queued for a poll.",
+                len(ids),
+            )
+            % {"count": len(ids)},
+        )
 
 
 @admin.register(ChannelObject)
 class ChannelObjectAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("path", "channel", "size", "state", "file", "first_seen_at", "last_seen_at")
+    # Its file record is on its page (the same name as the path's last step).
+    list_display = (
+        breakable_column("path", "path"),
+        "channel",
+        "size",
+        "state",
+        when_column("first_seen_at", "first seen"),
+        when_column("last_seen_at", "last seen"),
+    )
     list_filter = ("state", "channel")
-    list_select_related = ("channel", "file")
+    list_select_related = ("channel",)
     search_fields = ("path",)
     date_hierarchy = "first_seen_at"
 
@@ -351,8 +428,17 @@ class DestinationSegmentInline(admin.TabularInline):
     extra = 0
 
 
+class DestinationForm(forms.ModelForm):
+    class Meta:
+        model = Destination
+        fields = "__all__"  # noqa: DJ007 (the admin's fieldsets choose and order them)
+        # Django capitalizes only the first letter of a field's name ("Id column").
+        labels = {"id_column": "ID column", "id_data_source": "ID data source"}
+
+
 @admin.register(Destination)
 class DestinationAdmin(admin.ModelAdmin):
+    form = DestinationForm
     list_display = ("name", "partner", "mode", "id_column", "daily_at", "active", "last_run")
     list_filter = ("mode", "active", "sync_type")
     list_select_related = ("partner",)
@@ -381,23 +467,64 @@ class DestinationAdmin(admin.ModelAdmin):
         ),
     )
     actions = ("run_now",)
+    change_form_template = "admin/partners/destination/change_form.html"
 
     @admin.display(description="last run")
     def last_run(self, obj: Destination) -> str:
         run = obj.runs.first()
         return f"{run.started_at:%Y-%m-%d %H:%M} {run.status}" if run else "never"
 
-    @admin.display(description="preview (the saved templates, with made-up rows)")
+    @admin.display(description="preview")
     def preview(self, obj: Destination) -> str:
         if obj.pk is None:
             return "-"
-        return format_html('<pre id="destination-preview">{}</pre>', destination_preview(obj))
+        preview = destination_preview(obj)
+        if preview.members:
+            source = ngettext(
+                "The saved templates, rendered from %(count)d real member.",
+                "The saved templates, rendered from %(count)d real members.",
+                preview.members,
+            ) % {"count": preview.members}
+        else:
+            source = (
+                "The saved templates, rendered from a made-up member (a sample):"
+                " no one is in its segments yet."
+            )
+        return format_html(
+            '<p id="destination-preview-source">{}</p><pre id="destination-preview">{}</pre>',
+            source,
+            preview.text,
+        )
 
-    @admin.action(description="Run the selected destinations now")
-    def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
+    def _runs_queue(self, request: HttpRequest, ids: list[int]) -> None:
+        """Run now, from the list (an action) or from a destination's page (its button)."""
         outbound_runs_request(destination_ids=ids)
-        messages.success(request, f"{len(ids)} destination(s) queued.")
+        messages.success(
+            request,
+            ngettext("%(count)d destination queued.", "%(count)d destinations queued.", len(ids))
+            % {"count": len(ids)},
+        )
+
+    @admin.action(description="Run the selected destinations now", permissions=("change",))
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        self._runs_queue(request, list(queryset.values_list("pk", flat=True)))
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<int:pk>/run-now/",
+                self.admin_site.admin_view(require_POST(self.run_now_view)),
+                name="partners_destination_run_now",
+            )
+        ]
+        return own + super().get_urls()
+
+    def run_now_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        destination = get_object_or_404(Destination, pk=pk)
+        if not self.has_change_permission(request, destination):
+            raise PermissionDenied
+        self._runs_queue(request, [destination.pk])
+        return redirect("admin:partners_destination_change", destination.pk)
 
 
 class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -412,16 +539,15 @@ class OutboundFileInline(ViewOnlyAdminMixin, admin.TabularInline):
 class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "destination",
-        "mode",
-        "started_at",
+        "mode_name",
+        when_column("started_at", "started"),
         "status",
-        "records_received",
-        "records_successful",
-        "records_failed",
-        "lines",
-        "bytes",
+        "received",
+        "successful",
+        "failed",
+        "size",
         "duration",
-    )
+    )  # its lines (the .info's) are on its page
     list_filter = ("status", "mode", "destination")
     list_select_related = ("destination",)
     date_hierarchy = "started_at"
@@ -432,9 +558,37 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     def resend(self, request: HttpRequest, queryset: QuerySet[OutboundRun]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         outbound_resends_request(run_ids=ids)
-        messages.success(request, f"{len(ids)} run(s) queued to be sent again.")
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d run queued to be sent again.",
+                "%(count)d runs queued to be sent again.",
+                len(ids),
+            )
+            % {"count": len(ids)},
+        )
 
-    @admin.display(description="duration")
+    @admin.display(description="mode", ordering="mode")
+    def mode_name(self, obj: OutboundRun) -> str:
+        return obj.mode  # full or iter: the choice's explanation is on the page
+
+    @admin.display(description="records", ordering="records_received")
+    def received(self, obj: OutboundRun) -> int:
+        return obj.records_received
+
+    @admin.display(description="sent", ordering="records_successful")
+    def successful(self, obj: OutboundRun) -> int:
+        return obj.records_successful
+
+    @admin.display(description="failed", ordering="records_failed")
+    def failed(self, obj: OutboundRun) -> int:
+        return obj.records_failed
+
+    @admin.display(description="size", ordering="bytes")
+    def size(self, obj: OutboundRun) -> str:
+        return filesizeformat(obj.bytes)
+
+    @admin.display(description="took")
     def duration(self, obj: OutboundRun) -> str:
         if obj.finished_at is None:
             return "-"
@@ -443,7 +597,13 @@ class OutboundRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ScheduleRun)
 class ScheduleRunAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "started_at", "finished_at", "ok", "result")
+    list_display = (
+        "name",
+        when_column("started_at", "started"),
+        when_column("finished_at", "finished"),
+        "ok",
+        "result",
+    )
     list_filter = ("name", "ok")
     date_hierarchy = "started_at"
 
@@ -501,38 +661,99 @@ class ResendForm(forms.Form):
 @admin.register(Receipt)
 class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "batch",
-        "partner",
+        breakable_column("batch", "batch"),
+        related_column("batch.partner.name", "partner"),
         "data_source",
-        "records_received",
-        "stored_records",
+        "received",
+        "stored",
         "format_errors",
         "no_matching_ids",
-        "job_end",
+        when_column("job_end", "processed"),
         "last_delivery",
     )
     list_filter = (
         ("batch__partner", admin.RelatedOnlyFieldListFilter),
-        ("batch__target", admin.RelatedOnlyFieldListFilter),
+        ("batch__target", titled(admin.RelatedOnlyFieldListFilter, "data source")),
         "batch__kind",
-        "deliveries__status",
+        ("deliveries__status", titled(admin.ChoicesFieldListFilter, "e-mail")),
         HasErrorsFilter,
-        "job_end",
+        ("job_end", titled(admin.DateFieldListFilter, "processed")),
     )
-    list_select_related = ("batch__partner", "batch__target")
+    list_select_related = ("batch__partner",)
     search_fields = ("batch__key", "=batch__partner__pid")
     date_hierarchy = "job_end"
     inlines = (ReceiptDeliveryInline,)
     actions = ("resend_to_all",)
     change_form_template = "admin/partners/receipt/change_form.html"
+    # The page says what the batch was; its template then shows the receipt's counters and
+    # error sample from receipt_context, the rows the e-mail and the portal show (each
+    # counter once, only those of the receipt's kind), not every column of the table.
+    readonly_fields = (
+        "subject",
+        "batch",
+        "partner",
+        "target",
+        "kind",
+        "files",
+        "missing_parts",
+        "failure",
+        "job_start",
+        "job_end",
+        "over_line_limit",
+        "pending_records",
+    )
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        fields = ["subject", "batch", "partner", "target", "kind", "files"]
+        fields += ["missing_parts"] if obj.batch.missing_parts else []
+        fields += ["failure"] if receipt_failure(obj) else []
+        fields += ["job_start", "job_end"]
+        if obj.batch.kind != InboundBatch.Kind.ID_SYNC:
+            fields += ["over_line_limit", "pending_records"]  # figures of trait batches only
+        return fields
+
+    @admin.display(description="e-mail subject")
+    def subject(self, receipt: Receipt) -> str:
+        return receipt_subject(receipt)
 
     @admin.display(ordering="batch__partner__name")
     def partner(self, receipt: Receipt) -> str:
         return str(receipt.batch.partner)
 
+    @admin.display(description="data source")
+    def target(self, receipt: Receipt) -> str:
+        return str(receipt.batch.target)
+
+    @admin.display(description="kind")
+    def kind(self, receipt: Receipt) -> str:
+        return receipt.batch.get_kind_display()
+
+    @admin.display(description="files processed together")
+    def files(self, receipt: Receipt) -> str:
+        names = receipt.batch.files.order_by("split", "name").values_list("name", flat=True)
+        return format_html_join(mark_safe("<br>"), "{}", ((name,) for name in names))
+
+    @admin.display(description="missing parts (processed without them)")
+    def missing_parts(self, receipt: Receipt) -> str:
+        return receipt.batch.missing_parts
+
+    @admin.display(description="not processed")
+    def failure(self, receipt: Receipt) -> str:
+        return receipt_failure(receipt)
+
     @admin.display(description="DPID", ordering="batch__target_id")
     def data_source(self, receipt: Receipt) -> int:
         return receipt.batch.target_id
+
+    @admin.display(description="received", ordering="records_received")
+    def received(self, receipt: Receipt) -> int:
+        return receipt.records_received
+
+    @admin.display(description="stored", ordering="stored_records")
+    def stored(self, receipt: Receipt) -> int:
+        return receipt.stored_records
 
     @admin.display(description="e-mail")
     def last_delivery(self, receipt: Receipt) -> str:
@@ -563,8 +784,8 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
         receipt = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if receipt is not None:
-            extra["receipt_text"] = receipt_text(receipt)
-            extra["has_line_errors"] = receipt.batch.line_errors.exists()
+            # Its own name: the admin's template already reads "errors" (the form's).
+            extra["receipt_page"] = receipt_context(receipt)
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def workbook_view(self, request: HttpRequest, pk: int) -> FileResponse:
@@ -601,14 +822,28 @@ class ReceiptAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Re-send the selected receipts to all their recipients")
     def resend_to_all(self, request: HttpRequest, queryset: QuerySet[Receipt]) -> None:
-        for receipt in queryset.select_related("batch"):
+        receipts = list(queryset.select_related("batch"))
+        for receipt in receipts:
             receipt_delivery_request(receipt=receipt, requested_by=request.user.get_username())
-        self.message_user(request, f"{queryset.count()} receipt(s) queued.", messages.SUCCESS)
+        count = len(receipts)
+        self.message_user(
+            request,
+            ngettext("%(count)d receipt queued.", "%(count)d receipts queued.", count)
+            % {"count": count},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(LineError)
 class LineErrorAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("batch", "file_name", "line_number", "kind", "reason", "line_start")
+    list_display = (
+        breakable_column("batch", "batch"),
+        breakable_column("file_name", "file"),
+        "line_number",
+        "kind",
+        "reason",
+        "line_start",
+    )
     list_filter = ("kind",)
     list_select_related = ("batch",)
     search_fields = ("file_name", "batch__key")
@@ -617,7 +852,12 @@ class LineErrorAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(PendingRecord)
 class PendingRecordAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("data_source", "dpuuid", "target", "adds", "realized_at")
-    list_select_related = ("data_source", "target")
+    list_display = (
+        related_column("data_source_id", "DPID"),
+        "dpuuid",
+        related_column("target_id", "target DPID"),
+        "adds",
+        when_column("realized_at", "realized"),
+    )
     search_fields = ("=dpuuid",)
     show_full_result_count = False

@@ -12,6 +12,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.html import escape
 
 from partners.outbound.templates import (
     DEFAULT_FILE_NAME,
@@ -27,11 +28,16 @@ from partners.validators import (
     validate_redirect_host,
 )
 
+# Django renders help texts as HTML, unescaped (so that they may hold markup): a help text
+# showing a <placeholder> is escaped where it is defined, or the placeholder vanishes from
+# the page ("<prefix>/<slug>/" read "//").
+
 
 class Partner(models.Model):
     pid = models.PositiveIntegerField("PID", primary_key=True, help_text="The partner ID.")
     slug = models.SlugField(
-        unique=True, help_text="Short name used in drop-zone paths: <prefix>/<slug>/date=…"
+        unique=True,
+        help_text=escape("Short name used in drop-zone paths: <prefix>/<slug>/date=…"),
     )
     name = models.CharField(max_length=200)
     active = models.BooleanField(default=True)
@@ -584,8 +590,10 @@ class InboundChannel(models.Model):
     prefix = models.CharField(
         max_length=500,
         blank=True,
-        help_text="S3: the key prefix; SFTP: the folder; local: the absolute folder path. Files"
-        " are looked for under <prefix>/<partner slug>/date=YYYY-MM-DD/.",
+        help_text=escape(
+            "S3: the key prefix; SFTP: the folder; local: the absolute folder path. Files"
+            " are looked for under <prefix>/<partner slug>/date=YYYY-MM-DD/."
+        ),
     )
     bucket = models.CharField("S3 bucket", max_length=100, blank=True)
     region = models.CharField("S3 region", max_length=50, blank=True)
@@ -600,11 +608,13 @@ class InboundChannel(models.Model):
         max_length=100,
         blank=True,
         validators=[CREDENTIALS_REF],
-        help_text="The name of the environment variable (or Django setting) holding the"
-        " credentials, starting with S2S_CREDENTIALS_; never the secret itself."
-        " S3: '<access key id>:<secret access key>' (empty: boto3's own chain, e.g. an"
-        " instance role). SFTP: the password, or"
-        " 'key:<path of a private key file>' (empty: the SSH agent and ~/.ssh keys).",
+        help_text=escape(
+            "The name of the environment variable (or Django setting) holding the"
+            " credentials, starting with S2S_CREDENTIALS_; never the secret itself."
+            " S3: '<access key id>:<secret access key>' (empty: boto3's own chain, e.g. an"
+            " instance role). SFTP: the password, or"
+            " 'key:<path of a private key file>' (empty: the SSH agent and ~/.ssh keys)."
+        ),
     )
     last_polled_at = models.DateTimeField(null=True, blank=True)
     last_poll_result = models.TextField(blank=True)
@@ -740,7 +750,9 @@ class Destination(models.Model):
         max_length=300,
         default="outbound",
         validators=[_validate_outbound_folder],
-        help_text="Under <prefix>/<partner slug>/ in the channel; never polled for inbound files.",
+        help_text=escape(
+            "Under <prefix>/<partner slug>/ in the channel; never polled for inbound files."
+        ),
     )
     sync_type = models.CharField(max_length=5, choices=SyncType.choices, default=SyncType.S3)
     mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.FULL)

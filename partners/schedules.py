@@ -15,6 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 # The module, not its names: the drop zones' *Poll now* job runs a schedule, so the two
 # import each other.
@@ -26,6 +27,11 @@ from partners.outbound.services import OUTBOUND_JOB_TIMEOUT, outbound_purge, out
 from partners.receipts.alerts import silent_data_sources_alert
 from partners.receipts.sweep import receipt_deliveries_sweep
 from segments.services import membership_changes_prune, segments_membership_rebuild
+
+
+def counted(count: int, singular: str, plural: str) -> str:
+    """'1 file', '3 files': a run's result is read on the admin's Schedules page."""
+    return f"{count} {ngettext(singular, plural, count)}"
 
 
 @dataclass(frozen=True)
@@ -62,34 +68,43 @@ def inbound_purge_run() -> str:
     pruned, _ = ScheduleRun.objects.filter(started_at__lt=cutoff).delete()
     changes = membership_changes_prune()
     return (
-        f"{result.deleted} file(s) older than {settings.INBOUND_RETENTION_DAYS} days deleted,"
-        f" {result.missing} already gone, {result.unclaimed} unclaimed upload(s) deleted;"
-        f" {outbound} outbound file(s) older than {settings.OUTBOUND_RETENTION_DAYS} days"
-        f" deleted; {pruned} old schedule run record(s) pruned; {changes} membership change(s)"
-        f" older than {settings.SEGMENT_CHANGES_RETENTION_DAYS} days pruned"
+        f"{counted(result.deleted, 'file', 'files')} older than"
+        f" {settings.INBOUND_RETENTION_DAYS} days deleted, {result.missing} already gone,"
+        f" {counted(result.unclaimed, 'unclaimed upload', 'unclaimed uploads')} deleted;"
+        f" {counted(outbound, 'outbound file', 'outbound files')} older than"
+        f" {settings.OUTBOUND_RETENTION_DAYS} days deleted;"
+        f" {counted(pruned, 'old schedule run record', 'old schedule run records')} pruned;"
+        f" {counted(changes, 'membership change', 'membership changes')} older than"
+        f" {settings.SEGMENT_CHANGES_RETENTION_DAYS} days pruned"
     )
 
 
 def idsync_expire_run(*, days: int | None = None) -> str:
     days = days or settings.IDSYNC_MAPPING_TTL_DAYS
-    return f"{id_mappings_expire(days=days)} ID mapping(s) unseen for {days} days deleted"
+    expired = id_mappings_expire(days=days)
+    return f"{counted(expired, 'ID mapping', 'ID mappings')} unseen for {days} days deleted"
 
 
 def alerts_check_run(*, days: int | None = None) -> str:
     days = days or settings.ALERT_SILENT_DAYS
     count = silent_data_sources_alert(days=days)
-    return f"{count} data source(s) silent for {days} days" + (": alert queued" if count else "")
+    silent = f"{counted(count, 'data source', 'data sources')} silent for {days} days"
+    return silent + (": alert queued" if count else "")
 
 
 def outbound_run_due_run() -> str:
     runs = outbound_runs_due()
     failed = [run for run in runs if run.status != "succeeded"]
-    return f"{len(runs)} destination(s) exported" + (f", {len(failed)} failed" if failed else "")
+    exported = f"{counted(len(runs), 'destination', 'destinations')} exported"
+    return exported + (f", {len(failed)} failed" if failed else "")
 
 
 def segments_refresh_run() -> str:
     changes = segments_membership_rebuild()
-    return f"{changes} membership change(s) (joins and leaves) over all profiles"
+    return (
+        f"{counted(changes, 'membership change', 'membership changes')} (joins and leaves)"
+        " over all profiles"
+    )
 
 
 def schedules() -> list[Schedule]:

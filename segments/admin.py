@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from partners.models import IDMapping
-from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin
+from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin, when_column
 from segments.models import Profile, Segment, SegmentMembership, Trait
 from segments.selectors import (
     profile_live_traits,
@@ -37,7 +37,7 @@ class IDMappingInline(ViewOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Profile)
 class ProfileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("uuid", "created_at")
+    list_display = ("uuid", when_column("created_at", "created"))
     search_fields = ("=uuid", "=id_mappings__dpuuid")
     search_help_text = "Exact platform UUID, or a partner's exact DPUUID."
     inlines = (IDMappingInline, MembershipInline)
@@ -160,7 +160,7 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
 
 @admin.register(SegmentMembership)
 class SegmentMembershipAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("profile", "segment", "joined_at")
+    list_display = ("profile", "segment", when_column("joined_at", "joined"))
     list_select_related = ("profile", "segment")
     search_fields = ("=profile__uuid", "=segment__sid")
     search_help_text = "Exact platform UUID or segment SID."

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.html import escape
 
 from segments.rules import RuleError, parse_segment_rule, parse_trait_rule, segment_rule_sids
 
@@ -52,6 +53,10 @@ class Profile(models.Model):
         return self.uuid
 
 
+# Help texts are rendered as HTML, unescaped: one holding <, > or " is escaped where it is
+# defined (see partners.models).
+
+
 class Trait(models.Model):
     class Kind(models.TextChoices):
         ONBOARDED = "onboarded", "Onboarded"
@@ -66,8 +71,10 @@ class Trait(models.Model):
     rule = models.TextField(
         blank=True,
         validators=[validate_trait_rule],
-        help_text='For example: age > 30 AND gender == "male". May be empty for an onboarded '
-        "trait (then only d_sid realizes it).",
+        help_text=escape(
+            'For example: age > 30 AND gender == "male". May be empty for an onboarded '
+            "trait (then only d_sid realizes it)."
+        ),
     )
     integration_code = models.CharField(max_length=100, blank=True)
     ttl_days = models.PositiveIntegerField(
@@ -104,7 +111,7 @@ class Segment(models.Model):
     name = models.CharField(max_length=200)
     rule = models.TextField(
         validators=[validate_segment_rule],
-        help_text="For example: (1234T OR 5678T) AND NOT 9999T, or [1234T,5678T] <= 30D.",
+        help_text=escape("For example: (1234T OR 5678T) AND NOT 9999T, or [1234T,5678T] <= 30D."),
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -294,3 +294,151 @@ def test_the_taxonomy_workbook_holds_only_what_the_user_may_view_and_change(
     page = response.content.decode()
     assert "Taxonomy imported" in page, page[page.find("taxonomy-errors") :][:600]
     assert Trait.objects.get(sid=10).name == "Renamed by the editor"
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    """Every help text of the portal's models and admin forms, with where it is defined."""
+    from django.apps import apps
+
+    from partners.admin import ResendForm
+    from partners.admin_views import ReportForm
+
+    texts = [
+        (f"{model.__name__}.{field.name}", str(getattr(field, "help_text", "")))
+        for app in ("partners", "segments")
+        for model in apps.get_app_config(app).get_models()
+        for field in model._meta.get_fields()
+        if getattr(field, "help_text", "")
+    ]
+    texts += [
+        (f"{form.__name__}.{name}", str(field.help_text))
+        for form in (ResendForm, ReportForm)
+        for name, field in form.base_fields.items()
+        if field.help_text
+    ]
+    return texts
+
+
+def test_every_help_text_reads_as_written_once_rendered_as_html() -> None:
+    """Django puts help texts into pages as HTML: one with <placeholders> must be escaped
+    where it is defined. Before: the partner's slug read "drop-zone paths: //date=…"."""
+    import html
+
+    from django.utils.html import strip_tags
+
+    texts = _help_texts()
+    assert len(texts) > 30
+    # What a browser shows (the tags dropped, the entities read) is the text as written.
+    lost = {
+        where: text
+        for where, text in texts
+        if html.unescape(strip_tags(text)) != html.unescape(text) or "<" in text
+    }
+    assert lost == {}
+
+
+def test_a_placeholder_in_a_help_text_shows_on_the_admin_page(admin_client: Client) -> None:
+    from partners.models import Partner
+
+    page = admin_client.get(admin_url(Partner, "add")).content.decode()
+    assert "drop-zone paths: &lt;prefix&gt;/&lt;slug&gt;/date=…" in page
+
+
+def _queued_rows(model_name: str, count: int) -> list[int]:
+    """``count`` rows an admin action queues work for (its job reaches Redis only when the
+    request's transaction commits, which a test's never does)."""
+    from partners.models import Destination, InboundChannel, OutboundRun
+    from tests.factories import PartnerFactory, ReceiptFactory
+
+    partner = PartnerFactory.create()
+    rows: list[Model] = []
+    for n in range(count):
+        if model_name == "receipt":
+            rows.append(ReceiptFactory.create())
+            continue
+        channel = InboundChannel.objects.create(
+            partner=partner, name=f"zone {n}", kind="local", prefix="/srv/dropzone"
+        )
+        if model_name == "inboundchannel":
+            rows.append(channel)
+            continue
+        destination = Destination.objects.create(partner=partner, name=f"d{n}", channel=channel)
+        if model_name == "destination":
+            rows.append(destination)
+            continue
+        rows.append(
+            OutboundRun.objects.create(
+                destination=destination, mode="full", started_at=timezone.now()
+            )
+        )
+    return [row.pk for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "action", "one", "three"),
+    [
+        ("destination", "run_now", "1 destination queued.", "3 destinations queued."),
+        (
+            "inboundchannel",
+            "poll_now",
+            "1 drop zone queued for a poll.",
+            "3 drop zones queued for a poll.",
+        ),
+        (
+            "outboundrun",
+            "resend",
+            "1 run queued to be sent again.",
+            "3 runs queued to be sent again.",
+        ),
+        ("receipt", "resend_to_all", "1 receipt queued.", "3 receipts queued."),
+    ],
+)
+def test_action_messages_read_as_english(
+    admin_client: Client, model_name: str, action: str, one: str, three: str
+) -> None:
+    """Before: "1 destination(s) queued."."""
+    url = reverse(f"admin:partners_{model_name}_changelist")
+    for count, expected in ((1, one), (3, three)):
+        response = admin_client.post(
+            url,
+            {"action": action, "_selected_action": _queued_rows(model_name, count)},
+            follow=True,
+        )
+        assert [str(m) for m in response.context["messages"]] == [expected]
+
+
+def test_list_columns_wrap_names_at_their_separators_and_dates_between_day_and_time() -> None:
+    from datetime import UTC, datetime
+
+    from portal.admin_site import breakable, when
+
+    assert breakable("<b>acme/date=2026-12-02/ftp_dpm_21.sync") == (
+        "&lt;b&gt;acme/<wbr>date=2026-12-02/<wbr>ftp_<wbr>dpm_<wbr>21.<wbr>sync"
+    )  # escaped first: a partner's file name is never markup
+    assert when(datetime(2026, 12, 2, 16, 39, 5, tzinfo=UTC)) == (
+        '<span class="day">2026-12-02</span> 16:39'
+    )
+    assert when(None) is None  # the admin's empty value
+
+
+def test_a_partner_s_page_links_its_last_batch(admin_client: Client) -> None:
+    """Before: "Last batch: -" whatever the partner sent (the date's format raised, and the
+    admin shows a failing field as empty)."""
+    from datetime import UTC, datetime
+
+    from partners.models import Partner, Receipt
+    from tests.factories import ReceiptFactory
+
+    receipt: Receipt = ReceiptFactory.create(
+        job_start=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
+        job_end=datetime(2026, 11, 20, 9, 31, tzinfo=UTC),
+        stored_records=40,
+        format_errors=2,
+    )
+    page = admin_client.get(admin_url(Partner, "change", receipt.batch.partner_id))
+    field = page.content.decode().split("field-last_batch")[1].split("</div>\n")[0]
+    link = admin_url(Receipt, "change", receipt.pk)
+    assert (
+        f'<a href="{link}">{receipt.batch.key}</a> — 2026-11-20 09:31 UTC, 40 of 42 records'
+        " stored" in field
+    )

@@ -18,6 +18,7 @@ import django_rq
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import ngettext
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
@@ -42,8 +43,9 @@ class SweepResult:
 
     def summary(self) -> str:
         return (
-            f"{len(self.requeued)} batch(es) queued again, {len(self.failed)} failed for good,"
-            f" {len(self.released)} split batch(es) released"
+            f"{len(self.requeued)} {ngettext('batch', 'batches', len(self.requeued))} queued"
+            f" again, {len(self.failed)} failed for good, {len(self.released)} split"
+            f" {ngettext('batch', 'batches', len(self.released))} released"
         )
 
 

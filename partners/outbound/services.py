@@ -562,7 +562,13 @@ def outbound_run_resend(*, run: OutboundRun) -> OutboundRun:
     )
 
 
-def destination_preview(destination: Destination, *, rows: int = 3) -> str:
+@dataclass(frozen=True)
+class DestinationPreview:
+    text: str  # the first file name, then its first rows
+    members: int  # how many real members the rows show (0: one made-up member instead)
+
+
+def destination_preview(destination: Destination, *, rows: int = 3) -> DestinationPreview:
     """The first file name and rows the destination's templates make, from its own first
     members when it has some (else one made-up member): what staff check after saving."""
     name_template = compile_file_name_template(destination.file_name_template)
@@ -578,6 +584,7 @@ def destination_preview(destination: Destination, *, rows: int = 3) -> str:
         found = _rows(_member_query(destination, mapped, since=None, until=now), row_template)
         sample = list(itertools.islice(found, rows))
         found.close()  # the server-side cursor, now
+    members = len(sample)
     if not sample:
         first = sorted(mapped)[0]
         sample = [
@@ -585,4 +592,4 @@ def destination_preview(destination: Destination, *, rows: int = 3) -> str:
         ]
     for row in sample:
         lines.append(row_template.render(_row_context(row, constants, mapped, {})))
-    return "\n".join(lines)
+    return DestinationPreview("\n".join(lines), members)

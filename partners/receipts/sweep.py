@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import ngettext
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
@@ -62,7 +63,9 @@ class ReceiptSweepResult:
 
     def summary(self) -> str:
         return (
-            f"{len(self.requeued)} pending receipt e-mail(s) queued again,"
+            f"{len(self.requeued)}"
+            f" {ngettext('pending receipt e-mail', 'pending receipt e-mails', len(self.requeued))}"
+            " queued again,"
             f" {len(self.failed)} given up (failed)"
         )
 

@@ -97,7 +97,7 @@ def test_the_admin_shows_each_schedule_and_runs_one_now(
     call_command("idsync_expire", stdout=io.StringIO())
     page = admin_client.get("/admin/tools/schedules/").content.decode()
     row = page.split('data-schedule="idsync_expire"')[1].split("</tr>")[0]
-    assert "0 ID mapping(s) unseen for 120 days deleted" in row
+    assert "0 ID mappings unseen for 120 days deleted" in row
     assert "never" in page.split('data-schedule="inbound_purge"')[1].split("</tr>")[0]
 
     with django_capture_on_commit_callbacks(execute=True):  # django-rq sends on commit

@@ -54,9 +54,9 @@ def test_old_uploads_go_checked_ones_never_processed_too_records_stay(
     result = inbound_purge_run()
 
     assert result == (
-        "1 file(s) older than 30 days deleted, 0 already gone, 1 unclaimed upload(s) deleted;"
-        " 0 outbound file(s) older than 8 days deleted; 1 old schedule run record(s) pruned;"
-        " 1 membership change(s) older than 30 days pruned"
+        "1 file older than 30 days deleted, 0 already gone, 1 unclaimed upload deleted;"
+        " 0 outbound files older than 8 days deleted; 1 old schedule run record pruned;"
+        " 1 membership change older than 30 days pruned"
     )
     assert SegmentMembershipChange.objects.get().at > timezone.now() - timedelta(days=30)
     assert not default_storage.exists(checked.path)

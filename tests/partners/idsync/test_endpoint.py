@@ -231,7 +231,7 @@ def test_idsync_expire_deletes_mappings_unseen_for_120_days() -> None:
         IDMappingFactory.create(data_source_id=21, dpuuid=dpuuid, first_seen_at=at, last_seen_at=at)
     out = StringIO()
     call_command("idsync_expire", stdout=out)
-    assert "1 ID mapping(s) unseen for 120 days deleted" in out.getvalue()
+    assert "1 ID mapping unseen for 120 days deleted" in out.getvalue()
     assert set(IDMapping.objects.values_list("dpuuid", flat=True)) == {"recent"}
 
 

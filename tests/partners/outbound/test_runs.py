@@ -211,6 +211,39 @@ def test_delivery_to_a_real_s3_api(
     assert body.read().decode() == f"{world.u1.uuid} 500 \n"
 
 
+def test_the_preview_says_whether_its_rows_are_real_members_or_a_sample(
+    world: World, deliver: Deliver, tmp_path: Path, admin_client: Any
+) -> None:
+    """Before: the preview was labelled "with made-up rows" even when it showed real ones."""
+    import html
+
+    destination = _destination(world, tmp_path)
+    url = f"/admin/partners/destination/{destination.pk}/change/"
+
+    def shown() -> tuple[str, list[str]]:
+        page = admin_client.get(url).content.decode()
+        source = page.split('id="destination-preview-source">')[1].split("</p>")[0]
+        rows = page.split('id="destination-preview">')[1].split("</pre>")[0]
+        return html.unescape(source), html.unescape(rows).splitlines()[1:]
+
+    source, rows = shown()
+    assert source == (
+        "The saved templates, rendered from a made-up member (a sample):"
+        " no one is in its segments yet."
+    )
+    assert rows == [f"{'1' * 38} 500 "]
+
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    assert shown() == (
+        "The saved templates, rendered from 1 real member.",
+        [f"{world.u1.uuid} 500 "],
+    )
+    deliver({"ftp_dpm_21_1700000001.sync": "u2\td_sid=10,d_sid=11\n"})
+    source, rows = shown()
+    assert source == "The saved templates, rendered from 2 real members."
+    assert sorted(rows) == sorted([f"{world.u1.uuid} 500 ", f"{world.u2.uuid} 500,501 "])
+
+
 def test_the_admin_refuses_a_wrong_template_and_previews_a_good_one(
     world: World, deliver: Deliver, tmp_path: Path, admin_client: Any
 ) -> None:
@@ -615,6 +648,62 @@ def test_run_now_and_send_again_in_the_admin_queue_jobs_a_worker_runs(
         "succeeded",
         first.started_at,
     )
+
+
+def test_run_now_on_the_destination_s_page_queues_the_run_a_worker_runs(
+    world: World,
+    deliver: Deliver,
+    tmp_path: Path,
+    admin_client: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """The README's *Run now* in its admin page: a button there, as well as the list's
+    action. Before: the page had no such button (and no URL to post to)."""
+    import django_rq
+    from django.urls import reverse
+    from rq import SimpleWorker
+
+    destination = _destination(world, tmp_path)
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    queue = django_rq.get_queue("outbound")
+    queue.empty()
+    url = reverse("admin:partners_destination_run_now", args=[destination.pk])
+    page = admin_client.get(reverse("admin:partners_destination_change", args=[destination.pk]))
+    assert f'<form method="post" action="{url}">' in page.content.decode()
+    assert admin_client.get(url).status_code == 405  # a run is queued by a POST only
+    assert queue.count == 0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, follow=True)
+    assert response.redirect_chain[-1][0].endswith(f"/destination/{destination.pk}/change/")
+    assert [str(m) for m in response.context["messages"]] == ["1 destination queued."]
+    [job] = queue.jobs
+    assert (job.func_name, job.args, job.timeout) == (
+        "partners.outbound.jobs.outbound_run_job",
+        (destination.pk,),
+        4 * 3600,
+    )
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    assert (destination.runs.get().status, destination.runs.get().lines) == ("succeeded", 1)
+
+
+def test_run_now_needs_the_right_to_change_the_destination(
+    world: World, tmp_path: Path, client: Any
+) -> None:
+    from django.contrib.auth.models import Permission, User
+    from django.urls import reverse
+
+    destination = _destination(world, tmp_path)
+    viewer = User.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_destination"))
+    client.force_login(viewer)
+    url = reverse("admin:partners_destination_run_now", args=[destination.pk])
+    page = client.get(reverse("admin:partners_destination_change", args=[destination.pk]))
+    assert page.status_code == 200
+    assert url not in page.content.decode()
+    assert client.post(url).status_code == 403
+    listing = client.get(reverse("admin:partners_destination_changelist"))
+    assert "run_now" not in listing.content.decode()
 
 
 @pytest.mark.parametrize(

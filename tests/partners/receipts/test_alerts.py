@@ -68,7 +68,7 @@ def test_silent_data_sources_are_listed_in_one_alert(settings: Any) -> None:
             "partners.receipts.alerts._alert_enqueue", lambda **kwargs: sent.append(kwargs)
         )
         call_command("alerts_check", "--days", "3", stdout=out)
-    assert "2 data source(s) silent for 3 days: alert queued" in out.getvalue()
+    assert "2 data sources silent for 3 days: alert queued" in out.getvalue()
     (alert,) = sent
     assert alert["subject"] == "2 data source(s) sent nothing for 3 days"
     assert "DPID 42 never: never sent a batch" in alert["body"]

@@ -221,8 +221,6 @@ def test_a_failed_job_of_a_pending_delivery_is_replaced(
 def test_the_sweep_is_a_schedule_and_a_command(db: Any, notify: Queue) -> None:
     out = io.StringIO()
     call_command("receipts_sweep", stdout=out)
-    assert out.getvalue().strip() == (
-        "0 pending receipt e-mail(s) queued again, 0 given up (failed)"
-    )
+    assert out.getvalue().strip() == ("0 pending receipt e-mails queued again, 0 given up (failed)")
     run = ScheduleRun.objects.get(name="receipts_sweep")
     assert run.ok
