@@ -8,7 +8,9 @@ from datetime import date
 import pytest
 from django.core.exceptions import ValidationError
 
-from partners.models import Destination, DestinationSegment, InboundChannel
+from partners.models import DataSource, Destination, DestinationSegment, InboundChannel
+from partners.taxonomy import TaxonomyImportError, taxonomy_import
+from portal.demo import demo_workbook, workbook_bytes
 from segments.models import Trait
 from tests.factories import DataSourceFactory, PartnerFactory, SegmentFactory
 
@@ -67,3 +69,43 @@ def test_a_destination_with_no_such_channel_is_refused_not_a_crash() -> None:
     partner = PartnerFactory.create()
     destination = Destination(partner=partner, name="d", channel_id=999_999)
     assert "channel" in _errors(destination)  # the field's own "does not exist"
+
+
+def test_the_workbook_now_refuses_a_pid_alias_the_admin_refuses() -> None:
+    """Before, the workbook did not run Destination.clean(): it stored a PID alias that makes
+    file names leave the destination's folder, which the admin refuses."""
+    taxonomy_import(workbook=demo_workbook())
+    channel = InboundChannel.objects.create(
+        partner_id=1001, name="c", kind="local", prefix="/srv/exchange"
+    )
+    template = "<PID_ALIAS>_<SYNC_TYPE>_<ORDER_ID>_<TIMESTAMP>.sync"
+    sheets = {
+        "Destinations": [
+            ["id", "partner_pid", "name", "channel_id", "pid_alias", "file_name_template"],
+            [40, 1001, "Acme", channel.pk, "a/b", template],
+        ]
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert [error.split(": ", 1)[0] for error in caught.value.errors] == ["Destinations!E2"]
+    assert "used in the file names: a file name cannot hold '/'" in caught.value.errors[0]
+    assert not Destination.objects.exists()
+
+
+def test_a_partner_row_without_a_slug_is_still_the_partner_other_sheets_name() -> None:
+    """Before, a Partners row whose slug was missing also made its PID unknown to the
+    DataSources sheet (a second, wrong report)."""
+    sheets = {
+        "Partners": [["pid", "slug", "name"], [7, "", "Seven"]],
+        "DataSources": [
+            ["dpid", "partner_pid", "name", "id_type", "inbound_id_type"],
+            [70, 7, "Seven web", "cookie", "dpuuid"],
+        ],
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == [
+        "Partners!B2: 'slug' is required",
+        "Partners!B2: This field cannot be blank.",
+    ]
+    assert not DataSource.objects.filter(dpid=70).exists()
