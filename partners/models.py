@@ -170,6 +170,18 @@ class DataSource(models.Model):
     def is_global(self) -> bool:
         return self.partner_id is None
 
+    def clean(self) -> None:
+        # The datasource_device_format_iff_device constraint, said next to the field.
+        device = self.inbound_id_type == self.InboundIDType.DEVICE
+        if device and not self.device_id_format:
+            raise ValidationError(
+                {"device_id_format": ValidationError("needed for global device IDs", "needed")}
+            )
+        if self.inbound_id_type and not device and self.device_id_format:
+            raise ValidationError(
+                {"device_id_format": ValidationError("only for global device IDs", "only_device")}
+            )
+
 
 class ReceiptRecipient(models.Model):
     partner = models.ForeignKey(
@@ -207,7 +219,13 @@ class ReceiptRecipient(models.Model):
             and self.partner_id is not None
             and source.partner_id != self.partner_id
         ):
-            raise ValidationError({"data_source": "This data source belongs to another partner."})
+            raise ValidationError(
+                {
+                    "data_source": ValidationError(
+                        "This data source belongs to another partner.", "other_partner"
+                    )
+                }
+            )
 
 
 class IDMapping(models.Model):
@@ -807,12 +825,18 @@ class Destination(models.Model):
 
     def clean(self) -> None:
         errors = {}
-        if self.channel_id and self.partner_id and self.channel.partner_id != self.partner_id:
-            errors["channel"] = "a channel of this partner"
+        try:
+            channel = self.channel if self.channel_id else None
+        except InboundChannel.DoesNotExist:
+            channel = None  # no such channel: said where it is chosen
+        if channel is not None and self.partner_id and channel.partner_id != self.partner_id:
+            errors["channel"] = ValidationError("a channel of this partner", "other_partner")
         if self.id_column == self.IDColumn.DPUUID and not self.id_data_source_id:
-            errors["id_data_source"] = "needed to write DPUUIDs"
+            errors["id_data_source"] = ValidationError("needed to write DPUUIDs", "needed")
         elif (source := self.id_data_source) is not None and source.partner_id != self.partner_id:
-            errors["id_data_source"] = "a data source of this partner"
+            errors["id_data_source"] = ValidationError(
+                "a data source of this partner", "other_partner"
+            )
         if self.pid_alias:
             # The template alone is checked with a sample alias (its field); this alias goes
             # into the names too.
@@ -826,7 +850,7 @@ class Destination(models.Model):
                 and file_name_template_refusal(template) is None
                 and (refusal := file_name_template_refusal(template, pid_alias=self.pid_alias))
             ):
-                errors["pid_alias"] = f"used in the file names: {refusal}"
+                errors["pid_alias"] = ValidationError(f"used in the file names: {refusal}")
         if errors:
             raise ValidationError(errors)
 
@@ -851,6 +875,12 @@ class DestinationSegment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.segment_id} → {self.value}"
+
+    def clean(self) -> None:
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValidationError(
+                {"end_date": ValidationError("the end date is before the start date", "before")}
+            )
 
 
 class OutboundRun(models.Model):

@@ -23,7 +23,7 @@ class PortalAdminSite(admin.AdminSite):
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         from partners import admin_views as partners_views
-        from segments import admin_views
+        from partners.taxonomy import admin_views as taxonomy_views
 
         tools = [
             path(
@@ -38,12 +38,12 @@ class PortalAdminSite(admin.AdminSite):
             ),
             path(
                 "tools/taxonomy/",
-                self.admin_view(admin_views.taxonomy_view),
+                self.admin_view(taxonomy_views.taxonomy_view),
                 name="taxonomy",
             ),
             path(
                 "tools/taxonomy/export/",
-                self.admin_view(admin_views.taxonomy_export_view),
+                self.admin_view(taxonomy_views.taxonomy_export_view),
                 name="taxonomy_export",
             ),
         ]

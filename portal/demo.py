@@ -25,9 +25,9 @@ from partners.models import (
     Partner,
     PartnerUser,
 )
+from partners.taxonomy import taxonomy_import
 from portal.demo_files import SEEDED_VISITORS, visitor_dpuuid, visitor_uuid
 from segments.models import Profile
-from segments.taxonomy import taxonomy_import
 
 DEMO_TAXONOMY: dict[str, list[list[object]]] = {
     "Partners": [

@@ -97,6 +97,13 @@ class Trait(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.sid}T)"
 
+    def clean(self) -> None:
+        # The trait_rule_based_has_rule constraint, said next to the field.
+        if self.kind == self.Kind.RULE_BASED and not self.rule:
+            raise ValidationError(
+                {"rule": ValidationError("A rule-based trait needs a rule.", "needed")}
+            )
+
 
 class Segment(models.Model):
     class Status(models.TextChoices):
@@ -131,7 +138,9 @@ class Segment(models.Model):
             return  # the field validator reports it
         missing = sids - set(Trait.objects.filter(sid__in=sids).values_list("sid", flat=True))
         if missing:
-            raise ValidationError({"rule": unknown_traits_message(missing)})
+            raise ValidationError(
+                {"rule": ValidationError(unknown_traits_message(missing), "unknown_traits")}
+            )
 
 
 def unknown_traits_message(sids: set[int]) -> str:

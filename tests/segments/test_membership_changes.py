@@ -124,7 +124,7 @@ def test_a_taxonomy_import_rebuilds_the_segments_it_carries(
 
     from openpyxl import Workbook
 
-    from segments.taxonomy import taxonomy_import
+    from partners.taxonomy import taxonomy_import
 
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
     book = Workbook()

@@ -19,9 +19,9 @@ from partners.models import (
     ReceiptRecipient,
 )
 from partners.outbound.templates import DEFAULT_ROW
+from partners.taxonomy import TaxonomyImportError, taxonomy_export, taxonomy_import
 from portal.demo import DEMO_TAXONOMY, demo_workbook, workbook_bytes
 from segments.models import Segment, Trait
-from segments.taxonomy import TaxonomyImportError, taxonomy_export, taxonomy_import
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from segments.taxonomy import (
+from partners.taxonomy import (
     TaxonomyImportError,
     sheets_importable,
     sheets_viewable,

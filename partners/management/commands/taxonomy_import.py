@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from segments.taxonomy import TaxonomyImportError, taxonomy_import
+from partners.taxonomy import TaxonomyImportError, taxonomy_import
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from segments.taxonomy import taxonomy_export
+from partners.taxonomy import taxonomy_export
 
 
 class Command(BaseCommand):
