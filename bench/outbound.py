@@ -122,7 +122,7 @@ def main() -> None:
         sys.exit("Set DATABASE_URL (or run through `make bench-outbound`).")
     print(f"setting up: {args.members:,} profiles in {SEGMENTS} segments", flush=True)
     _setup(args.members)
-    from partners.outbound.services import outbound_run
+    from partners.outbound.runs import outbound_run
     from partners.outbound.templates import DEFAULT_ROW
 
     with tempfile.TemporaryDirectory() as folder:

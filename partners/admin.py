@@ -39,11 +39,8 @@ from partners.models import (
     ReceiptRecipient,
     ScheduleRun,
 )
-from partners.outbound.services import (
-    destination_preview,
-    outbound_resends_request,
-    outbound_runs_request,
-)
+from partners.outbound.preview import destination_preview
+from partners.outbound.runs import outbound_resends_request, outbound_runs_request
 from partners.receipts.render import receipt_context, receipt_failure
 from partners.receipts.services import (
     receipt_delivery_request,

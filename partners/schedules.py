@@ -23,7 +23,7 @@ from partners.dropzones import services as dropzones
 from partners.idsync.mappings import id_mappings_expire
 from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import ScheduleRun
-from partners.outbound.services import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
+from partners.outbound.runs import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
 from partners.receipts.sweep import receipt_deliveries_sweep
 from segments.services import membership_changes_prune, segments_membership_rebuild

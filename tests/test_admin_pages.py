@@ -26,7 +26,7 @@ from partners.admin_views import ReportForm
 from partners.inbound.processing import inbound_batch_process
 from partners.inbound.registration import inbound_files_register
 from partners.models import Destination, IDSyncOptOut, InboundBatch, Receipt, ReceiptDelivery
-from partners.outbound.services import outbound_run
+from partners.outbound.runs import outbound_run
 from partners.schedules import schedule_run
 from portal.demo import demo_seed
 from portal.demo_files import DAY1_FILE, IDSYNC_FILE, MISTAKES_FILE

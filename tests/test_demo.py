@@ -15,7 +15,7 @@ from django.test import Client
 from partners.dropzones.services import inbound_poll
 from partners.inbound.processing import inbound_batch_process
 from partners.models import Destination, IDMapping, InboundChannel, InboundFile, Receipt
-from partners.outbound.services import outbound_run
+from partners.outbound.runs import outbound_run
 from portal.demo import demo_seed
 from portal.demo_files import (
     DAY1_FILE,

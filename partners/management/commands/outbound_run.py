@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from partners.models import Destination
-from partners.outbound.services import OutboundRunInProgress, outbound_run
+from partners.outbound.runs import OutboundRunInProgress, outbound_run
 from partners.schedules import outbound_run_due_run, schedule_run
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from partners.models import Destination, DestinationSegment, InboundChannel, OutboundRun
-from partners.outbound.services import outbound_run
+from partners.outbound.runs import outbound_run
 from tests.conftest import s3_client
 from tests.factories import IDMappingFactory, SegmentFactory
 from tests.partners.inbound.conftest import Deliver, World
@@ -302,7 +302,7 @@ def test_a_failed_daily_run_alerts_and_a_past_run_can_be_sent_again(
     from django.core import mail
     from django.utils import timezone
 
-    from partners.outbound.services import outbound_run_resend, outbound_runs_due
+    from partners.outbound.runs import outbound_run_resend, outbound_runs_due
     from partners.receipts.alerts import alert_send
 
     settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
@@ -346,7 +346,7 @@ def test_files_of_runs_older_than_eight_days_are_purged(
 
     from django.utils import timezone
 
-    from partners.outbound.services import outbound_purge
+    from partners.outbound.runs import outbound_purge
 
     destination = _destination(world, tmp_path)
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
@@ -374,7 +374,7 @@ def test_a_run_killed_midway_with_sigkill_then_retried(tmp_path: Path) -> None:
     from django.db import connection
 
     from partners.outbound.jobs import outbound_run_job
-    from partners.outbound.services import OutboundRunInProgress
+    from partners.outbound.runs import OutboundRunInProgress
     from tests.partners.inbound.test_jobs import BASE_DIR, worker_environment
 
     world = World()
@@ -441,7 +441,7 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
     from django.db import connection
     from django.utils import timezone
 
-    from partners.outbound.services import _RUN_LOCK, OutboundRunInProgress, outbound_runs_due
+    from partners.outbound.runs import _RUN_LOCK, OutboundRunInProgress, outbound_runs_due
 
     destination = _destination(world, tmp_path, mode="iter")
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
@@ -499,7 +499,7 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
 def test_rendering_in_postgresql_equals_rendering_in_python(
     deliver: Deliver, tmp_path: Path, source: str, mode: str, id_column: str
 ) -> None:
-    from partners.outbound import services
+    from partners.outbound import runs as services
     from partners.outbound.templates import compile_row_template
 
     world = World()
@@ -765,7 +765,7 @@ def test_file_names_with_dates_and_a_plain_alias_are_fine_and_an_alias_with_a_pa
 def test_a_stored_template_that_renders_a_path_fails_its_run_and_writes_nothing(
     world: World, deliver: Deliver, tmp_path: Path, fields: dict[str, str], shown: str
 ) -> None:
-    from partners.outbound.services import OutboundFileNameRefused
+    from partners.outbound.parts import OutboundFileNameRefused
 
     destination = _destination(world, tmp_path)
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
@@ -798,7 +798,7 @@ def test_a_destination_failing_every_poll_alerts_once_a_utc_day_and_backs_off(
     from django.core import mail
     from rq import SimpleWorker
 
-    from partners.outbound.services import outbound_runs_due
+    from partners.outbound.runs import outbound_runs_due
 
     settings.PARTNER_SOLUTIONS_EMAILS = ["solutions@platform.test"]
     settings.OUTBOUND_RETRY_SECONDS, settings.OUTBOUND_RETRY_MAX_SECONDS = 300, 3600
@@ -914,7 +914,7 @@ def test_a_new_destination_first_runs_at_its_next_daily_time_not_at_once(
     empty export at start-up)."""
     from datetime import UTC, datetime, timedelta
 
-    from partners.outbound.services import outbound_runs_due
+    from partners.outbound.runs import outbound_runs_due
 
     made = datetime(2031, 3, 1, 15, 0, tzinfo=UTC)
     destination = _destination(world, tmp_path, daily_at="14:00")

@@ -199,7 +199,7 @@ def _partner_with_data(world: World, tmp_path: Path) -> dict[str, int]:
     from partners.inbound.processing import inbound_batch_process
     from partners.inbound.registration import inbound_files_register
     from partners.models import Destination, DestinationSegment, InboundChannel
-    from partners.outbound.services import outbound_run
+    from partners.outbound.runs import outbound_run
     from tests.factories import SegmentFactory
 
     zone = tmp_path / "zone"

@@ -13,7 +13,7 @@ from django.test import Client
 from openpyxl import load_workbook
 
 from partners.models import Destination, DestinationSegment, InboundChannel, OutboundRun
-from partners.outbound.services import outbound_run
+from partners.outbound.runs import outbound_run
 from partners.reports import onboarding_report_rows
 from tests.factories import (
     DataSourceFactory,
