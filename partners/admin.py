@@ -63,6 +63,8 @@ from portal.admin_site import (
     when,
     when_column,
 )
+from segments.admin import ProfileAdmin
+from segments.models import Profile
 
 
 class DataSourceInline(admin.TabularInline):
@@ -858,3 +860,22 @@ class PendingRecordAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     )
     search_fields = ("=dpuuid",)
     show_full_result_count = False
+
+
+class IDMappingInline(ViewOnlyAdminMixin, admin.TabularInline):
+    model = IDMapping
+    fields = ("data_source", "dpuuid", "first_seen_at", "last_seen_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+# A profile's page shows its ID mappings first: they are partners' rows, so this app adds
+# them to the segments app's profile admin (segments imports nothing from partners).
+admin.site.unregister(Profile)
+
+
+@admin.register(Profile)
+class ProfileWithMappingsAdmin(ProfileAdmin):
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return (IDMappingInline, *super().get_inlines(request, obj))

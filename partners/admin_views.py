@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -20,7 +19,12 @@ from partners.reports import (
     onboarding_report_rows,
     onboarding_report_xlsx,
 )
-from partners.schedules import schedule_get, schedule_last_runs, schedules
+from partners.schedules import (
+    schedule_get,
+    schedule_last_runs,
+    schedule_run_request,
+    schedules,
+)
 
 MAX_DAYS = 366
 
@@ -96,9 +100,7 @@ def schedules_view(request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm("partners.add_schedulerun"):
             raise PermissionDenied
         schedule = schedule_get(request.POST.get("name", ""))
-        django_rq.get_queue(schedule.queue).enqueue(
-            "partners.jobs.schedule_job", schedule.name, job_timeout=schedule.timeout
-        )
+        schedule_run_request(schedule=schedule)
         messages.success(request, f"{schedule.title}: queued.")
         return redirect("admin:schedules")
     last = schedule_last_runs()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import django_rq
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -19,6 +20,7 @@ from django.utils.translation import ngettext
 
 # The module, not its names: the drop zones' *Poll now* job runs a schedule, so the two
 # import each other.
+from partners import jobs
 from partners.dropzones import services as dropzones
 from partners.idsync.mappings import id_mappings_expire
 from partners.inbound.sweep import inbound_batches_sweep
@@ -26,7 +28,8 @@ from partners.models import ScheduleRun
 from partners.outbound.runs import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
 from partners.receipts.sweep import receipt_deliveries_sweep
-from segments.services import membership_changes_prune, segments_membership_rebuild
+from segments.membership import segment_memberships_rebuild
+from segments.services import membership_changes_prune
 
 
 def counted(count: int, singular: str, plural: str) -> str:
@@ -60,7 +63,7 @@ def receipts_sweep_run() -> str:
     return receipt_deliveries_sweep().summary()
 
 
-def inbound_purge_run() -> str:
+def retention_purge_run() -> str:
     result = dropzones.inbound_purge()
     outbound = outbound_purge()
     # The record of past runs is kept as long as the files (a poll every 5 min is 288 a day).
@@ -99,8 +102,8 @@ def outbound_run_due_run() -> str:
     return exported + (f", {len(failed)} failed" if failed else "")
 
 
-def segments_refresh_run() -> str:
-    changes = segments_membership_rebuild()
+def segments_rebuild_run() -> str:
+    changes = segment_memberships_rebuild()
     return (
         f"{counted(changes, 'membership change', 'membership changes')} (joins and leaves)"
         " over all profiles"
@@ -135,9 +138,10 @@ def schedules() -> list[Schedule]:
             timeout=300,
         ),
         Schedule(
-            "inbound_purge",
-            "Delete delivered files past retention",
-            inbound_purge_run,
+            "retention_purge",
+            "Delete inbound and outbound files, schedule runs and membership changes past"
+            " retention",
+            retention_purge_run,
             cron="30 3 * * *",
         ),
         Schedule(
@@ -155,9 +159,9 @@ def schedules() -> list[Schedule]:
             timeout=OUTBOUND_JOB_TIMEOUT,
         ),
         Schedule(
-            "segments_refresh",
-            "Segment membership as realizations age (TTL, recency)",
-            segments_refresh_run,
+            "segments_rebuild",
+            "Segment membership over all profiles, as realizations age (TTL, recency)",
+            segments_rebuild_run,
             cron="0 2 * * *",
         ),
         Schedule(
@@ -198,3 +202,10 @@ def schedule_last_runs() -> dict[str, ScheduleRun]:
         "name"
     )
     return {run.name: run for run in runs}
+
+
+def schedule_run_request(*, schedule: Schedule) -> None:
+    """Queue the schedule to run now, on its own queue (the admin's *Run now*)."""
+    django_rq.get_queue(schedule.queue).enqueue(
+        jobs.schedule_job, schedule.name, job_timeout=schedule.timeout
+    )

@@ -7,7 +7,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from partners.models import IDMapping
 from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin, when_column
 from segments.models import Profile, Segment, SegmentMembership, Trait
 from segments.selectors import (
@@ -16,7 +15,7 @@ from segments.selectors import (
     segment_population_trend,
     trait_live_population_expression,
 )
-from segments.services import segments_rebuild_request
+from segments.services import segment_memberships_rebuild_enqueue
 
 
 class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):
@@ -27,20 +26,13 @@ class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):
     can_delete = False
 
 
-class IDMappingInline(ViewOnlyAdminMixin, admin.TabularInline):
-    model = IDMapping
-    fields = ("data_source", "dpuuid", "first_seen_at", "last_seen_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-
 @admin.register(Profile)
 class ProfileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("uuid", when_column("created_at", "created"))
     search_fields = ("=uuid", "=id_mappings__dpuuid")
     search_help_text = "Exact platform UUID, or a partner's exact DPUUID."
-    inlines = (IDMappingInline, MembershipInline)
+    # partners/admin.py adds the profile's ID mappings (partners' rows) in front.
+    inlines = (MembershipInline,)
     readonly_fields = ("uuid", "created_at", "live_traits")
     show_full_result_count = False
 
@@ -130,7 +122,7 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Segment, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if not change or {"rule", "status"} & set(form.changed_data):
-            segments_rebuild_request(sids=[obj.sid])
+            segment_memberships_rebuild_enqueue(sids=[obj.sid])
             self.message_user(
                 request, f"The membership of segment {obj.sid} is being brought up to date."
             )

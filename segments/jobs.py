@@ -1,12 +1,13 @@
-"""RQ jobs of the segments app: thin."""
+"""RQ jobs of segments: thin."""
 
 from __future__ import annotations
 
+from segments.membership import segment_memberships_rebuild
 from segments.models import Segment
-from segments.services import segments_membership_rebuild
 
 
-def segment_membership_rebuild_job(sid: int) -> int | None:
+def segment_memberships_rebuild_job(sid: int) -> int | None:
+    """Rebuild one segment's membership over all profiles (its rule or status changed)."""
     if not Segment.objects.filter(sid=sid).exists():
         return None
-    return segments_membership_rebuild(segment_sids=[sid])
+    return segment_memberships_rebuild(segment_sids=[sid])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from segments.models import Segment, Trait
 from segments.rules import And, Not, Or, Recency, SegmentRule, TraitRef, parse_segment_rule
@@ -120,17 +121,23 @@ def segment_memberships_refresh(
     return changes
 
 
-def segment_memberships_rebuild(*, segment_sids: list[int] | None = None, now: int) -> int:
+def segment_memberships_rebuild(
+    *, segment_sids: list[int] | None = None, now: int | None = None
+) -> int:
     """Membership of every profile that holds a trait or a membership, brought up to date in
-    every segment (or those of ``segment_sids``): after a segment's rule or status changed,
-    and daily, as realizations age past their trait's TTL or out of a recency window."""
-    with connection.cursor() as cursor:
+    every segment (or those of ``segment_sids``), in one transaction: after a segment's rule
+    or status changed, and daily, as realizations age past their trait's TTL or out of a
+    recency window; return how many joins and leaves that made. (A *refresh* is the same
+    for the profiles a batch touched: :func:`segment_memberships_refresh`.)"""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if now is None:
+            now = int(timezone.now().timestamp())
         cursor.execute("DROP TABLE IF EXISTS rebuild_profiles")
         cursor.execute(
             "CREATE TEMP TABLE rebuild_profiles ON COMMIT DROP AS"
             " SELECT profile_id FROM segments_profiletraits"
             " UNION SELECT profile_id FROM segments_segmentmembership"
         )
-    return segment_memberships_refresh(
-        profiles_table="rebuild_profiles", now=now, segment_sids=segment_sids
-    )
+        return segment_memberships_refresh(
+            profiles_table="rebuild_profiles", now=now, segment_sids=segment_sids
+        )

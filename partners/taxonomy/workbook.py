@@ -32,7 +32,7 @@ from partners.taxonomy.sheets import (
     Traits,
 )
 from segments.models import Segment
-from segments.services import segments_rebuild_request
+from segments.services import segment_memberships_rebuild_enqueue
 
 # In the order of their references: a sheet refers only to those before it.
 SHEETS: tuple[Resource, ...] = (
@@ -220,5 +220,7 @@ def taxonomy_import(*, workbook: IO[bytes], user: Any = None) -> TaxonomyImportR
                 result.created[sheet.name], result.updated[sheet.name] = created, updated
         if Segments.name in sheets:  # rules or statuses may have changed
             rows = sheets[Segments.name].rows
-            segments_rebuild_request(sids=[row.obj.pk for row in rows if row.obj is not None])
+            segment_memberships_rebuild_enqueue(
+                sids=[row.obj.pk for row in rows if row.obj is not None]
+            )
     return result

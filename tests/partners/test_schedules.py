@@ -41,7 +41,7 @@ def test_rq_cron_queues_every_schedule_and_a_worker_runs_it(
     jobs = {job.name: job for job in scheduler.get_jobs()}
     assert set(jobs) == {s.name for s in schedules()}
     assert jobs["inbound_poll"].interval == 300
-    assert jobs["inbound_purge"].cron == "30 3 * * *"
+    assert jobs["retention_purge"].cron == "30 3 * * *"
 
     enqueued = {job.name for job in scheduler.enqueue_jobs()}
     assert "inbound_poll" in enqueued  # an interval job is due at once
@@ -62,13 +62,13 @@ def test_rq_cron_queues_every_schedule_and_a_worker_runs_it(
 def test_commands_record_their_runs(world: World) -> None:
     out = io.StringIO()
     call_command("inbound_poll", stdout=out)
-    call_command("inbound_purge", stdout=out)
+    call_command("retention_purge", stdout=out)
     call_command("idsync_expire", stdout=out)
     call_command("alerts_check", stdout=out)
     assert "no active drop zone" in out.getvalue()
     assert set(ScheduleRun.objects.filter(ok=True).values_list("name", flat=True)) == {
         "inbound_poll",
-        "inbound_purge",
+        "retention_purge",
         "idsync_expire",
         "alerts_check",
     }
@@ -98,13 +98,25 @@ def test_the_admin_shows_each_schedule_and_runs_one_now(
     page = admin_client.get("/admin/tools/schedules/").content.decode()
     row = page.split('data-schedule="idsync_expire"')[1].split("</tr>")[0]
     assert "0 ID mappings unseen for 120 days deleted" in row
-    assert "never" in page.split('data-schedule="inbound_purge"')[1].split("</tr>")[0]
+    assert "never" in page.split('data-schedule="retention_purge"')[1].split("</tr>")[0]
 
     with django_capture_on_commit_callbacks(execute=True):  # django-rq sends on commit
-        response = admin_client.post("/admin/tools/schedules/", {"name": "inbound_purge"})
+        response = admin_client.post("/admin/tools/schedules/", {"name": "retention_purge"})
     assert response.status_code == 302
     default = queues[1]
     [job] = default.get_jobs()
-    assert (job.func_name, job.args) == ("partners.jobs.schedule_job", ("inbound_purge",))
+    assert (job.func_name, job.args) == ("partners.jobs.schedule_job", ("retention_purge",))
     SimpleWorker([default], connection=default.connection).work(burst=True)
-    assert ScheduleRun.objects.get(name="inbound_purge").ok is True
+    assert ScheduleRun.objects.get(name="retention_purge").ok is True
+
+
+def test_the_old_command_names_still_run_their_schedules(world: World) -> None:
+    """inbound_purge and segments_refresh were renamed (they purge more than inbound files;
+    they rebuild): existing crontabs calling the old names go on working."""
+    out = io.StringIO()
+    call_command("inbound_purge", stdout=out)
+    call_command("segments_refresh", stdout=out)
+    assert set(ScheduleRun.objects.filter(ok=True).values_list("name", flat=True)) == {
+        "retention_purge",
+        "segments_rebuild",
+    }

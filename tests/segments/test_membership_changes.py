@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 from rq import SimpleWorker
 
+from segments.membership import segment_memberships_rebuild
 from segments.models import ProfileTraits, Segment, SegmentMembership, SegmentMembershipChange
-from segments.services import segments_membership_rebuild
 from tests.factories import SegmentFactory
 from tests.partners.inbound.conftest import Deliver, World
 
@@ -52,7 +52,7 @@ def test_paused_admits_nobody_and_deleted_drops_everyone_logged(
     deliver({"ftp_dpm_21_1700000001.sync": "u2\td_sid=10\n"})
     assert _members(tens) == {world.u1.pk}  # keeps its member, admits no new one
     Segment.objects.filter(pk=tens.pk).update(status=Segment.Status.DELETED)
-    segments_membership_rebuild(segment_sids=[tens.sid])
+    segment_memberships_rebuild(segment_sids=[tens.sid])
     assert _members(tens) == set()
     assert _log(tens) == [(world.u1.pk, True), (world.u1.pk, False)]
 
@@ -92,7 +92,7 @@ def test_the_daily_refresh_drops_members_whose_trait_outlived_its_ttl(
     long_ago = int((timezone.now() - timedelta(days=121)).timestamp())  # the TTL is 120 days
     row.realized = {"10": long_ago}
     row.save()
-    assert segments_membership_rebuild() == 1
+    assert segment_memberships_rebuild() == 1
     assert _members(tens) == set()
     assert _log(tens) == [(world.u1.pk, True), (world.u1.pk, False)]
 

@@ -1,17 +1,10 @@
-"""Delete delivered files past INBOUND_RETENTION_DAYS (30) from the drop zones and the upload
-storage; their records stay (run daily)."""
+"""The old name of ``retention_purge`` (it always purged more than inbound files), kept so
+that existing crontabs go on working."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.core.management.base import BaseCommand
-
-from partners.schedules import schedule_run
+from partners.management.commands.retention_purge import Command as RetentionPurge
 
 
-class Command(BaseCommand):
-    help = "Delete delivered files older than the retention period; keep their records."
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.stdout.write(schedule_run(name="inbound_purge").result)
+class Command(RetentionPurge):
+    help = "Old name of retention_purge (kept for existing crontabs): " + RetentionPurge.help

@@ -1,17 +1,9 @@
-"""Bring segment membership of every profile up to date (RQ cron runs it daily; this is for
-system cron or a manual run)."""
+"""The old name of ``segments_rebuild``, kept so that existing crontabs go on working."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.core.management.base import BaseCommand
-
-from partners.schedules import schedule_run
+from partners.management.commands.segments_rebuild import Command as SegmentsRebuild
 
 
-class Command(BaseCommand):
-    help = "Recompute segment membership over all profiles (TTL expiry, recency windows)."
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        self.stdout.write(schedule_run(name="segments_refresh").result)
+class Command(SegmentsRebuild):
+    help = "Old name of segments_rebuild (kept for existing crontabs): " + SegmentsRebuild.help

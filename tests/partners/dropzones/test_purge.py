@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from partners.models import InboundFile, ScheduleRun
 from partners.portal.uploads import upload_accept, upload_store
-from partners.schedules import inbound_purge_run
+from partners.schedules import retention_purge_run
 from segments.models import SegmentMembershipChange
 from tests.factories import SegmentFactory
 from tests.partners.inbound.conftest import World
@@ -51,7 +51,7 @@ def test_old_uploads_go_checked_ones_never_processed_too_records_stay(
             at=timezone.now() - timedelta(days=days),
         )
 
-    result = inbound_purge_run()
+    result = retention_purge_run()
 
     assert result == (
         "1 file older than 30 days deleted, 0 already gone, 1 unclaimed upload deleted;"
