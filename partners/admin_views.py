@@ -40,13 +40,17 @@ class ReportForm(forms.Form):
 
     def clean(self) -> dict[str, object]:
         data = super().clean() or {}
-        start, end = data.get("start"), data.get("end")
-        if start and end:
-            if start > end:
-                raise forms.ValidationError("The first day is after the last day.")
-            if (end - start).days >= MAX_DAYS:
-                raise forms.ValidationError(f"Choose at most {MAX_DAYS} days.")
+        days_range_check(data.get("start"), data.get("end"))
         return data
+
+
+def days_range_check(start: date | None, end: date | None) -> None:
+    """The rule of every report's days (admin and portal): in order, at most MAX_DAYS."""
+    if start and end:
+        if start > end:
+            raise forms.ValidationError("The first day is after the last day.")
+        if (end - start).days >= MAX_DAYS:
+            raise forms.ValidationError(f"Choose at most {MAX_DAYS} days.")
 
 
 def _export_query(start: date, end: date, dpids: list[int]) -> str:

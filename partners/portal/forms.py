@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from django import forms
 
-from partners.admin_views import MAX_DAYS, ReportForm
+from partners.admin_views import ReportForm, days_range_check
 from partners.models import Destination, Partner
 
 
@@ -40,11 +39,5 @@ class OutboundHistoryForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        start: date | None = data.get("start")
-        end: date | None = data.get("end")
-        if start and end:
-            if start > end:
-                raise forms.ValidationError("The first day is after the last day.")
-            if (end - start).days >= MAX_DAYS:
-                raise forms.ValidationError(f"Choose at most {MAX_DAYS} days.")
+        days_range_check(data.get("start"), data.get("end"))
         return data
