@@ -128,6 +128,17 @@ INBOUND_RETRY_MAX = int(os.environ.get("INBOUND_RETRY_MAX", "3"))
 INBOUND_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("INBOUND_RETRY_INTERVALS", "10,60,300").split(",")
 ]
+# A batch whose data source is busy with another batch (which happens only in a race: each
+# data source's batches take turns in the queue) is tried again after these seconds.
+INBOUND_TURN_RETRY_INTERVALS = [
+    int(s) for s in os.environ.get("INBOUND_TURN_RETRY_INTERVALS", "5,10,30").split(",")
+]
+# A job (batch, receipt e-mail, export) that finds the database down is tried again after
+# these seconds, the last repeated until the database is back: an outage uses up none of
+# the job's own retries (partners/outages.py).
+DATABASE_OUTAGE_RETRY_INTERVALS = [
+    int(s) for s in os.environ.get("DATABASE_OUTAGE_RETRY_INTERVALS", "5,15,30,60").split(",")
+]
 # Split files (SPEC §3.6): a batch of parts is processed once no part arrived for SETTLE
 # seconds and none is missing, or, missing parts or not, after MAX_WAIT seconds.
 INBOUND_PARTS_SETTLE_SECONDS = int(os.environ.get("INBOUND_PARTS_SETTLE_SECONDS", "300"))

@@ -19,3 +19,12 @@ class InboundRejected(Exception):
         super().__init__(reason if reason.startswith(name) else f"{name}: {reason}")
         self.name = name
         self.reason = reason
+
+
+class DataSourceBusy(Exception):
+    """Another batch of the same data source is being applied: this one waits its turn
+    (nothing was changed; it is queued again when the batch ahead of it ends)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key}: waits for the batch of its data source being applied")
+        self.key = key

@@ -6,14 +6,16 @@ import logging
 from typing import Any
 
 import redis
-from rq import get_current_job
+from django.conf import settings
+from rq import Retry, get_current_job
 from rq.job import Job
 
 # Modules, not names: queueing enqueues these jobs by reference and imports this module, so
 # either may be imported first.
 from partners.inbound import processing, queueing
-from partners.inbound.errors import PROCESSING_FAILED, InboundRejected
+from partners.inbound.errors import PROCESSING_FAILED, DataSourceBusy, InboundRejected
 from partners.models import InboundBatch
+from partners.outages import later, waits_out_database_outages
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +32,42 @@ def _job_progress(percent: int) -> None:
             logger.warning("progress of %s not kept: Redis unreachable", job.id)
 
 
-def inbound_batch_process_job(batch_id: int) -> int | None:
-    """Process one batch; returns its receipt id. Runs on the ``inbound`` queue."""
-    if not InboundBatch.objects.filter(pk=batch_id).exists():
+@waits_out_database_outages
+def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
+    """Process one batch; returns its receipt id. Runs on the ``inbound`` queue. Once the
+    batch has ended, the next batch of its data source is queued."""
+    target_id = InboundBatch.objects.filter(pk=batch_id).values_list("target_id", flat=True)
+    if not target_id:
         return None
     try:
-        return processing.inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
+        receipt_id = processing.inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
+    except DataSourceBusy as exc:
+        # Not its turn (a race with the sweep, or a job queued before batches took turns):
+        # it waits, without holding the worker, and is tried again in a moment.
+        logger.info("inbound batch %s: %s", batch_id, exc)
+        return later(settings.INBOUND_TURN_RETRY_INTERVALS)
     except InboundRejected as exc:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
-        return None
+        receipt_id = None
+    queueing.inbound_turn_dispatch(target_id=target_id[0])  # the next one of the data source
+    return receipt_id
 
 
 def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
     """RQ's failure callback of a batch job (raised, or abandoned by a dead worker): once no
-    retry is left, the batch ends failed with a receipt rather than staying processing."""
+    retry is left, the batch ends failed with a receipt rather than staying processing, and
+    the next batch of its data source is queued."""
     if job.retries_left:
         return  # RQ queues it again
     logger.error(
         "inbound batch job %s failed for good: %s", job.id, exc_info[1] if exc_info else ""
     )
-    processing.inbound_batch_fail(batch_id=int(job.args[0]), reason=PROCESSING_FAILED)
+    batch_id = int(job.args[0])
+    processing.inbound_batch_fail(batch_id=batch_id, reason=PROCESSING_FAILED)
+    target_id = InboundBatch.objects.filter(pk=batch_id).values_list("target_id", flat=True)
+    if target_id:
+        queueing.inbound_turn_dispatch(target_id=target_id[0])
 
 
 def inbound_waiting_batches_release_job() -> int:
@@ -58,7 +75,8 @@ def inbound_waiting_batches_release_job() -> int:
     return len(queueing.inbound_waiting_batches_release())
 
 
-def inbound_part_stage_job(file_id: int) -> int | None:
+@waits_out_database_outages
+def inbound_part_stage_job(file_id: int) -> int | Retry | None:
     """Parse one part of a big batch ahead of it (any worker); returns its staged lines."""
     try:
         part = processing.inbound_part_stage(file_id=file_id)

@@ -11,11 +11,12 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from partners.idsync.files import idsync_batch_apply
-from partners.inbound.errors import ALREADY_PROCESSED, InboundRejected
+from partners.inbound.errors import ALREADY_PROCESSED, DataSourceBusy, InboundRejected
 from partners.inbound.sources import UnreadableFileError
 from partners.inbound.stage import Progress
 from partners.inbound.traits import trait_batch_receipt, trait_part_stage
-from partners.models import DataSource, InboundBatch, InboundFile, Receipt, StagedPart
+from partners.locks import INBOUND_TURN_LOCK, session_lock
+from partners.models import InboundBatch, InboundFile, Receipt, StagedPart
 from partners.receipts.alerts import receipt_failure_alert
 from partners.receipts.build import failure_receipt_create
 from partners.receipts.services import receipt_delivery_request
@@ -36,27 +37,43 @@ BATCH_APPLY: dict[str, BatchApply] = {
 }
 
 
-def inbound_batch_process(*, batch_id: int, progress: Progress | None = None) -> Receipt:
+def inbound_batch_process(
+    *, batch_id: int, progress: Progress | None = None, wait: bool = False
+) -> Receipt:
     """Process a batch (trait files or ID-sync files), all or nothing; return its receipt.
 
     Safe to run twice: a processed batch returns its receipt, and a run that dies midway
     (even SIGKILL) rolls back entirely, so the next run starts from the old state.
     ``progress`` hears how far the batch is, in percent (the batch's rows are locked and
     uncommitted until the end, so it is told outside the database).
+
+    One batch of a data source applies at a time. When another batch of the same data source
+    is being applied, this one raises :class:`DataSourceBusy` at once and changes nothing
+    (a worker never sits waiting on another batch's lock: the batch waits its turn, queued),
+    or with ``wait`` (the ``ingest`` command) waits for it.
     """
     batch = InboundBatch.objects.select_related("data_source", "target").get(pk=batch_id)
     if batch.status == InboundBatch.Status.PROCESSED:
         return batch.receipt
     if batch.status in INBOUND_BATCH_ENDED:  # failed or a duplicate: it has ended
         raise InboundRejected(batch.key, batch.error or ALREADY_PROCESSED)
+    # An advisory lock, not a lock on the data source's row: a row lock (FOR UPDATE) would
+    # also stop everything that only references the data source (each new ID mapping of
+    # /ibs: takes FOR KEY SHARE on it) for as long as the batch runs. Held for the session,
+    # not the transaction, so the batch shows as processing while its transaction runs.
+    with session_lock(INBOUND_TURN_LOCK, batch.target_id, wait=wait) as had:
+        if not had:
+            raise DataSourceBusy(batch.key)
+        return _batch_apply(batch, progress)
+
+
+def _batch_apply(batch: InboundBatch, progress: Progress | None) -> Receipt:
     started = timezone.now()
     InboundBatch.objects.filter(pk=batch.pk).update(
         status=InboundBatch.Status.PROCESSING, started_at=started, error=""
     )
     try:
         with transaction.atomic():
-            # One batch of a data source at a time: lock its target data source row.
-            DataSource.objects.select_for_update().get(pk=batch.target_id)
             batch = InboundBatch.objects.select_for_update().get(pk=batch.pk)
             if batch.status == InboundBatch.Status.PROCESSED:
                 return batch.receipt

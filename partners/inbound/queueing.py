@@ -1,23 +1,38 @@
 """Queueing batches for the RQ workers: a complete batch once its registration commits, a
 split batch once its parts are all here (or it waited long enough), and a big split batch as
 one job per part ahead of the batch job. The jobs are enqueued by function, so the flow
-reads from here to :mod:`partners.inbound.jobs`."""
+reads from here to :mod:`partners.inbound.jobs`.
+
+**Each data source's batches take turns.** Batches of one data source apply one at a time
+and in the order they were made, so only the batch whose turn it is (the one being
+processed, else the oldest queued) has its jobs in RQ; the others wait, *queued*, in the
+database, and each batch that ends queues the next one of its data source
+(:func:`inbound_turn_dispatch`). So a partner's backlog is one job in the queue, not twenty:
+a worker never takes a batch only to wait on the lock of the batch ahead of it, and a quiet
+partner's file is taken by the next free worker, whatever another partner has sent.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, IntegerField, Value, When
 from django.utils import timezone
 from rq import Callback, Retry
-from rq.job import Dependency
+from rq.job import Dependency, Job, JobStatus
+from rq.queue import Queue
 
 from partners.inbound import jobs
 from partners.inbound.names import parts_missing
 from partners.inbound.registration import Registration
 from partners.models import InboundBatch
+from partners.rq_jobs import LIVE_JOB_STATUSES
+
+logger = logging.getLogger(__name__)
 
 
 def registration_enqueue(registration: Registration) -> None:
@@ -34,11 +49,7 @@ def _batch_enqueue_on_commit(batch: InboundBatch) -> None:
     """Queue ``batch`` once the current transaction commits. Robust: with Redis unreachable
     the delivery is still received (committed, queued) and the sweep
     (:func:`partners.inbound.sweep.inbound_batches_sweep`) queues it once Redis is back."""
-
-    def enqueue() -> None:  # a function, not a partial: Django logs a failure by its name
-        inbound_batch_enqueue(batch=batch)
-
-    transaction.on_commit(enqueue, robust=True)
+    inbound_batch_enqueue(batch=batch)
 
 
 def _release_check_schedule() -> None:
@@ -97,7 +108,65 @@ def parts_in_parallel(batch: InboundBatch) -> bool:
 
 
 def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
-    """Queue the batch for RQ workers (once the current transaction commits).
+    """Put the batch in its data source's line once the current transaction commits: its
+    jobs go to RQ then if it is the data source's turn, else when the batch ahead of it ends.
+    Robust: with Redis unreachable the batch stays queued in the database and the sweep
+    (:func:`partners.inbound.sweep.inbound_batches_sweep`) queues it once Redis is back."""
+    target_id = batch.target_id
+
+    def dispatch() -> None:  # a function, not a partial: Django logs a failure by its name
+        inbound_turn_dispatch(target_id=target_id)
+
+    transaction.on_commit(dispatch, robust=True)
+
+
+def inbound_turn_head(*, target_id: int) -> InboundBatch | None:
+    """The batch whose turn it is in ``target_id``'s line: the one being processed, else the
+    oldest queued (None: nothing waits)."""
+    return (
+        InboundBatch.objects.filter(
+            target_id=target_id,
+            status__in=[InboundBatch.Status.QUEUED, InboundBatch.Status.PROCESSING],
+        )
+        .order_by(
+            Case(
+                When(status=InboundBatch.Status.PROCESSING, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
+            ),
+            "pk",
+        )
+        .first()
+    )
+
+
+def inbound_turn_dispatch(*, target_id: int) -> InboundBatch | None:
+    """See that the batch whose turn it is in ``target_id``'s line has its jobs in RQ (the
+    batch's job is queued, running or scheduled for a retry), queueing them if not; return
+    the batch when this call queued it.
+
+    Called when a batch is queued, when one ends (for the next one) and by the sweep; safe
+    from any number of places at once (a short Redis lock per data source). A job RQ gave
+    up on (failed) is left to the sweep, which ends its batch with a receipt."""
+    # Sent at once, not at the end of a transaction (the turn was read from committed rows):
+    # the lock must cover the sending.
+    queue = django_rq.get_queue("inbound", commit_mode="auto")
+    with queue.connection.lock(f"s2s:inbound-turn:{target_id}", timeout=60, blocking_timeout=30):
+        head = inbound_turn_head(target_id=target_id)
+        if head is None:
+            return None
+        job = Job.fetch_many([inbound_batch_job_id(head.pk)], connection=queue.connection)[0]
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in LIVE_JOB_STATUSES or status == JobStatus.FAILED:
+            return None
+        if job is not None:  # finished, stopped or canceled, yet the batch is not over
+            job.delete()
+        _batch_jobs_enqueue(queue, head)
+        return head
+
+
+def _batch_jobs_enqueue(queue: Queue, batch: InboundBatch) -> None:
+    """Queue the batch's job (and its part jobs) for RQ workers, now.
 
     One job per batch (the job ID is the batch's), on the ``inbound`` queue, with RQ's own
     retries: a worker that dies mid-batch leaves no trace in the database, and the retry
@@ -108,7 +177,6 @@ def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
     dependencies) and applies the whole batch, atomically, once they are done. A part job
     that failed for good does not hold the batch: the batch job parses that part itself.
     """
-    queue = django_rq.get_queue("inbound")
     retry = Retry(max=settings.INBOUND_RETRY_MAX, interval=settings.INBOUND_RETRY_INTERVALS)
     depends_on = None
     if parts_in_parallel(batch):

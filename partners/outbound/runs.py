@@ -12,18 +12,17 @@ which dies with its worker's connection, so the next run knows a "running" run w
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import django_rq
 from django.conf import settings
-from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from partners.locks import OUTBOUND_RUN_LOCK, session_lock
 from partners.models import Destination, OutboundRun
+from partners.outages import connections_drop, database_unavailable
 from partners.outbound import jobs
 from partners.outbound.delivery import _leftovers, parts_deliver
 from partners.outbound.parts import parts_render
@@ -53,23 +52,6 @@ class OutboundRunInProgress(Exception):
     """Another run of the destination is going on (in a live worker)."""
 
 
-_RUN_LOCK = 0x53324F55  # "S2OU": the advisory-lock namespace of outbound runs
-
-
-@contextmanager
-def _destination_held(destination: Destination) -> Iterator[None]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_RUN_LOCK, destination.pk])
-        (held,) = cursor.fetchone()
-    if not held:
-        raise OutboundRunInProgress(f"destination {destination.pk} is being exported right now")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_RUN_LOCK, destination.pk])
-
-
 def outbound_run(
     *,
     destination: Destination,
@@ -79,7 +61,9 @@ def outbound_run(
     """Export the destination now (``mode`` defaults to the destination's). ``window`` (a
     re-send) replays the changes of a past run instead of those since the last success.
     Raises :class:`OutboundRunInProgress` while another run of the destination goes on."""
-    with _destination_held(destination):
+    with session_lock(OUTBOUND_RUN_LOCK, destination.pk) as had:
+        if not had:
+            raise OutboundRunInProgress(f"destination {destination.pk} is being exported right now")
         _interrupted_runs_close(destination)
         return _run(destination, mode=mode or destination.mode, window=window)
 
@@ -119,8 +103,14 @@ def _run(
         with tempfile.TemporaryDirectory(prefix="s2s-outbound-") as folder:
             _render_and_deliver(destination, run, Path(folder))
     except Exception as exc:
+        reason = str(exc)
+        if database_unavailable(exc):
+            # The connection is gone: say so on the run over a new one (if the database is
+            # there; else the job waits for it, and the next run closes this one).
+            connections_drop()
+            reason = f"the database connection was lost: {exc}".strip()
         OutboundRun.objects.filter(pk=run.pk).update(
-            status=OutboundRun.Status.FAILED, error=str(exc), finished_at=timezone.now()
+            status=OutboundRun.Status.FAILED, error=reason, finished_at=timezone.now()
         )
         raise
     run.status = OutboundRun.Status.SUCCEEDED

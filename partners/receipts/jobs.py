@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from partners.models import ReceiptDelivery
+from partners.outages import waits_out_database_outages
 
 # The module, not the name: services enqueues this job by reference and imports this module.
 from partners.receipts import services
 
 
+@waits_out_database_outages
 def receipt_delivery_send_job(delivery_id: int) -> None:
     delivery = (
         ReceiptDelivery.objects.select_related("receipt__batch").filter(pk=delivery_id).first()

@@ -33,7 +33,8 @@ class Command(BaseCommand):
             self.stderr.write(f"{duplicate.name}: duplicate, already processed; not applied again")
         for batch in registration.batches:
             try:
-                receipt = inbound_batch_process(batch_id=batch.pk)
+                # Waits for a batch of the same data source a worker is applying.
+                receipt = inbound_batch_process(batch_id=batch.pk, wait=True)
             except InboundRejected as exc:
                 raise CommandError(str(exc)) from exc
             if as_json:

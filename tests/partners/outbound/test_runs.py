@@ -441,7 +441,8 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
     from django.db import connection
     from django.utils import timezone
 
-    from partners.outbound.runs import _RUN_LOCK, OutboundRunInProgress, outbound_runs_due
+    from partners.locks import OUTBOUND_RUN_LOCK
+    from partners.outbound.runs import OutboundRunInProgress, outbound_runs_due
 
     destination = _destination(world, tmp_path, mode="iter")
     deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
@@ -460,7 +461,7 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
     with psycopg.connect(
         host=db["HOST"] or None, port=db["PORT"] or None, user=db["USER"], dbname=db["NAME"]
     ) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", [_RUN_LOCK, destination.pk])
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [OUTBOUND_RUN_LOCK, destination.pk])
         with pytest.raises(OutboundRunInProgress, match="is being exported right now"):
             outbound_run(destination=destination)
         assert outbound_runs_due(now=started.replace(hour=23, minute=59)) == []  # skipped
