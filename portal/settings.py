@@ -91,7 +91,13 @@ if not DATABASE_URL:
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 # Inbound batches stage millions of rows in temporary tables: let them live in memory.
 # (temp_buffers can only be set before a session's first temporary table, hence here.)
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c temp_buffers=256MB"
+# A session whose client is gone (a worker killed, its network cut) is ended by PostgreSQL
+# within DATABASE_CLIENT_CHECK_SECONDS even while it waits or computes, so the locks it holds
+# (a data source's batch, a destination's run) do not outlive it. (PostgreSQL 14 and later.)
+DATABASE_CLIENT_CHECK_SECONDS = int(os.environ.get("DATABASE_CLIENT_CHECK_SECONDS", "5"))
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+    f"-c temp_buffers=256MB -c client_connection_check_interval={DATABASE_CLIENT_CHECK_SECONDS}s"
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and RQ ---------------------------------------------------------------------------

@@ -69,12 +69,16 @@ def outbound_run(
 
 
 def _interrupted_runs_close(destination: Destination) -> None:
-    """A run still "running" while we hold the destination was killed with its worker: say
-    so in the history, and delete what it left under temporary names (its files were never
-    renamed into place, or were complete; it wrote no .info)."""
+    """A run still "running" while we hold the destination was killed with its worker (or
+    lost the database before it could say it failed): say so in the history, and delete
+    what it left under temporary names (its files were never renamed into place, or were
+    complete; it wrote no .info)."""
     for killed in destination.runs.filter(status=OutboundRun.Status.RUNNING):
         killed.status = OutboundRun.Status.FAILED
-        killed.error = "interrupted: the worker stopped before the run ended"
+        killed.error = (
+            "interrupted: the run stopped before it ended (its worker stopped, or lost the"
+            " database)"
+        )
         killed.finished_at = timezone.now()
         killed.save(update_fields=["status", "error", "finished_at"])
         with storage_opened(channel_storage(destination.channel)) as storage:

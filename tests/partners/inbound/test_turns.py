@@ -160,11 +160,12 @@ def test_id_sync_calls_never_wait_for_a_batch_of_their_data_source(
 
     env = {**worker_environment(), "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1"}
     idsync = Gunicorn("portal.wsgi:idsync_application", {**env, "WEB_POOL": "idsync"})
-    for i in range(8):  # each worker's first call loads the application (seconds)
-        assert idsync.get(f"/ibs:dpid=32&dpuuid=warm-{i}")[0] == 200
-    # One parse process, so the batch leaves a core to the pool (as one would run them).
-    worker = _worker("inbound", env={**env, "INBOUND_PARSE_PROCESSES": "0"})
+    worker: subprocess.Popen[bytes] | None = None
     try:
+        for i in range(8):  # the first calls wait for the workers to boot (seconds)
+            assert idsync.get(f"/ibs:dpid=32&dpuuid=warm-{i}", timeout=120)[0] == 200
+        # One parse process, so the batch leaves a core to the pool (as one would run them).
+        worker = _worker("inbound", env={**env, "INBOUND_PARSE_PROCESSES": "0"})
         deadline = time.monotonic() + 120
         while InboundBatch.objects.get(pk=batch.batches[0].pk).status != "processing":
             assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
@@ -193,7 +194,7 @@ def test_id_sync_calls_never_wait_for_a_batch_of_their_data_source(
         assert still == "processing", "the batch ended before the calls did: make it longer"
     finally:
         idsync.stop()
-        if worker.poll() is None:
+        if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=30)
     p50, p99 = statistics.median(timings), _percentile(timings, 0.99)
@@ -234,6 +235,7 @@ def test_a_quiet_partners_file_starts_within_seconds_behind_another_partners_bac
             assert time.monotonic() < deadline, "the small file was never processed"
             time.sleep(0.1)
         small.refresh_from_db()
+        assert small.started_at is not None
         waited = (small.started_at - small.created_at).total_seconds()
         ahead = InboundBatch.objects.filter(pk__in=[b.pk for b in backlog], status="processed")
         print(

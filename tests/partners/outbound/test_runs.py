@@ -424,7 +424,7 @@ def test_a_run_killed_midway_with_sigkill_then_retried(tmp_path: Path) -> None:
     killed.refresh_from_db()
     assert (killed.status, killed.error) == (
         "failed",
-        "interrupted: the worker stopped before the run ended",
+        "interrupted: the run stopped before it ended (its worker stopped, or lost the database)",
     )
     assert (retry.status, retry.lines, retry.records_successful) == ("succeeded", members, members)
     files = _files(tmp_path)
@@ -472,7 +472,7 @@ def test_a_killed_runs_leftovers_are_deleted_and_a_live_run_is_left_alone(
     killed.refresh_from_db()
     assert (killed.status, killed.error) == (
         "failed",
-        "interrupted: the worker stopped before the run ended",
+        "interrupted: the run stopped before it ended (its worker stopped, or lost the database)",
     )
     assert run.since is None  # no run ever succeeded: every member
     assert run.lines == 1
