@@ -134,8 +134,12 @@ INBOUND_RETRY_MAX = int(os.environ.get("INBOUND_RETRY_MAX", "3"))
 INBOUND_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("INBOUND_RETRY_INTERVALS", "10,60,300").split(",")
 ]
-# A batch whose data source is busy with another batch (which happens only in a race: each
-# data source's batches take turns in the queue) is tried again after these seconds.
+# Each partner's batches take turns (partners/inbound/queueing.py): at most this many of a
+# partner are queued for the workers at once (never two of one data source), so one
+# partner's backlog never holds another partner's file.
+INBOUND_BATCHES_PER_PARTNER = int(os.environ.get("INBOUND_BATCHES_PER_PARTNER", "1"))
+# A batch whose data source is busy with another batch (a race, or two partners sending to
+# one shared data source) is tried again after these seconds.
 INBOUND_TURN_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("INBOUND_TURN_RETRY_INTERVALS", "5,10,30").split(",")
 ]

@@ -35,9 +35,9 @@ def _job_progress(percent: int) -> None:
 @waits_out_database_outages
 def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
     """Process one batch; returns its receipt id. Runs on the ``inbound`` queue. Once the
-    batch has ended, the next batch of its data source is queued."""
-    target_id = InboundBatch.objects.filter(pk=batch_id).values_list("target_id", flat=True)
-    if not target_id:
+    batch has ended, the next batch of its partner is queued."""
+    partner_id = InboundBatch.objects.filter(pk=batch_id).values_list("partner_id", flat=True)
+    if not partner_id:
         return None
     try:
         receipt_id = processing.inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
@@ -50,14 +50,14 @@ def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
         receipt_id = None
-    queueing.inbound_turn_dispatch(target_id=target_id[0])  # the next one of the data source
+    queueing.inbound_turn_dispatch(partner_id=partner_id[0])  # the partner's next batch
     return receipt_id
 
 
 def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
     """RQ's failure callback of a batch job (raised, or abandoned by a dead worker): once no
     retry is left, the batch ends failed with a receipt rather than staying processing, and
-    the next batch of its data source is queued."""
+    the partner's next batch is queued."""
     if job.retries_left:
         return  # RQ queues it again
     logger.error(
@@ -65,9 +65,9 @@ def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
     )
     batch_id = int(job.args[0])
     processing.inbound_batch_fail(batch_id=batch_id, reason=PROCESSING_FAILED)
-    target_id = InboundBatch.objects.filter(pk=batch_id).values_list("target_id", flat=True)
-    if target_id:
-        queueing.inbound_turn_dispatch(target_id=target_id[0])
+    partner_id = InboundBatch.objects.filter(pk=batch_id).values_list("partner_id", flat=True)
+    if partner_id:
+        queueing.inbound_turn_dispatch(partner_id=partner_id[0])
 
 
 def inbound_waiting_batches_release_job() -> int:

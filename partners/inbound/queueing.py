@@ -3,13 +3,14 @@ split batch once its parts are all here (or it waited long enough), and a big sp
 one job per part ahead of the batch job. The jobs are enqueued by function, so the flow
 reads from here to :mod:`partners.inbound.jobs`.
 
-**Each data source's batches take turns.** Batches of one data source apply one at a time
-and in the order they were made, so only the batch whose turn it is (the one being
-processed, else the oldest queued) has its jobs in RQ; the others wait, *queued*, in the
-database, and each batch that ends queues the next one of its data source
-(:func:`inbound_turn_dispatch`). So a partner's backlog is one job in the queue, not twenty:
-a worker never takes a batch only to wait on the lock of the batch ahead of it, and a quiet
-partner's file is taken by the next free worker, whatever another partner has sent.
+**Each partner's batches take turns.** Only the batches whose turn it is have their jobs
+in RQ: at most ``INBOUND_BATCHES_PER_PARTNER`` of a partner at once, never two of one data
+source (they apply one at a time, in the order they came); the others wait, *queued*, in
+the database, and each batch that ends queues the next of its partner
+(:func:`inbound_turn_dispatch`). So a partner's backlog of twenty files is one job in the
+queue, not twenty, whatever data sources they are for: a worker never takes a batch only to
+wait on the lock of the batch ahead of it, and another partner's file is taken by the next
+free worker, whatever this one has sent.
 """
 
 from __future__ import annotations
@@ -108,24 +109,25 @@ def parts_in_parallel(batch: InboundBatch) -> bool:
 
 
 def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
-    """Put the batch in its data source's line once the current transaction commits: its
-    jobs go to RQ then if it is the data source's turn, else when the batch ahead of it ends.
-    Robust: with Redis unreachable the batch stays queued in the database and the sweep
+    """Put the batch in its partner's line once the current transaction commits: its jobs go
+    to RQ then if it is its turn, else when a batch ahead of it ends. Robust: with Redis
+    unreachable the batch stays queued in the database and the sweep
     (:func:`partners.inbound.sweep.inbound_batches_sweep`) queues it once Redis is back."""
-    target_id = batch.target_id
+    partner_id = batch.partner_id
 
     def dispatch() -> None:  # a function, not a partial: Django logs a failure by its name
-        inbound_turn_dispatch(target_id=target_id)
+        inbound_turn_dispatch(partner_id=partner_id)
 
     transaction.on_commit(dispatch, robust=True)
 
 
-def inbound_turn_head(*, target_id: int) -> InboundBatch | None:
-    """The batch whose turn it is in ``target_id``'s line: the one being processed, else the
-    oldest queued (None: nothing waits)."""
-    return (
+def inbound_turns(*, partner_id: int) -> list[InboundBatch]:
+    """The partner's batches whose turn it is: those being processed, then the oldest queued,
+    at most ``INBOUND_BATCHES_PER_PARTNER``, never two of one data source (the one ahead of
+    a data source's line holds it)."""
+    pending = (
         InboundBatch.objects.filter(
-            target_id=target_id,
+            partner_id=partner_id,
             status__in=[InboundBatch.Status.QUEUED, InboundBatch.Status.PROCESSING],
         )
         .order_by(
@@ -136,33 +138,45 @@ def inbound_turn_head(*, target_id: int) -> InboundBatch | None:
             ),
             "pk",
         )
-        .first()
+        .select_related("partner")
     )
+    turns: list[InboundBatch] = []
+    targets: set[int] = set()
+    for batch in pending.iterator(chunk_size=100):
+        if batch.target_id in targets:
+            continue  # the batch ahead of it in its data source's line goes first
+        targets.add(batch.target_id)
+        turns.append(batch)
+        if len(turns) >= settings.INBOUND_BATCHES_PER_PARTNER:
+            break
+    return turns
 
 
-def inbound_turn_dispatch(*, target_id: int) -> InboundBatch | None:
-    """See that the batch whose turn it is in ``target_id``'s line has its jobs in RQ (the
-    batch's job is queued, running or scheduled for a retry), queueing them if not; return
-    the batch when this call queued it.
+def inbound_turn_dispatch(*, partner_id: int) -> list[InboundBatch]:
+    """See that each of the partner's batches whose turn it is has its jobs in RQ (queued,
+    running or scheduled for a retry), queueing them if not; return those this call queued.
 
     Called when a batch is queued, when one ends (for the next one) and by the sweep; safe
-    from any number of places at once (a short Redis lock per data source). A job RQ gave
-    up on (failed) is left to the sweep, which ends its batch with a receipt."""
-    # Sent at once, not at the end of a transaction (the turn was read from committed rows):
-    # the lock must cover the sending.
+    from any number of places at once (a short Redis lock per partner). A job RQ gave up on
+    (failed) is left to the sweep, which ends its batch with a receipt."""
+    # Sent at once, not at the end of a transaction (the turns were read from committed
+    # rows): the lock must cover the sending.
     queue = django_rq.get_queue("inbound", commit_mode="auto")
-    with queue.connection.lock(f"s2s:inbound-turn:{target_id}", timeout=60, blocking_timeout=30):
-        head = inbound_turn_head(target_id=target_id)
-        if head is None:
-            return None
-        job = Job.fetch_many([inbound_batch_job_id(head.pk)], connection=queue.connection)[0]
-        status = job.get_status(refresh=False) if job is not None else None
-        if status in LIVE_JOB_STATUSES or status == JobStatus.FAILED:
-            return None
-        if job is not None:  # finished, stopped or canceled, yet the batch is not over
-            job.delete()
-        _batch_jobs_enqueue(queue, head)
-        return head
+    queued = []
+    with queue.connection.lock(f"s2s:inbound-turn:{partner_id}", timeout=60, blocking_timeout=30):
+        turns = inbound_turns(partner_id=partner_id)
+        jobs = Job.fetch_many(
+            [inbound_batch_job_id(b.pk) for b in turns], connection=queue.connection
+        )
+        for batch, job in zip(turns, jobs, strict=True):
+            status = job.get_status(refresh=False) if job is not None else None
+            if status in LIVE_JOB_STATUSES or status == JobStatus.FAILED:
+                continue
+            if job is not None:  # finished, stopped or canceled, yet the batch is not over
+                job.delete()
+            _batch_jobs_enqueue(queue, batch)
+            queued.append(batch)
+    return queued
 
 
 def _batch_jobs_enqueue(queue: Queue, batch: InboundBatch) -> None:

@@ -5,9 +5,9 @@ a job whose worker died. What it cannot see is a batch whose job it never had or
 upload committed while Redis was unreachable, a Redis restarted without its data, a failure
 callback that could not run. The sweep (a schedule, every ``INBOUND_SWEEP_SECONDS``) looks
 from the database's side: every batch *queued* or *processing* must have a live job, else it
-is queued again, or failed with its receipt when RQ gave up on it. Each data source's
-batches take turns (:mod:`partners.inbound.queueing`): only the batch whose turn it is must
-have a job, so the sweep looks at that one in each line.
+is queued again, or failed with its receipt when RQ gave up on it. Each partner's
+batches take turns (:mod:`partners.inbound.queueing`): only the batches whose turn it is
+must have a job, so the sweep looks at those in each partner's line.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from partners.inbound.processing import inbound_batch_fail
 from partners.inbound.queueing import (
     inbound_batch_job_id,
     inbound_turn_dispatch,
-    inbound_turn_head,
+    inbound_turns,
     inbound_waiting_batches_release,
 )
 from partners.models import InboundBatch
@@ -73,38 +73,37 @@ def inbound_batches_sweep(*, now: datetime | None = None) -> SweepResult:
     result.released = [b.pk for b in inbound_waiting_batches_release(now=now)]
 
     # A batch just committed may not have reached Redis yet (its job is sent on commit).
-    # Only the batch whose turn it is in its data source's line has a job; the others wait.
+    # Only the batches whose turn it is in their partner's line have jobs; the others wait.
     grace = now - timedelta(seconds=settings.INBOUND_SWEEP_GRACE_SECONDS)
-    targets = (
+    partners = (
         InboundBatch.objects.filter(
             Q(status=InboundBatch.Status.QUEUED, created_at__lt=grace)
             | Q(status=InboundBatch.Status.PROCESSING, started_at__lt=grace)
         )
-        .order_by("target_id")
-        .values_list("target_id", flat=True)
+        .order_by("partner_id")
+        .values_list("partner_id", flat=True)
         .distinct()
     )
-    for target_id in list(targets):
-        _line_sweep(queue, target_id, result)
+    for partner_id in list(partners):
+        _line_sweep(queue, partner_id, result)
     return result
 
 
-def _line_sweep(queue: Queue, target_id: int, result: SweepResult) -> None:
-    """The batch whose turn it is in ``target_id``'s line must have a live job: failed when
+def _line_sweep(queue: Queue, partner_id: int, result: SweepResult) -> None:
+    """Each batch whose turn it is in the partner's line must have a live job: failed when
     RQ gave up on it (its failure callback did not end it), else queued again."""
-    head = inbound_turn_head(target_id=target_id)
-    if head is None:
-        return
-    job = Job.fetch_many([inbound_batch_job_id(head.pk)], connection=queue.connection)[0]
-    status = job.get_status(refresh=False) if job is not None else None
-    if status in LIVE_JOB_STATUSES or not _still_pending(head):
-        return
-    if status == JobStatus.FAILED:
-        if inbound_batch_fail(batch_id=head.pk, reason=PROCESSING_FAILED):
-            result.failed.append(head.pk)
-        if (dispatched := inbound_turn_dispatch(target_id=target_id)) is not None:
-            result.requeued.append(dispatched.pk)  # the next one of the data source
-        return
-    logger.warning("inbound batch %s had no live job (%s): queued again", head.pk, status)
-    if (dispatched := inbound_turn_dispatch(target_id=target_id)) is not None:
-        result.requeued.append(dispatched.pk)
+    turns = inbound_turns(partner_id=partner_id)
+    jobs = Job.fetch_many([inbound_batch_job_id(b.pk) for b in turns], connection=queue.connection)
+    lost = False
+    for batch, job in zip(turns, jobs, strict=True):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in LIVE_JOB_STATUSES or not _still_pending(batch):
+            continue
+        if status == JobStatus.FAILED:  # RQ gave up; its failure callback did not end it
+            if inbound_batch_fail(batch_id=batch.pk, reason=PROCESSING_FAILED):
+                result.failed.append(batch.pk)
+        else:
+            logger.warning("inbound batch %s had no live job (%s): queued again", batch.pk, status)
+        lost = True
+    if lost:  # queue them again, or the next ones after those that failed
+        result.requeued += [b.pk for b in inbound_turn_dispatch(partner_id=partner_id)]

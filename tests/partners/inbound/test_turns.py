@@ -71,33 +71,55 @@ def _other_connection() -> psycopg.Connection[Any]:
     )
 
 
-def test_a_data_source_has_one_batch_in_the_queue_and_its_batches_apply_in_order(
+def test_a_partner_has_one_batch_in_the_queue_and_a_data_sources_batches_apply_in_order(
     world: World, tmp_path: Path, inbound_queue: Any
 ) -> None:
+    other = DataSourceFactory.create(dpid=41, inbound_id_type="uuid")  # another partner's
+    TraitFactory.create(sid=50, data_source=other)
     paths = [
         _file(tmp_path, 21, 1700000000, ["u1\td_sid=10"]),
         _file(tmp_path, 21, 1700000100, ["u1\td_unsid=10", "u1\td_sid=11"]),
-        _file(tmp_path, 21, 1700000200, ["u1\td_sid=10"]),
         _file(tmp_path, 22, 1700000000, ["u1\td_sid=90"]),
+        _file(tmp_path, 21, 1700000200, ["u1\td_sid=10"]),
+        _file(tmp_path, 41, 1700000000, [f"{random_uuid()}\td_sid=50"]),
     ]
     batches = [inbound_files_register(paths=[path]).batches[0] for path in paths]
     for batch in batches:
         inbound_batch_enqueue(batch=batch)
 
-    # The first batch of 21 and the batch of 22 are in the queue; 21's others wait their turn.
+    # Acme's first batch and the other partner's are in the queue; Acme's others wait.
     assert inbound_queue.job_ids == [
         f"inbound-batch-{batches[0].pk}",
-        f"inbound-batch-{batches[3].pk}",
+        f"inbound-batch-{batches[4].pk}",
     ]
     SimpleWorker([inbound_queue], connection=inbound_queue.connection).work(burst=True)
 
+    assert set(InboundBatch.objects.values_list("status", flat=True)) == {"processed"}
     finished = list(
-        InboundBatch.objects.filter(target_id=21)
+        InboundBatch.objects.filter(partner=world.partner)
         .order_by("finished_at")
-        .values_list("pk", "status")
+        .values_list("pk", flat=True)
     )
-    assert finished == [(b.pk, InboundBatch.Status.PROCESSED) for b in batches[:3]]
+    assert finished == [b.pk for b in batches[:4]]
     assert world.held(world.u1) == {10, 11}  # the order of the files: 10, -10 +11, 10
+
+
+def test_a_partner_may_have_several_batches_at_once_never_two_of_one_data_source(
+    world: World, tmp_path: Path, inbound_queue: Any, settings: Any
+) -> None:
+    settings.INBOUND_BATCHES_PER_PARTNER = 3
+    paths = [
+        _file(tmp_path, 21, 1700000000, ["u1\td_sid=10"]),
+        _file(tmp_path, 21, 1700000100, ["u1\td_sid=11"]),
+        _file(tmp_path, 22, 1700000000, ["u1\td_sid=90"]),
+    ]
+    batches = [inbound_files_register(paths=[path]).batches[0] for path in paths]
+    for batch in batches:
+        inbound_batch_enqueue(batch=batch)
+    assert inbound_queue.job_ids == [
+        f"inbound-batch-{batches[0].pk}",
+        f"inbound-batch-{batches[2].pk}",
+    ]
 
 
 def test_a_batch_whose_data_source_is_busy_waits_its_turn_without_holding_the_worker(
@@ -212,15 +234,22 @@ def test_id_sync_calls_never_wait_for_a_batch_of_their_data_source(
 def test_a_quiet_partners_file_starts_within_seconds_behind_another_partners_backlog(
     tmp_path: Path, inbound_queue: Any
 ) -> None:
-    """Twelve files of one partner's data source, then one line of another partner: with two
-    real workers, the line starts within seconds, and the backlog applies in its order."""
-    busy = DataSourceFactory.create(dpid=31, inbound_id_type="uuid")
-    TraitFactory.create(sid=40, data_source=busy)
+    """Twelve files of one partner (two of its data sources), then one line of another
+    partner: with two real workers, the line starts within seconds, and each data source's
+    files apply in their order."""
+    partner = PartnerFactory.create()
+    busy = [
+        DataSourceFactory.create(dpid=dpid, partner=partner, inbound_id_type="uuid")
+        for dpid in (31, 32)
+    ]
+    for sid, source in ((40, busy[0]), (41, busy[1])):
+        TraitFactory.create(sid=sid, data_source=source)
     quiet = DataSourceFactory.create(dpid=41, inbound_id_type="uuid")
     TraitFactory.create(sid=50, data_source=quiet)
     backlog = []
     for n in range(12):
-        path = _big_file(tmp_path, 31, 1700000000 + n, 40_000, 40)
+        dpid, sid = (31, 40) if n % 2 else (32, 41)
+        path = _big_file(tmp_path, dpid, 1700000000 + n, 40_000, sid)
         backlog.append(inbound_files_register(paths=[path]).batches[0])
         inbound_batch_enqueue(batch=backlog[-1])
     line = _file(tmp_path, 41, 1700000000, [f"{random_uuid()}\td_sid=50"])
@@ -250,10 +279,9 @@ def test_a_quiet_partners_file_starts_within_seconds_behind_another_partners_bac
         for worker in workers:
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
-    order = list(
-        InboundBatch.objects.filter(target_id=31)
-        .order_by("finished_at")
-        .values_list("pk", flat=True)
-    )
-    assert order == [b.pk for b in backlog]
+    for dpid in (31, 32):
+        order = InboundBatch.objects.filter(target_id=dpid).order_by("finished_at")
+        assert list(order.values_list("pk", flat=True)) == [
+            b.pk for b in backlog if b.target_id == dpid
+        ]
     assert set(InboundBatch.objects.values_list("status", flat=True)) == {"processed"}
