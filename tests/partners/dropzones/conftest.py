@@ -143,3 +143,39 @@ def dropzone_make(
         lambda path: (folder / path).exists(),
         folder,
     )
+
+
+def assert_secret_kept(secret: str) -> None:
+    """``secret`` is nowhere a partner (or staff) could see it: the files, channel objects,
+    batches and rejected lines recorded, the receipts as text, e-mail (text, HTML) and error
+    workbook, and every e-mail sent."""
+    import io
+
+    from django.core import mail
+    from openpyxl import load_workbook
+
+    from partners.models import ChannelObject, InboundBatch, InboundFile, LineError, Receipt
+    from partners.receipts.render import receipt_text
+    from partners.receipts.services import receipt_email_build, receipt_workbook_bytes
+
+    seen: list[str] = []
+    for model in (InboundFile, ChannelObject, InboundBatch, LineError, Receipt):
+        seen.extend(str(row) for row in model.objects.values())
+    messages = list(mail.outbox)
+    for receipt in Receipt.objects.all():
+        seen.append(receipt_text(receipt))
+        messages.append(
+            receipt_email_build(receipt, recipients=["ops@acme.example"], internal=False)
+        )
+        workbook = receipt_workbook_bytes(receipt)
+        if workbook:
+            book = load_workbook(io.BytesIO(workbook), read_only=True)
+            for sheet in book.worksheets:
+                seen.extend(str(row) for row in sheet.iter_rows(values_only=True))
+    for message in messages:
+        seen.extend([str(message.subject), str(message.body)])
+        seen.extend(str(content) for content, _ in getattr(message, "alternatives", []))
+        for attachment in message.attachments:
+            content = attachment[1] if isinstance(attachment, tuple) else attachment
+            seen.append(repr(content))
+    assert not [text for text in seen if secret in text]
