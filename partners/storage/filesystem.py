@@ -171,7 +171,8 @@ def _steps_opened(
                 mode = os.stat(step, dir_fd=current, follow_symlinks=False).st_mode
                 if stat.S_ISLNK(mode):
                     raise StorageRefused(link("/".join(steps[: number + 1]))) from exc
-                raise NotADirectoryError(errno.ENOTDIR, "not a folder", step) from exc
+                where = "/".join(steps[: number + 1])
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), where) from exc
             os.close(current)
             current = opened
     except BaseException:
