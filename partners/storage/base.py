@@ -73,6 +73,14 @@ HARD_LINK = (
 PATH_STEPS = (
     "the path has an empty, '.' or '..' step: put the file in its folder under a plain name"
 )
+# Below a channel's folder, a drop zone needs two steps (<slug>/date=…/); deeper folders
+# hold nothing that can be taken, and are not entered (a partner nesting thousands of them
+# must not make every poll of its channel slow).
+MAX_FOLDER_DEPTH = 16
+TOO_DEEP = (
+    f"a folder more than {MAX_FOLDER_DEPTH} folders deep, not entered: put the files in a"
+    " date=YYYY-MM-DD folder"
+)
 _KINDS = {
     stat.S_IFLNK: "a symbolic link",
     stat.S_IFIFO: "a named pipe (FIFO)",

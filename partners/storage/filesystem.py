@@ -27,6 +27,8 @@ from django.core.files.storage import FileSystemStorage, Storage
 from partners.storage.base import (
     FOLDER_LINK,
     LINK,
+    MAX_FOLDER_DEPTH,
+    TOO_DEEP,
     ListedObject,
     StorageBackend,
     StorageReadError,
@@ -62,9 +64,14 @@ class FileSystemBackend(StorageBackend):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial, dir_fd=folder)
             descriptor = os.open(partial, _WRITE_NEW, 0o666, dir_fd=folder)
-            with os.fdopen(descriptor, "wb") as out, path.open("rb") as source:
-                shutil.copyfileobj(source, out, 1024 * 1024)
-            os.replace(partial, steps[-1], src_dir_fd=folder, dst_dir_fd=folder)
+            try:
+                with os.fdopen(descriptor, "wb") as out, path.open("rb") as source:
+                    shutil.copyfileobj(source, out, 1024 * 1024)
+                os.replace(partial, steps[-1], src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:  # a failed run leaves no half-written file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(partial, dir_fd=folder)
+                raise
 
     def delete(self, storage: Storage, name: str) -> bool:
         steps = plain_steps(name)
@@ -123,14 +130,18 @@ def _folder_listed(root: int, folder: str) -> Generator[ListedObject, None, list
             return []
         for entry in entries:
             path = f"{folder}/{entry.name}"
-            if entry.is_dir(follow_symlinks=False):
+            is_folder = entry.is_dir(follow_symlinks=False)
+            if is_folder and path.count("/") < MAX_FOLDER_DEPTH:
                 folders.append(path)
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            yield _listed(path, info)
+            if is_folder:
+                yield ListedObject(path, 0, f"d:0:{info.st_mtime_ns}", TOO_DEEP)
+            else:
+                yield _listed(path, info)
     finally:
         os.close(opened)
     return folders

@@ -12,6 +12,7 @@ own account on the same server could read too.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 import shutil
@@ -27,6 +28,8 @@ from storages.backends.sftpstorage import SFTPStorage
 
 from partners.storage.base import (
     FOLDER_LINK,
+    MAX_FOLDER_DEPTH,
+    TOO_DEEP,
     ListedObject,
     StorageBackend,
     StorageReadError,
@@ -78,12 +81,17 @@ class SFTPBackend(StorageBackend):
         temporary = remote(name + ".partial")
         if _entry_mode(sftp, temporary) is not None:
             client.remove(temporary)
-        with client.open(temporary, "wx") as out, path.open("rb") as source:
-            out.set_pipelined(True)
-            shutil.copyfileobj(source, out, 1024 * 1024)
-        if _entry_mode(sftp, remote(name)) is not None:
-            client.remove(remote(name))
-        client.posix_rename(temporary, remote(name))
+        try:
+            with client.open(temporary, "wx") as out, path.open("rb") as source:
+                out.set_pipelined(True)
+                shutil.copyfileobj(source, out, 1024 * 1024)
+            if _entry_mode(sftp, remote(name)) is not None:
+                client.remove(remote(name))
+            client.posix_rename(temporary, remote(name))
+        except Exception:  # a failed run leaves no half-written file behind
+            with contextlib.suppress(OSError):
+                client.remove(temporary)
+            raise
 
     def delete(self, storage: Storage, name: str) -> bool:
         sftp = cast(SFTPStorage, storage)
@@ -111,7 +119,9 @@ class SFTPBackend(StorageBackend):
                 path = posixpath.join(current, entry.filename)
                 mode = entry.st_mode
                 if mode is not None and stat.S_ISDIR(mode):
-                    if _utf8(path):  # a folder whose name is not UTF-8 cannot be opened by name
+                    if path.count("/") >= MAX_FOLDER_DEPTH:
+                        yield ListedObject(path, 0, f"d:0:{entry.st_mtime}", TOO_DEEP)
+                    elif _utf8(path):  # a folder whose name is not UTF-8 cannot be opened
                         folders.append(path)
                     continue
                 refusal = entry_refusal(mode, _links(entry))

@@ -199,14 +199,23 @@ def test_a_file_replaced_by_a_link_between_two_polls_is_rejected_and_never_read(
     assert_secret_kept(SECRET)
 
 
-@pytest.mark.parametrize("swap", ["file", "folder"])
-@pytest.mark.parametrize("dropzone", ["local", "sftp"], indirect=True)
+@pytest.mark.parametrize(
+    ("dropzone", "swap"),
+    [
+        *[("local", swap) for swap in ("file", "folder", "fifo", "hard link")],
+        # SFTP v3 gives no link count when a file is opened: hard links are refused from the
+        # listing only (and whatever this account reads there, the partner's could read).
+        *[("sftp", swap) for swap in ("file", "folder", "fifo")],
+    ],
+    indirect=["dropzone"],
+)
 def test_a_file_swapped_for_a_link_after_registration_fails_its_batch_unread(
     dropzone: DropZone, world: World, tmp_path: Path, swap: str
 ) -> None:
     """Processing happens later, in a worker: it opens the file again and must refuse a link
-    there too, whether the file or a folder on its way was swapped. Before, the worker read
-    the secret and its lines came back in the receipt."""
+    there too, whether the file or a folder on its way was swapped (or the file made a FIFO,
+    which would hang the worker, or a hard link). Before, the worker read the secret and its
+    lines came back in the receipt."""
     assert dropzone.folder is not None
     dropzone.put(f"{DAY}/{GOOD}", b"u1\td_sid=10\n")
     _poll(dropzone)
@@ -214,17 +223,21 @@ def test_a_file_swapped_for_a_link_after_registration_fails_its_batch_unread(
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / GOOD).write_bytes(SECRET_LINES)
+    (dropzone.folder / DAY / GOOD).unlink()
     if swap == "file":
-        (dropzone.folder / DAY / GOOD).unlink()
         (dropzone.folder / DAY / GOOD).symlink_to(outside / GOOD)
-    else:
-        (dropzone.folder / DAY / GOOD).unlink()
+    elif swap == "folder":
         (dropzone.folder / DAY).rmdir()
         (dropzone.folder / DAY).symlink_to(outside, target_is_directory=True)
+    elif swap == "fifo":
+        os.mkfifo(dropzone.folder / DAY / GOOD)
+    else:
+        os.link(outside / GOOD, dropzone.folder / DAY / GOOD)
+    said = {"file": LINK, "folder": FOLDER_LINK, "fifo": FIFO, "hard link": HARD_LINK}[swap]
 
     [batch] = InboundBatch.objects.all()
-    reason = f"{GOOD}: {LINK if swap == 'file' else FOLDER_LINK}"
-    with pytest.raises(InboundRejected, match="symbolic link"):
+    reason = f"{GOOD}: {said}"
+    with pytest.raises(InboundRejected, match=re.escape(said)):
         inbound_batch_process(batch_id=batch.pk)
     batch.refresh_from_db()
     assert (batch.status, batch.error) == (InboundBatch.Status.FAILED, reason)
@@ -233,7 +246,8 @@ def test_a_file_swapped_for_a_link_after_registration_fails_its_batch_unread(
     assert receipt.records_received == 0
     assert_secret_kept(SECRET)
     # The next poll says what the partner left there, once.
-    assert _poll(dropzone).rejected == [(f"{DAY}/{GOOD}" if swap == "file" else DAY, LINK)]
+    left = (DAY, LINK) if swap == "folder" else (f"{DAY}/{GOOD}", said.replace(FOLDER_LINK, LINK))
+    assert _poll(dropzone).rejected == [left]
     assert _poll(dropzone).rejected == []
 
 
@@ -316,3 +330,82 @@ def test_s3_keys_that_climb_out_of_the_folder_are_rejected_never_read_nor_delete
     ]
     assert left == [f"inbound/{bobs}"]
     assert_secret_kept(SECRET)
+
+
+@pytest.mark.parametrize("dropzone", ["local", "sftp"], indirect=True)
+def test_a_file_swapped_for_a_link_while_it_is_registered_is_not_read(
+    dropzone: DropZone, world: World, tmp_path: Path
+) -> None:
+    """Between the listing that found it and the read that computes its SHA-256 (the swap
+    made at the moment its batch is created, just before the read): the read refuses the
+    link, the file is tried again, and the next poll rejects what is there."""
+    assert dropzone.folder is not None
+    secret = tmp_path / "deploy.env"
+    secret.write_bytes(SECRET_LINES)
+    dropzone.put(f"{DAY}/{GOOD}", b"u1\td_sid=10\n")
+    _poll(dropzone)
+    path = dropzone.folder / DAY / GOOD
+
+    def swap(sender: Any, instance: InboundBatch, created: bool, **kwargs: Any) -> None:
+        if created and not path.is_symlink():
+            path.unlink()
+            path.symlink_to(secret)
+
+    post_save.connect(swap, sender=InboundBatch, weak=False)
+    try:
+        second = _poll(dropzone)
+    finally:
+        post_save.disconnect(swap, sender=InboundBatch)
+    assert (second.registered, second.unreadable) == ([], [(f"{DAY}/{GOOD}", LINK)])
+    assert not InboundBatch.objects.exists()  # its registration rolled back
+    assert _poll(dropzone).rejected == [(f"{DAY}/{GOOD}", LINK)]
+    assert_secret_kept(SECRET)
+
+
+def test_a_folder_swapped_for_a_link_while_the_poller_walks_is_not_entered(
+    world: World, request: pytest.FixtureRequest, settings: Any, tmp_path: Path
+) -> None:
+    """Listed as a folder, made a link before the poller goes into it: it is not entered
+    (each step is opened without following a link), and the next poll rejects the link.
+    Before, the walk went through the link and registered what is behind it."""
+    zone = dropzone_make("local", request, world.partner, settings, tmp_path)
+    assert zone.folder is not None
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / _name(9)).write_bytes(SECRET_LINES)
+    zone.put(f"{DAY}/{GOOD}", b"u1\td_sid=10\n")
+    zone.put(f"acme/date=2026-11-29/{_name(1)}", b"u1\td_sid=10\n")
+    later = zone.folder / "acme/date=2026-11-29"
+
+    def swap(first: str) -> None:
+        assert first == f"{DAY}/{GOOD}"  # the walk goes in name order
+        shutil.rmtree(later)
+        later.symlink_to(outside, target_is_directory=True)
+
+    with _on_first_object_noted(swap):
+        first = _poll(zone)
+    assert (first.listed, first.rejected, first.unreadable) == (1, [], [])
+    assert _poll(zone).rejected == [("acme/date=2026-11-29", LINK)]
+    assert not ChannelObject.objects.filter(path__contains=_name(9)).exists()
+    assert_secret_kept(SECRET)
+
+
+@pytest.mark.parametrize("dropzone", ["local", "sftp"], indirect=True)
+def test_folders_nested_too_deep_are_not_entered_and_said_once(
+    dropzone: DropZone, world: World
+) -> None:
+    """Thousands of nested folders would make every poll of the channel slow (and, with
+    os.walk, fail it: a RecursionError past about a thousand)."""
+    assert dropzone.folder is not None
+    deep = "acme/" + "/".join(f"d{number}" for number in range(40))
+    (dropzone.folder / deep).mkdir(parents=True)
+    (dropzone.folder / deep / GOOD).write_bytes(b"u1\td_sid=10\n")
+    dropzone.put(f"{DAY}/{GOOD}", b"u1\td_sid=10\n")
+    first = _poll(dropzone)
+    [(path, reason)] = first.rejected
+    assert path == "acme/" + "/".join(f"d{number}" for number in range(16))  # the 17th step
+    assert reason == (
+        "a folder more than 16 folders deep, not entered: put the files in a date=YYYY-MM-DD folder"
+    )
+    assert _poll(dropzone).registered == [f"{DAY}/{GOOD}"]
+    assert _poll(dropzone).rejected == []
