@@ -75,7 +75,9 @@ def zone(
     return destination, root
 
 
-@pytest.mark.parametrize("planted", ["data.partial", "info.partial", "data", "info", "dangling"])
+@pytest.mark.parametrize(
+    "planted", ["data.partial", "info.partial", "data", "info", "dangling", "hard link"]
+)
 def test_a_link_at_a_name_the_run_writes_is_replaced_never_written_through(
     zone: tuple[Destination, Path], deliver: Deliver, tmp_path: Path, planted: str
 ) -> None:
@@ -90,6 +92,8 @@ def test_a_link_at_a_name_the_run_writes_is_replaced_never_written_through(
     names = _names(destination)
     if planted == "dangling":
         (folder / names["data.partial"]).symlink_to(tmp_path / "created-outside")
+    elif planted == "hard link":  # a regular file, the victim's other name
+        os.link(victim, folder / names["data.partial"])
     else:
         (folder / names[planted]).symlink_to(victim)
 
@@ -129,6 +133,21 @@ def test_a_folder_on_the_way_that_is_a_link_fails_the_run_and_nothing_is_written
     )
     assert list(elsewhere.rglob("*")) == []
     assert (root / linked).is_symlink()  # left as the partner made it
+
+
+def test_a_run_that_fails_after_its_temporary_file_leaves_no_partial(
+    zone: tuple[Destination, Path], deliver: Deliver
+) -> None:
+    """A folder planted at the final name: the rename fails, the run fails with it, and the
+    temporary file it wrote is not left behind."""
+    destination, root = zone
+    deliver({"ftp_dpm_21_1700000000.sync": "u1\td_sid=10\n"})
+    folder = root / "acme" / "outbound"
+    (folder / _names(destination)["data"]).mkdir(parents=True)
+    with pytest.raises(OSError, match="Is a directory"):
+        outbound_run(destination=destination)
+    assert destination.runs.get().status == OutboundRun.Status.FAILED
+    assert sorted(os.listdir(folder)) == [_names(destination)["data"]]
 
 
 def test_a_stored_folder_that_climbs_out_fails_the_run_before_anything_is_written(
