@@ -215,7 +215,8 @@ def outbound_purge(*, now: datetime | None = None) -> int:
         with storage_opened(channel_storage(destination.channel)) as storage:
             for name in filter(None, names):
                 with contextlib.suppress(StorageRefused):  # a link on its way: left alone
-                    deleted += storage_delete(storage, f"{target}/{name}")
+                    if storage_delete(storage, f"{target}/{name}"):
+                        deleted += 1
         OutboundRun.objects.filter(pk=run.pk).update(purged_at=now)
     return deleted
 

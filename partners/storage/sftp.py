@@ -107,6 +107,13 @@ class SFTPBackend(StorageBackend):
         # One readdir per folder, in name order, each folder's files then its folders. The
         # listing's attributes are lstat's: a link is refused, never entered.
         sftp = cast(SFTPStorage, storage)
+        try:
+            top = sftp.sftp.lstat(sftp._remote_path(folder))
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(top.st_mode or 0):  # the partner's folder made a link, a file…
+            yield _listed(folder, top)
+            return
         pending = [folder]
         while pending:
             current = pending.pop()
@@ -124,14 +131,18 @@ class SFTPBackend(StorageBackend):
                     elif _utf8(path):  # a folder whose name is not UTF-8 cannot be opened
                         folders.append(path)
                     continue
-                refusal = entry_refusal(mode, _links(entry))
-                if mode is not None and stat.S_ISREG(mode):
-                    size = entry.st_size or 0
-                    yield ListedObject(path, size, f"{size}:{entry.st_mtime}", refusal)
-                else:  # its kind in its version: a file made a link is a new object
-                    kind = stat.filemode(mode or 0)[0]
-                    yield ListedObject(path, 0, f"{kind}:0:{entry.st_mtime}", refusal)
+                yield _listed(path, entry)
             pending.extend(reversed(folders))
+
+
+def _listed(path: str, entry: SFTPAttributes) -> ListedObject:
+    mode = entry.st_mode
+    refusal = entry_refusal(mode, _links(entry))
+    if mode is not None and stat.S_ISREG(mode):
+        size = entry.st_size or 0
+        return ListedObject(path, size, f"{size}:{entry.st_mtime}", refusal)
+    # Its kind in its version: a file made a link is a new object.
+    return ListedObject(path, 0, f"{stat.filemode(mode or 0)[0]}:0:{entry.st_mtime}", refusal)
 
 
 def _links(entry: SFTPAttributes) -> int | None:

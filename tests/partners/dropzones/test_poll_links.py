@@ -409,3 +409,23 @@ def test_folders_nested_too_deep_are_not_entered_and_said_once(
     )
     assert _poll(dropzone).registered == [f"{DAY}/{GOOD}"]
     assert _poll(dropzone).rejected == []
+
+
+@pytest.mark.parametrize("dropzone", ["local", "sftp"], indirect=True)
+def test_the_partner_s_folder_made_a_link_is_rejected_and_not_entered(
+    dropzone: DropZone, world: World, tmp_path: Path
+) -> None:
+    """Before, the walk started through the link (os.walk and SFTP opendir follow a link
+    given as the folder to list) and took what is behind it."""
+    assert dropzone.folder is not None
+    outside = tmp_path / "outside"
+    (outside / "date=2026-11-28").mkdir(parents=True)
+    (outside / "date=2026-11-28" / GOOD).write_bytes(SECRET_LINES)
+    dropzone.folder.mkdir(parents=True, exist_ok=True)
+    (dropzone.folder / "acme").symlink_to(outside, target_is_directory=True)
+    first = _poll(dropzone)
+    assert (first.listed, first.rejected) == (1, [("acme", LINK)])
+    again = _poll(dropzone)
+    assert (again.registered, again.rejected) == ([], [])
+    assert not ChannelObject.objects.filter(path__contains=GOOD).exists()
+    assert_secret_kept(SECRET)
