@@ -727,15 +727,26 @@ def _validate_row_template(value: str) -> None:
     _template_check(compile_row_template, value)
 
 
-def _validate_outbound_folder(value: str) -> None:
+def outbound_folder_refusal(value: str) -> str | None:
+    """Why ``value`` is not a destination's folder (a plain folder under the partner's
+    folder); None when it is one. Checked when saved and again when a run starts."""
     # The partner's top folder and its date=… folders are where inbound files are polled.
     steps = value.strip("/").split("/")
     if steps == [""]:
-        raise ValidationError("a folder under the partner's folder (inbound files arrive there)")
+        return "a folder under the partner's folder (inbound files arrive there)"
+    if "\\" in value:  # a partner's Windows SFTP server takes it for "/"
+        return "a plain folder path: no backslash, a path separator on Windows servers"
     if steps[0].startswith("date="):
-        raise ValidationError("date=… folders are where the partner's inbound files arrive")
+        return "date=… folders are where the partner's inbound files arrive"
     if any(step in ("", ".", "..") for step in steps):
-        raise ValidationError("a plain folder path: no empty, '.' or '..' steps")
+        return "a plain folder path: no empty, '.' or '..' steps"
+    return None
+
+
+def _validate_outbound_folder(value: str) -> None:
+    refusal = outbound_folder_refusal(value)
+    if refusal:
+        raise ValidationError(refusal)
 
 
 class Destination(models.Model):
@@ -814,6 +825,15 @@ class Destination(models.Model):
 
     class Meta:
         ordering = ["partner", "name"]
+        constraints = [
+            # Written around the model, a backslash would still split the folder on a
+            # partner's Windows SFTP server (the run checks every rule again).
+            models.CheckConstraint(
+                condition=~models.Q(folder__contains="\\"),
+                name="destination_folder_no_backslash",
+                violation_error_message="a plain folder path: no backslash",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"

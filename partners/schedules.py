@@ -70,9 +70,12 @@ def retention_purge_run() -> str:
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     pruned, _ = ScheduleRun.objects.filter(started_at__lt=cutoff).delete()
     changes = membership_changes_prune()
+    gone = f"{result.missing} already gone"
+    if result.refused:
+        gone += f", {result.refused} behind a symbolic link left alone"
     return (
         f"{counted(result.deleted, 'file', 'files')} older than"
-        f" {settings.INBOUND_RETENTION_DAYS} days deleted, {result.missing} already gone,"
+        f" {settings.INBOUND_RETENTION_DAYS} days deleted, {gone},"
         f" {counted(result.unclaimed, 'unclaimed upload', 'unclaimed uploads')} deleted;"
         f" {counted(outbound, 'outbound file', 'outbound files')} older than"
         f" {settings.OUTBOUND_RETENTION_DAYS} days deleted;"

@@ -25,12 +25,15 @@ from partners.storage import (
     UPLOAD_STORAGE,
     ListedObject,
     StorageReadError,
+    StorageRefused,
     StoredFile,
     channel_storage,
     channel_storage_alias,
+    storage_delete,
     storage_get,
     storage_opened,
 )
+from partners.storage.base import path_steps_refusal
 
 logger = logging.getLogger(__name__)
 _POLL_LOCK = 0x53325350  # "S2SP": the advisory-lock namespace of channel polls
@@ -91,10 +94,12 @@ def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult)
         f"{destination.delivery_folder}/"
         for destination in channel.destinations.select_related("partner")
     )
+    listed_paths: set[str] = set()
     for listed in channel_list(channel, storage):
         if outbound and listed.path.startswith(outbound):
             continue
         result.listed += 1
+        listed_paths.add(_storable_path(listed.path))
         try:
             # One object's failure rolls back its own rows only, never the whole poll: a
             # name the database cannot hold must not keep the good files beside it out.
@@ -103,6 +108,14 @@ def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult)
         except Exception:
             logger.exception("channel %s: %r could not be registered", channel.pk, listed.path)
             result.unreadable.append((_storable_path(listed.path), "could not be registered"))
+    # A file seen and gone before it was taken (a client's x.filepart, renamed) is no longer
+    # waiting: *My files* must not say so for ever. Under its new name it is a new object.
+    vanished = [
+        seen.pk
+        for path, seen in latest.items()
+        if seen.state == ChannelObject.State.SEEN and path not in listed_paths
+    ]
+    ChannelObject.objects.filter(pk__in=vanished, state=ChannelObject.State.SEEN).delete()
     channel.last_polled_at = now
     channel.last_poll_result = result.summary()
     channel.save(update_fields=["last_polled_at", "last_poll_result"])
@@ -126,7 +139,10 @@ def _poll_object(
 ) -> None:
     path = _storable_path(listed.path)
     known = latest.get(path)
-    if known is not None and known.state == ChannelObject.State.SEEN:
+    refusal = listed.refusal or path_steps_refusal(listed.path)
+    if refusal:
+        _refuse(channel, listed, refusal, known=known, versions=versions, now=now, result=result)
+    elif known is not None and known.state == ChannelObject.State.SEEN:
         if (known.version, known.size) == (listed.version, listed.size):
             _register(channel, known, result)
         else:  # still being written: it goes once it holds between two polls
@@ -151,6 +167,38 @@ def _poll_object(
             # said at once, with its name as the database can show it.
             _reject(channel, seen, problem or "the name is too long", result)
             seen.save()
+
+
+def _refuse(
+    channel: InboundChannel,
+    listed: ListedObject,
+    reason: str,
+    *,
+    known: ChannelObject | None,
+    versions: set[tuple[str, str]],
+    now: datetime,
+    result: PollResult,
+) -> None:
+    """An entry that is not a plain file of the folder (a link, a FIFO, a key that climbs
+    out): rejected with ``reason`` once, never read. A file seen before and made such an
+    entry since is that same object, rejected (it does not stay *seen*)."""
+    path = _storable_path(listed.path)
+    if known is not None and known.state == ChannelObject.State.SEEN:
+        known.version, known.size, known.last_seen_at = listed.version[:200], listed.size, now
+        _reject(channel, known, reason, result)
+        known.save()
+    elif (path, listed.version[:200]) not in versions:
+        seen = ChannelObject.objects.create(
+            channel=channel,
+            path=path,
+            version=listed.version[:200],
+            size=listed.size,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        result.new += 1
+        _reject(channel, seen, reason, result)
+        seen.save()
 
 
 def _register(channel: InboundChannel, seen: ChannelObject, result: PollResult) -> None:
@@ -233,6 +281,7 @@ class PurgeResult:
     deleted: int = 0
     missing: int = 0
     unclaimed: int = 0  # checked in the portal, never processed
+    refused: int = 0  # a link on its way now: left alone
 
 
 def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
@@ -251,12 +300,14 @@ def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
                 opened[file.storage] = stack.enter_context(
                     storage_opened(storage_get(file.storage))
                 )
-            storage = opened[file.storage]
-            if storage.exists(file.path):
-                storage.delete(file.path)
-                result.deleted += 1
-            else:
-                result.missing += 1
+            try:  # the entry itself: never through a link on its way, nor a normalized key
+                if storage_delete(opened[file.storage], file.path):
+                    result.deleted += 1
+                else:
+                    result.missing += 1
+            except StorageRefused as exc:
+                logger.warning("purge: %r not deleted: %s", file.path, exc)
+                result.refused += 1
             InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
             ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
     result.unclaimed = _unclaimed_uploads_purge(cutoff)

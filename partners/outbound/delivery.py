@@ -12,13 +12,30 @@ from pathlib import Path
 
 from django.core.files.storage import Storage
 
-from partners.models import Destination, OutboundFile, OutboundRun
+from partners.models import Destination, OutboundFile, OutboundRun, outbound_folder_refusal
 from partners.outbound.parts import Part, file_name_context, plain_file_name
 from partners.outbound.templates import (
     Template,
     compile_file_name_template,
 )
 from partners.storage import channel_storage, storage_opened, storage_save_whole
+
+
+class OutboundFolderRefused(ValueError):
+    """A destination's folder that is not a plain folder under the partner's folder (stored
+    before the rules, or written around the model)."""
+
+
+def delivery_folder_checked(destination: Destination) -> str:
+    """The destination's folder in its channel, once its folder is checked again (the run
+    fails with the reason before anything is rendered or written)."""
+    refusal = outbound_folder_refusal(destination.folder)
+    if refusal:
+        raise OutboundFolderRefused(
+            f"nothing was delivered: the destination's folder {destination.folder!r} is"
+            f" refused ({refusal})"
+        )
+    return destination.delivery_folder
 
 
 def parts_deliver(
@@ -31,7 +48,7 @@ def parts_deliver(
     context = file_name_context(destination, mode=run.mode, moment=run.started_at)
     base = plain_file_name(name_template.render({**context, "SPLITNUM": ""}))
     suffix = ".gz" if destination.gzip and not base.endswith(".gz") else ""
-    target = destination.delivery_folder
+    target = delivery_folder_checked(destination)
     entries = []
     with storage_opened(channel_storage(destination.channel)) as storage:
         for number, part in enumerate(parts, start=1):
@@ -92,13 +109,14 @@ def _stem(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def _leftovers(destination: Destination, run: OutboundRun, storage: Storage) -> list[str]:
+def killed_run_leftovers(destination: Destination, run: OutboundRun, storage: Storage) -> list[str]:
+    """The names a killed ``run`` left under temporary names in the destination's folder:
+    its data files' and its ``.info``'s (killed while writing either)."""
     # The run's names, whatever its SPLITNUM: what comes before and after it.
     context = file_name_context(destination, mode=run.mode, moment=run.started_at)
-    rendered = compile_file_name_template(destination.file_name_template).render(
-        {**context, "SPLITNUM": "\0"}
-    )
-    head, _, tail = rendered.partition("\0")
+    template = compile_file_name_template(destination.file_name_template)
+    head, _, tail = template.render({**context, "SPLITNUM": "\0"}).partition("\0")
+    info = _stem(template.render({**context, "SPLITNUM": ""})) + ".info"
     try:
         _, names = storage.listdir(destination.delivery_folder)
     except FileNotFoundError:
@@ -106,7 +124,10 @@ def _leftovers(destination: Destination, run: OutboundRun, storage: Storage) -> 
     return [
         name
         for name in names
-        if name.endswith(".partial")
-        and name.startswith(head)
-        and name.removesuffix(".partial").removesuffix(".gz").endswith(tail)
+        if name == f"{info}.partial"
+        or (
+            name.endswith(".partial")
+            and name.startswith(head)
+            and name.removesuffix(".partial").removesuffix(".gz").endswith(tail)
+        )
     ]

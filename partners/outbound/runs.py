@@ -11,6 +11,7 @@ which dies with its worker's connection, so the next run knows a "running" run w
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +25,10 @@ from partners.locks import OUTBOUND_RUN_LOCK, session_lock
 from partners.models import Destination, OutboundRun
 from partners.outages import connections_drop, database_unavailable
 from partners.outbound import jobs
-from partners.outbound.delivery import _leftovers, parts_deliver
+from partners.outbound.delivery import delivery_folder_checked, killed_run_leftovers, parts_deliver
 from partners.outbound.parts import parts_render
 from partners.receipts.alerts import outbound_failure_alert
-from partners.storage import channel_storage, storage_opened
+from partners.storage import StorageRefused, channel_storage, storage_delete, storage_opened
 from segments.services import membership_changes_horizon
 
 # A run may export millions of members to a slow SFTP server.
@@ -82,8 +83,9 @@ def _interrupted_runs_close(destination: Destination) -> None:
         killed.finished_at = timezone.now()
         killed.save(update_fields=["status", "error", "finished_at"])
         with storage_opened(channel_storage(destination.channel)) as storage:
-            for name in _leftovers(destination, killed, storage):
-                storage.delete(f"{destination.delivery_folder}/{name}")
+            for name in killed_run_leftovers(destination, killed, storage):
+                with contextlib.suppress(StorageRefused):  # the run says why (its folder)
+                    storage_delete(storage, f"{destination.delivery_folder}/{name}")
 
 
 def _run(
@@ -129,6 +131,7 @@ def _run(
 def _render_and_deliver(
     destination: Destination, run: OutboundRun, folder: Path, *, force_python: bool = False
 ) -> None:
+    delivery_folder_checked(destination)  # before anything is rendered
     name_template, parts = parts_render(destination, run, folder, force_python=force_python)
     parts_deliver(destination, run, name_template, parts, folder)
 
@@ -205,9 +208,9 @@ def outbound_purge(*, now: datetime | None = None) -> int:
         names = [*run.files.values_list("name", flat=True), run.info_name]
         with storage_opened(channel_storage(destination.channel)) as storage:
             for name in filter(None, names):
-                if storage.exists(f"{target}/{name}"):
-                    storage.delete(f"{target}/{name}")
-                    deleted += 1
+                with contextlib.suppress(StorageRefused):  # a link on its way: left alone
+                    if storage_delete(storage, f"{target}/{name}"):
+                        deleted += 1
         OutboundRun.objects.filter(pk=run.pk).update(purged_at=now)
     return deleted
 

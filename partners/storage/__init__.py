@@ -24,6 +24,7 @@ from partners.storage.base import (
     ListedObject,
     StorageBackend,
     StorageReadError,
+    StorageRefused,
     StoredFile,
 )
 from partners.storage.channels import CHANNEL_ALIAS_PREFIX, channel_storage, channel_storage_alias
@@ -36,10 +37,12 @@ __all__ = [
     "UPLOAD_STORAGE",
     "ListedObject",
     "StorageReadError",
+    "StorageRefused",
     "StoredFile",
     "channel_storage",
     "channel_storage_alias",
     "storage_backend",
+    "storage_delete",
     "storage_get",
     "storage_opened",
     "storage_save_whole",
@@ -78,8 +81,15 @@ def storage_save_whole(storage: Storage, name: str, path: Path) -> None:
     storage_backend(storage).save_whole(storage, name, path)
 
 
+def storage_delete(storage: Storage, name: str) -> bool:
+    """Delete ``name`` itself, never through a link on its way nor at a normalized name
+    (:class:`StorageRefused` says why not); False when it was not there."""
+    return storage_backend(storage).delete(storage, name)
+
+
 def storage_walk(storage: Storage, folder: str) -> Iterator[ListedObject]:
-    """Every file under ``folder``, at any depth, with the service's cheap listing."""
+    """Every file under ``folder``, at any depth, with the service's cheap listing; an entry
+    that is not a plain file comes with its :attr:`ListedObject.refusal` (never followed)."""
     return storage_backend(storage).walk(storage, folder)
 
 
@@ -94,7 +104,9 @@ def stored_file_open(storage_alias: str, path: str) -> Iterator[IO[bytes]]:
             else:
                 storage = stack.enter_context(storage_opened(storage_get(storage_alias)))
                 stream = storage_backend(storage).stream(storage, path)
-        except FileNotFoundError as exc:
+        except StorageReadError:
+            raise  # already said in the partner's words (a link, a path that climbs out)
+        except (FileNotFoundError, NotADirectoryError) as exc:  # a folder on its way too
             raise StorageReadError("the file is no longer there") from exc
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")

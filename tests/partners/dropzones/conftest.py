@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,25 @@ class SFTPServer:
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
     """A real SSH server speaking SFTP (user acme, password secret), chrooted to a folder."""
-    root = tmp_path_factory.mktemp("sftp-root")
+    with sftp_serving(tmp_path_factory.mktemp("sftp-root")) as server:
+        yield server
+
+
+class ChrootSFTP(asyncssh.SFTPServer):
+    """What the server does with SFTP requests: asyncssh's local file system, under a root
+    (paths are mapped under it; like OpenSSH, links are listed as links and followed when
+    a path is opened). Tests subclass it to hold a request."""
+
+    root: Path
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel, chroot=str(self.root).encode())
+
+
+@contextmanager
+def sftp_serving(root: Path, sftp: type[ChrootSFTP] = ChrootSFTP) -> Iterator[SFTPServer]:
+    """Serve ``root`` over SFTP (user acme, password secret) on a loopback port, from a
+    thread of its own, with ``sftp`` answering the requests."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
 
     class Server(asyncssh.SSHServer):
@@ -40,24 +59,23 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer
         def validate_password(self, username: str, password: str) -> bool:
             return (username, password) == ("acme", "secret")
 
-    class ChrootSFTP(asyncssh.SFTPServer):
-        def __init__(self, channel: Any) -> None:
-            super().__init__(channel, chroot=str(root).encode())
-
+    rooted = type("RootedSFTP", (sftp,), {"root": root})
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
     async def start() -> Any:
         return await asyncssh.create_server(
-            Server, "127.0.0.1", 0, server_host_keys=[host_key], sftp_factory=ChrootSFTP
+            Server, "127.0.0.1", 0, server_host_keys=[host_key], sftp_factory=rooted
         )
 
     acceptor = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
-    yield SFTPServer(port=acceptor.get_port(), root=root)
-    acceptor.close()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    try:
+        yield SFTPServer(port=acceptor.get_port(), root=root)
+    finally:
+        acceptor.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
 
 
 # A drop zone of each kind for the world's partner (slug "acme"), and a way to put a file in
@@ -143,3 +161,39 @@ def dropzone_make(
         lambda path: (folder / path).exists(),
         folder,
     )
+
+
+def assert_secret_kept(secret: str) -> None:
+    """``secret`` is nowhere a partner (or staff) could see it: the files, channel objects,
+    batches and rejected lines recorded, the receipts as text, e-mail (text, HTML) and error
+    workbook, and every e-mail sent."""
+    import io
+
+    from django.core import mail
+    from openpyxl import load_workbook
+
+    from partners.models import ChannelObject, InboundBatch, InboundFile, LineError, Receipt
+    from partners.receipts.render import receipt_text
+    from partners.receipts.services import receipt_email_build, receipt_workbook_bytes
+
+    seen: list[str] = []
+    for model in (InboundFile, ChannelObject, InboundBatch, LineError, Receipt):
+        seen.extend(str(row) for row in model.objects.values())
+    messages = list(mail.outbox)
+    for receipt in Receipt.objects.all():
+        seen.append(receipt_text(receipt))
+        messages.append(
+            receipt_email_build(receipt, recipients=["ops@acme.example"], internal=False)
+        )
+        workbook = receipt_workbook_bytes(receipt)
+        if workbook:
+            book = load_workbook(io.BytesIO(workbook), read_only=True)
+            for sheet in book.worksheets:
+                seen.extend(str(row) for row in sheet.iter_rows(values_only=True))
+    for message in messages:
+        seen.extend([str(message.subject), str(message.body)])
+        seen.extend(str(content) for content, _ in getattr(message, "alternatives", []))
+        for attachment in message.attachments:
+            content = attachment[1] if isinstance(attachment, tuple) else attachment
+            seen.append(repr(content))
+    assert not [text for text in seen if secret in text]

@@ -577,6 +577,8 @@ def test_a_wrong_header_template_is_refused_on_save(world: World, tmp_path: Path
         ("/", "a folder under the partner's folder (inbound files arrive there)"),
         ("date=2026-11-28/out", "date=… folders are where the partner's inbound files arrive"),
         ("out/../../other", "a plain folder path: no empty, '.' or '..' steps"),
+        ("out\\daily", "a plain folder path: no backslash, a path separator on Windows servers"),
+        ("..\\other", "a plain folder path: no backslash, a path separator on Windows servers"),
     ],
 )
 def test_a_destination_folder_that_the_poller_reads_or_that_leaves_the_partner_is_refused(
@@ -589,6 +591,20 @@ def test_a_destination_folder_that_the_poller_reads_or_that_leaves_the_partner_i
     with pytest.raises(ValidationError) as caught:
         destination.full_clean()
     assert caught.value.message_dict == {"folder": [error]}
+
+
+def test_the_database_refuses_a_destination_folder_with_a_backslash(
+    world: World, tmp_path: Path
+) -> None:
+    """Written around the model (a raw update, a script), a backslash is still refused."""
+    from django.db import IntegrityError, transaction
+
+    destination = _destination(world, tmp_path)
+    with (
+        pytest.raises(IntegrityError, match="destination_folder_no_backslash"),
+        transaction.atomic(),
+    ):
+        Destination.objects.filter(pk=destination.pk).update(folder="out\\daily")
 
 
 def test_an_iter_destination_whose_last_success_is_older_than_the_change_log_gets_a_full_run(

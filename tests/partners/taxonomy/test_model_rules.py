@@ -92,6 +92,27 @@ def test_the_workbook_now_refuses_a_pid_alias_the_admin_refuses() -> None:
     assert not Destination.objects.exists()
 
 
+def test_the_workbook_refuses_a_destination_folder_with_a_backslash() -> None:
+    """A path separator on a partner's Windows SFTP server: the admin and the workbook
+    refuse it alike (the field's validator)."""
+    taxonomy_import(workbook=demo_workbook())
+    channel = InboundChannel.objects.create(
+        partner_id=1001, name="c", kind="local", prefix="/srv/exchange"
+    )
+    sheets = {
+        "Destinations": [
+            ["id", "partner_pid", "name", "channel_id", "folder"],
+            [40, 1001, "Acme", channel.pk, "out\\..\\..\\globex"],
+        ]
+    }
+    with pytest.raises(TaxonomyImportError) as caught:
+        taxonomy_import(workbook=workbook_bytes(sheets))
+    assert caught.value.errors == [
+        "Destinations!E2: a plain folder path: no backslash, a path separator on Windows servers"
+    ]
+    assert not Destination.objects.exists()
+
+
 def test_a_partner_row_without_a_slug_is_still_the_partner_other_sheets_name() -> None:
     """Before, a Partners row whose slug was missing also made its PID unknown to the
     DataSources sheet (a second, wrong report)."""
