@@ -163,22 +163,35 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "portal:login"  # the admin has its own login page
 # Guessing is slow (django-axes, every web login: the portal's and the admin's): after
-# LOGIN_FAILURE_LIMIT failed logins for one username, or from one address, further logins
-# are refused for LOGIN_COOLOFF_MINUTES (counted in the database: across processes).
+# LOGIN_FAILURE_LIMIT failed logins for one username from one client address, logins to
+# that username from that address are refused for LOGIN_COOLOFF_MINUTES; the owner at
+# their own address still logs in. One address failing LOGIN_ADDRESS_FAILURE_LIMIT times,
+# whatever the usernames, has its logins refused too (0: no such limit). Counted in the
+# database, across processes.
 AUTHENTICATION_BACKENDS = [
     "portal.auth.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, never the username alone
+LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("LOGIN_ADDRESS_FAILURE_LIMIT", "100"))
+AXES_HANDLER = "portal.auth.LoginAttemptsHandler"  # adds the per-address limit
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "portal.auth.client_address"
+AXES_USERNAME_CALLABLE = "portal.auth.attempt_username"
 AXES_VERBOSE = False
-# Password reset requests: at most PASSWORD_RESET_RATE per address typed and per client
-# address (django-ratelimit, counted in the shared cache below).
+# The client's address: the peer's, or, when the peer is one of these proxies, the address
+# the proxy puts in X-Real-IP (README "Production": the proxy block). The same variable
+# tells gunicorn which peers may send X-Forwarded-Proto; addresses or networks, "*" for
+# any peer (only when nothing but the proxy can reach gunicorn).
+TRUSTED_PROXIES = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# Password reset requests: at most PASSWORD_RESET_RATE per pair (address typed, client
+# address), and PASSWORD_RESET_ADDRESS_RATE per client address whatever is typed
+# (django-ratelimit, counted in the shared cache below).
 PASSWORD_RESET_RATE = os.environ.get("PASSWORD_RESET_RATE", "5/h")
+PASSWORD_RESET_ADDRESS_RATE = os.environ.get("PASSWORD_RESET_ADDRESS_RATE", "50/h")
 RATELIMIT_VIEW = "partners.portal.views.rate_limited_view"
 RATELIMIT_IP_META_KEY = "portal.auth.client_address"
 RATELIMIT_FAIL_OPEN = True  # Redis down must not stop a partner from resetting a password
