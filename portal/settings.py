@@ -88,7 +88,12 @@ if not DATABASE_URL:
         "Set DATABASE_URL (postgres://user@host:5432/name), or start the portal through "
         "`make demo` / `python -m portal.embedded run -- …`, which provides a private one."
     )
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Persistent connections (a minute), checked before each request reuses one: a connection
+# PostgreSQL dropped (a restart, a failover) is replaced, not answered 500. The ID-sync
+# endpoint, outside Django's request cycle, checks its own (partners/idsync/endpoint.py).
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+}
 # Inbound batches stage millions of rows in temporary tables: let them live in memory.
 # (temp_buffers can only be set before a session's first temporary table, hence here.)
 DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c temp_buffers=256MB"
