@@ -33,6 +33,18 @@ PASSWORD = "the-staff-password-42"
 
 STRANGER, OWNER, ROTATOR, DIRECT = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
 
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+IPV6 = _ipv6_loopback()
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -74,6 +86,7 @@ http {{
     scgi_temp_path {folder}/scgi;
     server {{
         listen 127.0.0.1:{self.port};
+        {f"listen [::1]:{self.port};" if IPV6 else ""}
         server_name _;
 {block}
     }}
@@ -104,9 +117,16 @@ http {{
 class Browser:
     """A client at one source address: its cookies, the CSRF token of the forms it got."""
 
-    def __init__(self, port: int, source: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        source: str,
+        headers: dict[str, str] | None = None,
+        raw_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.port, self.source = port, source
         self.headers = headers or {}
+        self.raw_headers = raw_headers or []  # sent as they are: repeated, in any case
         self.cookies: dict[str, str] = {}
 
     def request(
@@ -116,17 +136,23 @@ class Browser:
         form: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, str, dict[str, str]]:
+        host = "::1" if ":" in self.source else "127.0.0.1"
         conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=30, source_address=(self.source, 0)
+            host, self.port, timeout=30, source_address=(self.source, 0)
         )
         sent = {**self.headers, **(headers or {})}
         if self.cookies:
             sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = None
+        body = b""
         if form is not None:
-            body = urlencode(form)
+            body = urlencode(form).encode()
             sent["Content-Type"] = "application/x-www-form-urlencoded"
-        conn.request(method, path, body=body, headers=sent)
+            sent["Content-Length"] = str(len(body))
+        conn.putrequest(method, path, skip_host=True)
+        conn.putheader("Host", f"127.0.0.1:{self.port}")  # ALLOWED_HOSTS, from ::1 too
+        for name, value in [*sent.items(), *self.raw_headers]:
+            conn.putheader(name, value)
+        conn.endheaders(body or None)
         response = conn.getresponse()
         page = response.read().decode(errors="replace")
         for header, value in response.getheaders():
@@ -263,6 +289,31 @@ def test_forged_address_headers_through_the_proxy_are_replaced_by_the_proxy(
     assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
 
 
+def test_repeated_and_oddly_spelled_address_headers_are_replaced_or_dropped(
+    proxied: tuple[Nginx, Gunicorn], staff: User
+) -> None:
+    """The header nginx sets, sent by the client too: repeated, in other cases, with
+    underscores (which nginx and gunicorn drop), beside the other headers naming a client."""
+    nginx, _ = proxied
+    forger = Browser(
+        nginx.port,
+        ROTATOR,
+        raw_headers=[
+            ("X-Real-IP", OWNER),
+            ("x-real-ip", OWNER),
+            ("X-REAL-IP", "::1"),
+            ("X_Real_IP", OWNER),
+            ("X-Forwarded-For", f"{OWNER}, {OWNER}"),
+            ("Forwarded", 'for="[::1]";proto=https, for=127.0.0.3'),
+            ("True-Client-IP", OWNER),
+        ],
+    )
+    statuses = [forger.log_in("staff", f"guess-{n}") for n in range(11)]
+    assert statuses[9:] == [429, 429]
+    assert _attempts() == {("staff", ROTATOR): 11}
+    assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
+
+
 def test_a_client_reaching_gunicorn_directly_is_counted_by_its_own_address(
     proxied: tuple[Nginx, Gunicorn], staff: User
 ) -> None:
@@ -298,3 +349,17 @@ def test_password_resets_are_limited_per_account_and_address(
     assert statuses == [302] * 5 + [429] * 4
     assert _reset(Browser(nginx.port, OWNER), "acme@partner.test") == 302
     assert mailbox[0].recipients == ["acme@partner.test"] * 6
+
+
+@pytest.mark.skipif(not IPV6, reason="no IPv6 loopback (::1) on this machine")
+def test_an_ipv6_client_is_counted_by_its_own_address_too(
+    proxied: tuple[Nginx, Gunicorn], staff: User
+) -> None:
+    """nginx passes an IPv6 client's address as it is; the app counts it as its /64 (here
+    ``::`` for ``::1``), with forged headers ignored, and the owner is not affected."""
+    nginx, _ = proxied
+    client = Browser(nginx.port, "::1", {"X-Real-IP": OWNER, "X-Forwarded-For": OWNER})
+    statuses = [client.log_in("staff", f"guess-{n}") for n in range(11)]
+    assert statuses[9:] == [429, 429]
+    assert _attempts() == {("staff", "::"): 11}
+    assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
