@@ -73,8 +73,9 @@ def client_address_of(meta: Mapping[str, Any]) -> str:
         told = _address(meta.get(CLIENT_ADDRESS_HEADER, ""))
         if told is not None:
             chosen = str(told)
-        elif peer not in _warned_proxies:
-            # Every client behind this proxy now counts as one: say so, once per process.
+        elif peer not in _warned_proxies and not settings.DEBUG:
+            # Every client behind this proxy now counts as one: say so, once per process
+            # (not in DEBUG: `make demo`'s browser reaches the server directly, from here).
             _warned_proxies.add(peer)
             logger.warning(
                 "Requests from the proxy %r carry no valid X-Real-IP: every client behind it"

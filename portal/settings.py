@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -192,6 +193,14 @@ AXES_VERBOSE = False
 # tells gunicorn which peers may send X-Forwarded-Proto; addresses or networks, "*" for
 # any peer (only when nothing but the proxy can reach gunicorn).
 TRUSTED_PROXIES = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+for _proxy in TRUSTED_PROXIES:
+    if _proxy != "*":
+        try:
+            ipaddress.ip_network(_proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"FORWARDED_ALLOW_IPS: {_proxy!r} is neither an address, a network nor *."
+            ) from None
 # Password reset requests: at most PASSWORD_RESET_RATE per pair (address typed, client
 # address), and PASSWORD_RESET_ADDRESS_RATE per client address whatever is typed
 # (django-ratelimit, counted in the shared cache below).
