@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -88,7 +89,12 @@ if not DATABASE_URL:
         "Set DATABASE_URL (postgres://user@host:5432/name), or start the portal through "
         "`make demo` / `python -m portal.embedded run -- …`, which provides a private one."
     )
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Persistent connections (a minute), checked before each request reuses one: a connection
+# PostgreSQL dropped (a restart, a failover) is replaced, not answered 500. The ID-sync
+# endpoint, outside Django's request cycle, checks its own (partners/idsync/endpoint.py).
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+}
 # Inbound batches stage millions of rows in temporary tables: let them live in memory.
 # (temp_buffers can only be set before a session's first temporary table, hence here.)
 # A session whose client is gone (a worker killed, its network cut) is ended by PostgreSQL
@@ -184,22 +190,43 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "portal:login"  # the admin has its own login page
 # Guessing is slow (django-axes, every web login: the portal's and the admin's): after
-# LOGIN_FAILURE_LIMIT failed logins for one username, or from one address, further logins
-# are refused for LOGIN_COOLOFF_MINUTES (counted in the database: across processes).
+# LOGIN_FAILURE_LIMIT failed logins for one username from one client address, logins to
+# that username from that address are refused for LOGIN_COOLOFF_MINUTES; the owner at
+# their own address still logs in. One address failing LOGIN_ADDRESS_FAILURE_LIMIT times,
+# whatever the usernames, has its logins refused too (0: no such limit). Counted in the
+# database, across processes.
 AUTHENTICATION_BACKENDS = [
     "portal.auth.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, never the username alone
+LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("LOGIN_ADDRESS_FAILURE_LIMIT", "100"))
+AXES_HANDLER = "portal.auth.LoginAttemptsHandler"  # adds the per-address limit
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "portal.auth.client_address"
+AXES_USERNAME_CALLABLE = "portal.auth.attempt_username"
 AXES_VERBOSE = False
-# Password reset requests: at most PASSWORD_RESET_RATE per address typed and per client
-# address (django-ratelimit, counted in the shared cache below).
+# The client's address: the peer's, or, when the peer is one of these proxies, the address
+# the proxy puts in X-Real-IP (README "Production": the proxy block). The same variable
+# tells gunicorn which peers may send X-Forwarded-Proto; addresses or networks, "*" for
+# any peer (only when nothing but the proxy can reach gunicorn).
+TRUSTED_PROXIES = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+for _proxy in TRUSTED_PROXIES:
+    if _proxy != "*":
+        try:
+            ipaddress.ip_network(_proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"FORWARDED_ALLOW_IPS: {_proxy!r} is neither an address, a network nor *."
+            ) from None
+# Password reset requests: at most PASSWORD_RESET_RATE per pair (address typed, client
+# address), and PASSWORD_RESET_ADDRESS_RATE per client address whatever is typed
+# (django-ratelimit, counted in the shared cache below).
 PASSWORD_RESET_RATE = os.environ.get("PASSWORD_RESET_RATE", "5/h")
+PASSWORD_RESET_ADDRESS_RATE = os.environ.get("PASSWORD_RESET_ADDRESS_RATE", "50/h")
 RATELIMIT_VIEW = "partners.portal.views.rate_limited_view"
 RATELIMIT_IP_META_KEY = "portal.auth.client_address"
 RATELIMIT_FAIL_OPEN = True  # Redis down must not stop a partner from resetting a password
@@ -310,10 +337,11 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
 
 # Content-Security-Policy (django-csp): only this site's own scripts, and the inline ones
-# holding this response's nonce; nothing may frame the pages. The django-rq dashboard
-# (staff only, third-party templates with inline scripts) goes without.
+# holding this response's nonce; nothing may frame the pages. Every page, the django-rq
+# dashboard's included: its one inline script, without a nonce, is refused, and loses
+# nothing (it calls the jQuery plugin Django's admin dropped in 4.1, so it only ever threw;
+# the admin's actions.js sets the dashboard's checkboxes up by itself).
 CONTENT_SECURITY_POLICY = {
-    "EXCLUDE_URL_PREFIXES": ["/admin/django_rq/"],
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF, NONCE],

@@ -246,3 +246,59 @@ def test_healthz_says_what_is_down_and_ibs_answers_503_code_0(pools: Any) -> Non
     assert (status, body) == (503, {"errors": [{"code": 0, "msg": "try again"}]})
     status, body = _answer(idsync, "/optout?d_cid=21%01u1")
     assert status == 503
+
+
+def _terminate_pool_connections() -> int:
+    """A database blip: PostgreSQL ends every other session of the test database (the
+    pools' persistent connections), as a restart or a failover does."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+def _request(server: Gunicorn, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_request_after_a_database_blip_is_answered(pools: Any) -> None:
+    """Before: the pools kept their connections (CONN_MAX_AGE) without checking them, so the
+    first request after PostgreSQL dropped them answered 500 (portal) or 503 "try again"
+    (/ibs: and /optout, whose connection is used outside Django's request cycle). One worker
+    and one thread per pool: the next request meets the very connection that was dropped.
+    Each round, a different first request (and path in the endpoint) after the blip."""
+    world = World()
+    token = api_token_rotate(partner=world.partner, by="test")
+    portal, idsync = pools(WEB_WORKERS="1", WEB_THREADS="1")
+    cookie = {"Cookie": f"dd_uuid={world.u1.uuid}"}
+    firsts = [
+        # (pool, path, headers): data source 21 known to the worker (the prepared write)
+        (idsync, "/ibs:dpid=21&dpuuid=after-0", {}),
+        (idsync, "/ibs:dpid=22&dpuuid=after-1", {}),  # 22 read now (Django's cursor)
+        (idsync, "/optout?d_cid=21%01u1", cookie),
+        (idsync, "/healthz", {}),
+        (portal, "/healthz", {}),
+        (portal, "/api/v1/files", {"Authorization": f"Bearer {token}"}),
+    ]
+    for n, (pool, path, headers) in enumerate(firsts):
+        assert _request(portal, "/api/v1/files", {"Authorization": f"Bearer {token}"})[0] == 200
+        assert _request(idsync, f"/ibs:dpid=21&dpuuid=before-{n}", {})[0] == 200
+        assert _terminate_pool_connections() >= 2
+        status, data = _request(pool, path, headers)
+        assert status in (200, 302), (path, status, data[:300])
+        # ... and the other pool's first request too.
+        other = idsync if pool is portal else portal
+        other_path = "/ibs:dpid=21&dpuuid=other" if other is idsync else "/api/v1/files"
+        status, data = _request(other, other_path, {"Authorization": f"Bearer {token}"})
+        assert status == 200, (other_path, status, data[:300])

@@ -13,7 +13,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import psycopg
@@ -37,6 +37,7 @@ from segments.realizations import PROFILE_OF_UUID_CTES
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+T = TypeVar("T")
 
 PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
@@ -254,6 +255,35 @@ def _unavailable(start_response: StartResponse) -> list[bytes]:
     return _errors(start_response, [CallError(0, "try again")], status="503 Service Unavailable")
 
 
+def _once_more_if_dropped(run: Callable[[], T]) -> T:
+    """Run a database call; if it failed because PostgreSQL dropped this worker's persistent
+    connection (a restart, a failover, an idle timeout), run it once more on a new one, so
+    the first call after a blip is answered (before: 503 "try again", then fine). Only a
+    connection opened by an earlier call is retried, and only once it fails its health
+    check: an error of the call itself, or a database that is down, is raised as before.
+    Every call retried is idempotent (upserts; the opt-out's inserts do nothing twice).
+    Django checks its own requests' connections (CONN_HEALTH_CHECKS) with a round trip
+    before each request; this endpoint, hit on every partner page view, checks only after a
+    failure and costs nothing otherwise."""
+    reused = connection.connection is not None
+    try:
+        return run()
+    except (DatabaseError, psycopg.Error):
+        if not reused or connection.is_usable():
+            raise
+        connection.close()
+        return run()
+
+
+def _connection_refreshed() -> None:
+    """What Django does as each of its requests starts (its ``request_started`` signal),
+    which these answers, given before Django's stack, do not get: a connection past
+    CONN_MAX_AGE, or left broken, is closed, and the next use opens a new one. Never in the
+    middle of a transaction (the endpoint opens none; a test calling it may hold one)."""
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+
+
 # The database connections already set up for SYNC_SQL. A weak set: a connection closed and
 # collected leaves it (an id() could be reused by its successor); each gthread thread has its
 # own connection, so membership is per connection, not per process.
@@ -283,7 +313,7 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
     """``/ibs:`` and ``/ibs?``: map the partner's IDs to the visitor's UUID."""
     call = parse_ibs_call(_raw_target(environ))
     try:
-        errors = call.errors or _source_errors(call.ids)
+        errors = call.errors or _once_more_if_dropped(lambda: _source_errors(call.ids))
     except (DatabaseError, psycopg.Error):
         return _unavailable(start_response)
     if not errors and call.redirect is not None:
@@ -294,16 +324,15 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
     if errors:
         return _errors(start_response, errors)
     uuid, headers = _visitor(environ)
+    params = {
+        "uuid": uuid,
+        "dpids": [dpid for dpid, _ in call.ids],
+        "dpuuids": [dpuuid for _, dpuuid in call.ids],
+        "per_dpuuid": MAX_PROFILES_PER_DPUUID,
+        "per_profile": MAX_DPUUIDS_PER_PROFILE,
+    }
     try:
-        _sync_write(
-            {
-                "uuid": uuid,
-                "dpids": [dpid for dpid, _ in call.ids],
-                "dpuuids": [dpuuid for _, dpuuid in call.ids],
-                "per_dpuuid": MAX_PROFILES_PER_DPUUID,
-                "per_profile": MAX_DPUUIDS_PER_PROFILE,
-            }
-        )
+        _once_more_if_dropped(lambda: _sync_write(params))
     except (DatabaseError, psycopg.Error):
         return _unavailable(start_response)
     if call.redirect is not None:
@@ -322,12 +351,11 @@ def optout_answer(environ: dict[str, Any], start_response: StartResponse) -> lis
     again. Without the cookie there is nothing of theirs to forget, and nothing changes: an
     opt-out for an ID, whoever holds it, is the data source's (``POST /api/v1/optouts``)."""
     call = parse_ibs_call(_raw_target(environ).replace("/optout", "/ibs", 1))
-    try:
+    uuid = _cookie_uuid(environ)
+
+    def opt_out() -> list[CallError]:
         errors = [e for e in call.errors if e.code not in (7, 8)] or _source_errors(call.ids)
-        if errors:
-            return _errors(start_response, errors)
-        uuid = _cookie_uuid(environ)
-        if uuid is not None:
+        if not errors and uuid is not None:
             with connection.cursor() as cursor:
                 cursor.execute(
                     VISITOR_OPT_OUT_SQL,
@@ -337,6 +365,12 @@ def optout_answer(environ: dict[str, Any], start_response: StartResponse) -> lis
                         "dpuuids": [d for _, d in call.ids],
                     },
                 )
+        return errors
+
+    try:
+        errors = _once_more_if_dropped(opt_out)
+        if errors:
+            return _errors(start_response, errors)
     except (DatabaseError, psycopg.Error):
         return _unavailable(start_response)
     return _json(start_response, "200 OK", {"opted_out": len(call.ids) if uuid is not None else 0})
@@ -347,7 +381,7 @@ def idsync_out_answer(environ: dict[str, Any], start_response: StartResponse) ->
     tail = environ.get("PATH_INFO", "")[len("/idsync/out/") :].strip("/")
     try:
         source = (
-            sources.get([int(tail)]).get(int(tail))
+            _once_more_if_dropped(lambda: sources.get([int(tail)])).get(int(tail))
             if tail.isascii() and tail.isdigit() and len(tail) < 10
             else None
         )
@@ -366,6 +400,7 @@ def idsync_only(environ: dict[str, Any], start_response: StartResponse) -> list[
     """What the ID-sync pool answers for any other path: ``/healthz``, and nothing else (the
     proxy sends the portal, the admin and the API to the portal pool)."""
     if environ.get("PATH_INFO") == "/healthz":
+        _connection_refreshed()
         report = health_report()
         return _json(
             start_response, "200 OK" if healthy(report) else "503 Service Unavailable", report
@@ -380,11 +415,14 @@ def with_idsync_endpoints(django_app: WSGIApp) -> WSGIApp:
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/ibs" or path.startswith("/ibs:"):
-            return ibs_answer(environ, start_response)
-        if path == "/optout":
-            return optout_answer(environ, start_response)
-        if path.startswith("/idsync/out/"):
-            return idsync_out_answer(environ, start_response)
-        return django_app(environ, start_response)
+            answer = ibs_answer
+        elif path == "/optout":
+            answer = optout_answer
+        elif path.startswith("/idsync/out/"):
+            answer = idsync_out_answer
+        else:
+            return django_app(environ, start_response)
+        _connection_refreshed()
+        return answer(environ, start_response)
 
     return application

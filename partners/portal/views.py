@@ -3,6 +3,7 @@ from :mod:`partners.portal.access`, rows are read scoped to it (404 otherwise)."
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,7 @@ from partners.reports import (
     partner_onboarding_report_rows,
     success_percent,
 )
+from portal.auth import client_address
 
 PAGE = 100
 FAVICON = Path(__file__).resolve().parents[1] / "static" / "partners" / "favicon.ico"
@@ -210,8 +212,16 @@ def _reset_rate(group: str, request: HttpRequest) -> str:
     return str(settings.PASSWORD_RESET_RATE)
 
 
-def _reset_address(group: str, request: HttpRequest) -> str:
-    return request.POST.get("email", "").strip().lower()
+def _reset_address_rate(group: str, request: HttpRequest) -> str:
+    return str(settings.PASSWORD_RESET_ADDRESS_RATE)
+
+
+def _reset_pair(group: str, request: HttpRequest) -> str:
+    """The pair (e-mail address typed, client address). The typed address is compared as
+    Django's reset form compares it to the accounts' (NFKC, case folded, stripped), so every
+    spelling that reaches one account counts as one."""
+    typed = unicodedata.normalize("NFKC", request.POST.get("email", "")).strip().casefold()
+    return f"{typed}|{client_address(request)}"
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -224,17 +234,20 @@ class PasswordResetView(auth_views.PasswordResetView):
 
 
 def reset_rate_limited(view: Callable[..., Any]) -> Callable[..., Any]:
-    """At most PASSWORD_RESET_RATE reset requests per address typed and per client address:
-    the same for every address, so it tells nothing of which ones have an account."""
-    for key in ("ip", _reset_address):
-        view = ratelimit(key=key, rate=_reset_rate, method="POST", block=True)(view)
+    """At most PASSWORD_RESET_RATE reset requests per pair (address typed, client address),
+    and PASSWORD_RESET_ADDRESS_RATE per client address: a stranger asking for someone's
+    resets uses up only their own pair, never the owner's. The same for every address typed,
+    so it tells nothing of which ones have an account."""
+    view = ratelimit(key=_reset_pair, rate=_reset_rate, method="POST", block=True)(view)
+    view = ratelimit(key="ip", rate=_reset_address_rate, method="POST", block=True)(view)
     return view
 
 
 def rate_limited_view(request: HttpRequest, exception: Exception) -> HttpResponse:
     """RATELIMIT_VIEW: a request over its rate limit (password resets)."""
     message = (
-        "There were too many password reset requests for this address or from this network."
+        "There were too many password reset requests for this address from your network, or"
+        " from your network."
         " Try again in an hour; a link sent earlier still works."
     )
     return render(request, "portal/message.html", {"message": message}, status=429)

@@ -47,12 +47,13 @@ def test_fifty_wrong_passwords_then_the_right_one_is_refused_until_the_cool_off(
     assert response.status_code == 429
     page = response.content.decode()
     assert "Too many attempts" in page
-    assert "10 failed logins in a row" in page
+    assert "10 failed logins in a row for this account from your network address" in page
     assert "_auth_user_id" not in client.session
 
-    # Another address is refused too: the username itself is locked.
-    other = Client(REMOTE_ADDR="10.9.8.7")
-    assert other.post(url, {"username": username, "password": PASSWORD}).status_code == 429
+    # The owner at another address logs in: the pair (username, address) is locked, never
+    # the username alone (before: refused too, so a stranger locked anyone out).
+    owner = Client(REMOTE_ADDR="10.9.8.7")
+    assert owner.post(url, {"username": username, "password": PASSWORD}).status_code == 302
 
     time.sleep(2.1)  # the cool-off is over: the right password works again
     response = client.post(url, {"username": username, "password": PASSWORD, "next": landing})
@@ -95,3 +96,171 @@ def test_twenty_password_resets_send_five_e_mails_at_most(
         .status_code
         == 302
     )
+
+
+def test_one_address_failing_on_many_accounts_is_stopped_at_its_own_limit(
+    partner_user: Any, staff_user: Any, settings: Any
+) -> None:
+    """A few guesses on each of many accounts from one address: past
+    LOGIN_ADDRESS_FAILURE_LIMIT failures in all, that address's logins are refused (with
+    the page saying why), while the same accounts still log in from elsewhere."""
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 15
+    sprayer = Client(REMOTE_ADDR="10.6.6.6")
+    statuses = [
+        sprayer.post("/portal/login/", {"username": f"user{n}", "password": "guess"}).status_code
+        for n in range(18)
+    ]
+    assert statuses[:14] == [200] * 14
+    assert set(statuses[14:]) == {429}
+    response = sprayer.post("/portal/login/", {"username": "acme", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "15 failed logins from your network address" in response.content.decode()
+    assert (
+        Client(REMOTE_ADDR="10.1.1.1")
+        .post("/portal/login/", {"username": "acme", "password": PASSWORD})
+        .status_code
+        == 302
+    )
+
+
+def test_a_success_resets_its_own_pair_only(partner_user: Any, settings: Any) -> None:
+    """An attacker holding one account cannot wipe its address's count by logging in."""
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 6
+    client = Client(REMOTE_ADDR="10.6.6.7")
+    for n in range(5):
+        client.post("/portal/login/", {"username": f"victim{n}", "password": "guess"})
+    assert (
+        client.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 302
+    )
+    client.logout()
+    client.post("/portal/login/", {"username": "victim99", "password": "guess"})
+    assert (
+        client.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 429
+    )
+
+
+FULLWIDTH_ACME = "\uff41\uff43\uff4d\uff45"  # "acme" in fullwidth letters
+CYRILLIC_A = "\u0430"
+
+
+def test_a_fullwidth_spelling_counts_as_the_account_it_reaches(partner_user: Any) -> None:
+    """Django's login form folds a fullwidth name to the account's (NFKC) before checking
+    it, so guesses under it count on that account's pair."""
+    from axes.models import AccessAttempt
+
+    client = Client(REMOTE_ADDR="10.5.5.5")
+    for _ in range(10):
+        client.post("/portal/login/", {"username": FULLWIDTH_ACME, "password": "guess"})
+    response = client.post("/portal/login/", {"username": "acme", "password": PASSWORD})
+    assert response.status_code == 429
+    assert set(AccessAttempt.objects.values_list("username", flat=True)) == {"acme"}
+
+
+def test_other_spellings_cannot_log_in_and_odd_names_are_answered(
+    partner_user: Any, settings: Any
+) -> None:
+    """Usernames are compared exactly (Django's): "Acme" or a Cyrillic lookalike is another,
+    non-existent, account, so guessing under it can never open "acme". A 10,000-character
+    name (before: 500, too long for the attempts' records) or one holding a NUL is answered
+    with the form."""
+    client = Client(REMOTE_ADDR="10.5.5.6")
+    for typed in ("Acme", "ACME", f"{CYRILLIC_A}cme", "acme\u200b", "a" * 10_000, "ac\x00me"):
+        response = client.post("/portal/login/", {"username": typed, "password": PASSWORD})
+        assert response.status_code == 200, typed[:20]  # the form again: no such account
+    settings.AXES_FAILURE_LIMIT = 3
+    for _ in range(3):
+        client.post("/portal/login/", {"username": "b" * 10_000, "password": "guess"})
+    # Counted like any other name (under its first 255 characters), so throttled too.
+    assert (
+        client.post("/portal/login/", {"username": "b" * 10_000, "password": "x"}).status_code
+        == 429
+    )
+
+
+def test_password_resets_are_counted_per_typed_address_and_client_address(
+    partner_user: Any, mailoutbox: Any, settings: Any
+) -> None:
+    """A stranger using up the owner's resets (in any spelling Django's form takes for the
+    same account) does not stop the owner at another address; one address asking for many
+    accounts stops at PASSWORD_RESET_ADDRESS_RATE."""
+    settings.PASSWORD_RESET_ADDRESS_RATE = "12/h"
+    stranger = Client(REMOTE_ADDR="10.7.7.7")
+    spellings = [
+        "acme@partner.test",
+        "ACME@Partner.TEST",
+        " acme@partner.test",
+        "Acme@partner.test",
+    ]
+    statuses = [
+        stranger.post("/portal/password-reset/", {"email": spelling}).status_code
+        for spelling in spellings * 2
+    ]
+    assert statuses == [302] * 5 + [429] * 3
+    owner = Client(REMOTE_ADDR="10.8.8.8")
+    assert owner.post("/portal/password-reset/", {"email": "acme@partner.test"}).status_code == 302
+    assert len(mailoutbox) == 6
+    # The stranger's address, asking for other addresses: its own limit, 12 an hour in all.
+    others = [
+        stranger.post("/portal/password-reset/", {"email": f"n{n}@x.test"}).status_code
+        for n in range(6)
+    ]
+    assert others == [302] * 4 + [429] * 2
+
+
+@pytest.mark.parametrize(
+    ("meta", "counted"),
+    [
+        # From the proxy (FORWARDED_ALLOW_IPS: 127.0.0.1, ::1): the address it says.
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.7"}, "198.51.100.7"),
+        ({"REMOTE_ADDR": "::1", "HTTP_X_REAL_IP": " 198.51.100.7 "}, "198.51.100.7"),
+        ({"REMOTE_ADDR": "::ffff:127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.7"}, "198.51.100.7"),
+        # IPv6: counted as its /64, whatever address within it; IPv4-mapped as IPv4.
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "2001:db8:1:2:aaaa::1"}, "2001:db8:1:2::"),
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "2001:DB8:1:2::ffff"}, "2001:db8:1:2::"),
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "::ffff:203.0.113.9"}, "203.0.113.9"),
+        ({"REMOTE_ADDR": "2001:db8:9:9:1:2:3:4"}, "2001:db8:9:9::"),
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "fe80::1%eth0"}, "fe80::"),
+        # Not one address (a list, a port, a name, empty): the proxy's own address.
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "1.2.3.4, 5.6.7.8"}, "127.0.0.1"),
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "1.2.3.4:80"}, "127.0.0.1"),
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "localhost"}, "127.0.0.1"),
+        ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": ""}, "127.0.0.1"),
+        # Other headers are never read, from the proxy or not.
+        (
+            {
+                "REMOTE_ADDR": "127.0.0.1",
+                "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+                "HTTP_FORWARDED": "for=1.2.3.4",
+                "HTTP_CLIENT_IP": "1.2.3.4",
+            },
+            "127.0.0.1",
+        ),
+        # From anyone else: its own address, whatever it says.
+        ({"REMOTE_ADDR": "127.0.0.2", "HTTP_X_REAL_IP": "198.51.100.7"}, "127.0.0.2"),
+        ({"REMOTE_ADDR": "203.0.113.5", "HTTP_X_FORWARDED_FOR": "127.0.0.1"}, "203.0.113.5"),
+        ({"REMOTE_ADDR": "2001:db8::5", "HTTP_X_REAL_IP": "198.51.100.7"}, "2001:db8::"),
+        # A Unix socket (no peer address): only the proxy reaches it.
+        ({"REMOTE_ADDR": "", "HTTP_X_REAL_IP": "198.51.100.7"}, "198.51.100.7"),
+        ({"REMOTE_ADDR": ""}, ""),
+    ],
+)
+def test_the_client_address_is_the_peer_or_what_a_trusted_proxy_says(
+    meta: dict[str, str], counted: str
+) -> None:
+    from portal.auth import client_address_of
+
+    assert client_address_of(meta) == counted
+
+
+def test_trusted_proxies_are_addresses_networks_or_anyone(settings: Any) -> None:
+    from portal.auth import client_address_of
+
+    told = {"HTTP_X_REAL_IP": "198.51.100.7"}
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8", "fd00::1"]
+    assert client_address_of({"REMOTE_ADDR": "10.20.30.40", **told}) == "198.51.100.7"
+    assert client_address_of({"REMOTE_ADDR": "fd00::1", **told}) == "198.51.100.7"
+    assert client_address_of({"REMOTE_ADDR": "127.0.0.1", **told}) == "127.0.0.1"
+    settings.TRUSTED_PROXIES = []
+    assert client_address_of({"REMOTE_ADDR": "127.0.0.1", **told}) == "127.0.0.1"
+    settings.TRUSTED_PROXIES = ["*"]
+    assert client_address_of({"REMOTE_ADDR": "192.0.2.1", **told}) == "198.51.100.7"
