@@ -112,7 +112,7 @@ def test_a_run_killed_while_writing_the_info_leaves_no_partial_file(
     killed.refresh_from_db()
     assert (killed.status, killed.error) == (
         OutboundRun.Status.FAILED,
-        "interrupted: the worker stopped before the run ended",
+        "interrupted: the run stopped before it ended (its worker stopped, or lost the database)",
     )
     names = sorted(os.listdir(folder))
     assert [name for name in names if name.endswith(".partial")] == []
