@@ -3,52 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from partners.inbound.errors import InboundRejected
-from tests.partners.inbound.conftest import Deliver, World
+from tests.partners.inbound.conftest import Deliver, World, encrypt
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs GnuPG")
-
-
-def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
-    return subprocess.run(
-        ["gpg", "--homedir", str(home), "--batch", "--yes", "--quiet", *args],
-        input=data,
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-@pytest.fixture
-def platform_key(tmp_path: Path, settings: Any) -> Iterator[Path]:
-    """A GnuPG home with the platform's key pair, configured as PGP_GNUPG_HOME."""
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    gpg(
-        home,
-        "--passphrase",
-        "",
-        "--quick-gen-key",
-        "S2S Portal <s2s@example.com>",
-        "future-default",
-        "default",
-        "never",
-    )
-    settings.PGP_GNUPG_HOME = str(home)
-    yield home
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
-
-
-def encrypt(home: Path, text: str) -> bytes:
-    return gpg(
-        home, "--trust-model", "always", "-r", "s2s@example.com", "--encrypt", data=text.encode()
-    )
 
 
 def test_a_pgp_file_is_decrypted_and_processed(
