@@ -120,6 +120,9 @@ def stage_text(table: str, columns: str, blocks: Iterable[str]) -> None:
             copy.write(block)
 
 
+_Item = TypeVar("_Item")
+
+
 class NoRecordsError(UnreadableFileError):
     """A file read to its end (or as far as a check reads) without a single record."""
 
@@ -177,6 +180,8 @@ def files_stage(
             with open_plain(file.storage, file.path, compression, meter=meter) as plain:
                 stream = stream_wrap(plain, meter) if stream_wrap else plain
                 staged: Iterable[Any] = rows(file_no, stream, counts)
+                if meter.watch is not None:  # judged by its lines too, as they are parsed
+                    staged = _watched(staged, meter.watch)
                 if progress is not None:
                     staged = _reporting(staged, _share(meter, done, total), progress)
                 if types is None:
@@ -191,11 +196,16 @@ def files_stage(
     stage_rows(errors_table, ERROR_COLUMNS, ERROR_TYPES, tally.errors)
 
 
+def _watched(items: Iterable[_Item], watch: Callable[[], None]) -> Iterator[_Item]:
+    for item in items:
+        watch()
+        yield item
+
+
 def _share(meter: ReadMeter, done: int, total: int) -> Callable[[], int]:
     return lambda: (done + meter.stored) * STAGED_PERCENT // total
 
 
-_Item = TypeVar("_Item")
 # A batch's progress in percent, heard by whoever follows it (the job saves it for the portal).
 Progress = Callable[[int], None]
 STAGED_PERCENT = 80  # reading and staging is most of a batch; applying is the rest
