@@ -139,6 +139,9 @@ INBOUND_PROPORTION_MIN_BYTES = int(
     os.environ.get("INBOUND_PROPORTION_MIN_BYTES", str(64 * 1024**2))
 )
 INBOUND_PROPORTION_BYTES = int(os.environ.get("INBOUND_PROPORTION_BYTES", str(1024**2)))
+# ... and a PGP file whose gpg works this long without decrypting a byte (waits for the
+# file's own bytes aside) is refused (0: never).
+INBOUND_PGP_IDLE_SECONDS = float(os.environ.get("INBOUND_PGP_IDLE_SECONDS", "30"))
 # Split files (SPEC §3.6): a batch of parts is processed once no part arrived for SETTLE
 # seconds and none is missing, or, missing parts or not, after MAX_WAIT seconds.
 INBOUND_PARTS_SETTLE_SECONDS = int(os.environ.get("INBOUND_PARTS_SETTLE_SECONDS", "300"))

@@ -78,7 +78,9 @@ class _CheckBound(io.RawIOBase):
                 elif more is not None:
                     self.ended = True
                 return b""
-            data = self._read(min(size, self.left + 1))
+            # (Not more than 256 KB at a time: lines may be one byte long, and a read
+            # of a gzip of one-line members consumes 21 bytes per line.)
+            data = self._read(min(size, self.left + 1, 256 * 1024))
             if data is None:
                 return b""
             if not data:  # the end of the file: its last line may lack its newline
@@ -177,11 +179,12 @@ class DryRunReport:
             "bytes": f"the check reads at most {self.max_bytes / 1024**2:,.0f} MB",
             "time": f"the check reads for at most {self.max_seconds:g} seconds",
         }[self.stopped]
-        first = (
-            f"The first {lines} were checked ({amount})"
-            if self.lines
-            else f"No record in the first {amount}"
-        )
+        if self.lines > 1:
+            first = f"The first {lines} were checked ({amount})"
+        elif self.lines == 1:
+            first = f"The first record was checked ({amount})"
+        else:
+            first = f"No record in the first {amount}"
         return f"{first}, then the check stopped: {why}. Processing reads the whole file."
 
 

@@ -43,7 +43,8 @@ class OverlongLine(NamedTuple):
 
 
 # A block of consecutive physical lines: the number of the first, then each line's bytes
-# (without "\n"), or OverlongLine for a line too long to be held.
+# (without "\n"), or OverlongLine for a line too long to be held. A block without lines
+# says that the lines before its number were blank (read, counted, never split).
 LineBlock = tuple[int, list["bytes | OverlongLine"]]
 
 
@@ -61,8 +62,8 @@ def read_line_blocks(
     Cheap (the splitting is done in C), so one process can feed several that decode and
     parse the blocks (:func:`decode_lines`). Bounded: a line that grows past ``max_bytes``
     without ending is cut off and the rest of it skipped, never held whole. Blank lines cost
-    next to nothing: a read holding nothing but line ends is counted, not split, and the
-    numbers of the lines after it say how many there were.
+    next to nothing: a read holding nothing but line ends is counted, not split, and comes
+    out as a block without lines (so a reader of blocks hears how far the file is read).
     """
     number = 1  # the number of the line that ``carry`` begins
     carry = b""
@@ -77,6 +78,7 @@ def read_line_blocks(
             if ended:
                 number += data.count(b"\n", 0, ended)
                 carry = data[ended:]
+                yield number, []
                 continue
         if skipping:
             end = data.find(b"\n")

@@ -364,6 +364,10 @@ def staged_line_text(
     if pool is None or context.device_file:
         device_type: str | None = None
         for block in read_line_blocks(stream):
+            if not block[1]:  # blank lines only (the caller may judge the file by them)
+                counts.lines = block[0] - 1
+                yield ""
+                continue
             result = line_block_parse(
                 block,
                 context=context,
@@ -380,6 +384,12 @@ def staged_line_text(
     # block is taken), so a block of lines over the limit sends back counts, not rows.
     pending: deque[Future[BlockResult]] = deque()
     for block in read_line_blocks(stream):
+        if not block[1]:  # blank lines only: the counts catch up with the reading
+            while pending:
+                yield taken(pending.popleft().result())
+            counts.lines = block[0] - 1
+            yield ""
+            continue
         pending.append(pool.submit(_parse_process_block, block, context, tally.room))
         if len(pending) > READ_AHEAD_BLOCKS:
             yield taken(pending.popleft().result())

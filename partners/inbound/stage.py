@@ -117,7 +117,8 @@ def stage_text(table: str, columns: str, blocks: Iterable[str]) -> None:
         cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
     ):
         for block in blocks:
-            copy.write(block)
+            if block:
+                copy.write(block)
 
 
 _Item = TypeVar("_Item")

@@ -54,12 +54,9 @@ def test_a_small_gzip_of_one_user_id_stops_early_with_a_receipt(
     assert 100_000 <= stopped_at < 300_000
 
 
-def test_records_then_millions_of_blank_lines_stop_early(
-    world: World, tmp_path: Path, settings: Any
-) -> None:
-    """200 good lines, then blank lines: stopped by the bytes they cost (the blank lines
-    themselves are counted, not split, so they cost next to nothing)."""
-    settings.INBOUND_PROPORTION_BYTES = 32 * 1024
+def test_records_then_millions_of_blank_lines_stop_early(world: World, tmp_path: Path) -> None:
+    """200 good lines, then 256 MB of blank lines in a 255 KB gzip (64 s of a worker before):
+    the blank lines are counted, not split, and judged as they come."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     data = packer.compress(b"u1\td_sid=10\n" * 200)
     data += b"".join(packer.compress(b"\n" * 1024**2) for _ in range(256))
@@ -67,10 +64,24 @@ def test_records_then_millions_of_blank_lines_stop_early(
     path.write_bytes(data + packer.flush())
     batch = _failed(path)
     print(batch.error)
+    stopped = r"stopped at line (1,0\d\d,\d\d\d): of its \1 lines, [\d,]+ blank; at most 200 could"
+    assert re.search(stopped, batch.error)
+
+
+def test_lines_too_long_to_be_records_stop_early_by_their_bytes(
+    world: World, tmp_path: Path, settings: Any
+) -> None:
+    settings.INBOUND_PROPORTION_MIN_BYTES = 16 * 1024**2
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    data = b"".join(packer.compress(b"u1\td_sid=10" * 20_000 + b"\n") for _ in range(400))
+    path = tmp_path / "ftp_dpm_21_1700000000.sync.gz"
+    path.write_bytes(data + packer.flush())
+    batch = _failed(path)
+    print(batch.error)
     assert re.search(
-        r"stopped after 6\d\.\d MB read: of its [\d,]+ lines, [\d,]+ blank;", batch.error
+        r"stopped after 16\.\d MB read: of its \d+ lines, \d+ format errors;", batch.error
     )
-    assert "at most 200 could apply anything (one in every 0.03125 MB is needed)" in batch.error
+    assert "at most 0 could apply anything (one in every 1 MB is needed)" in batch.error
 
 
 def test_a_few_records_among_blank_and_rejected_lines_stop_early(
