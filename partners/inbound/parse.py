@@ -81,11 +81,19 @@ class ParseTally:
 
 
 class UserLineCounts:
-    """Per data source and user ID, the lines counted so far (well-formed lines only: a
-    format error does not count towards the limit). Each count is a lower bound of the lines
-    the user ID had before in the batch: a parse process sees some of the blocks, in file
-    order, and counts forgotten to stay within ``max_ids`` start again from 0. So a line
-    whose count is already at the limit is over it, whatever the other processes saw."""
+    """Per data source, the lines counted so far of the user IDs that have many (well-formed
+    lines only: a format error does not count towards the limit).
+
+    Each count is a lower bound of the lines the user ID had before in the batch: a parse
+    process sees some of the blocks, in file order; a user ID is counted here from the end
+    of a block that held at least ``PROMOTED_AT`` of its lines (with that many), and counts
+    forgotten to stay within ``max_ids`` start again from 0. So a line whose count is
+    already at the limit is over it, whatever the other processes saw. Within a block every
+    user ID is counted (a small dictionary, cheap to keep per line; a dictionary of every
+    user ID of a big file would cost a lookup in a big table per line, about 10 % of the
+    parse), so a block of one user ID is cut at the limit however it starts."""
+
+    PROMOTED_AT = 16  # user IDs repeated with a period under gzip's 32 KB window get here
 
     def __init__(self, max_ids: int = 100_000) -> None:
         self.max_ids = max_ids
@@ -97,12 +105,21 @@ class UserLineCounts:
             counts = self.by_source[dpid] = {}
         return counts
 
-    def trim(self) -> None:
+    def block_counted(self, dpid: int, block_counts: dict[str, int]) -> None:
+        """Keep counting the user IDs with many lines in a block just parsed."""
+        promoted = self.PROMOTED_AT
+        counts = self.of(dpid)
+        for user_id, count in block_counts.items():
+            if count >= promoted:
+                counts[user_id] = count
+        self._trim()
+
+    def _trim(self) -> None:
         """Forget the smallest counts until at most half of ``max_ids`` are kept: user IDs
         with many lines (the ones the limit is about) stay."""
         if sum(map(len, self.by_source.values())) <= self.max_ids:
             return
-        floor = 1
+        floor = self.PROMOTED_AT
         while sum(map(len, self.by_source.values())) > self.max_ids // 2:
             for dpid, counts in self.by_source.items():
                 self.by_source[dpid] = {u: n for u, n in counts.items() if n > floor}
@@ -190,26 +207,31 @@ def line_block_parse(
     rejected: list[tuple[int, int, str, str, str]] = []
     out: list[str] = []
     cap = MAX_LINES_PER_USER
-    seen = user_lines.of(context.id_source.dpid)  # a device file: per line, below
+    device_file, overwrite, source = context.device_file, context.overwrite, context.id_source
+    many = user_lines.of(source.dpid)  # a device file: per line, below
+    in_block: dict[int, dict[str, int]] = {source.dpid: {}}
+    block_counts = in_block[source.dpid]
     for number, text, error, start in decode_lines(*block):
         received += 1
         try:
             if text is None:
                 raise LineFormatError(error or "unreadable line")
-            if context.device_file:
+            if device_file:
                 user_id, source, outcome, device_type = line_parse(
                     text, context=context, catalog=catalog, device_type=device_type
                 )
-                seen = user_lines.of(source.dpid)
-                count = seen.get(user_id, 0)
+                many = user_lines.of(source.dpid)
+                block_counts = in_block.setdefault(source.dpid, {})
+                known = many.get(user_id)
+                count = known if known is not None else block_counts.get(user_id, 0)
             else:
                 user_id, signals_text = split_inbound_line(text)
-                source = context.id_source
-                count = seen.get(user_id, 0)
+                known = many.get(user_id)
+                count = known if known is not None else block_counts.get(user_id, 0)
                 if count >= cap:  # over the limit: only its format matters (SPEC §4)
                     catalog.text_check(signals_text)
                 else:
-                    outcome = catalog.match_text(signals_text, overwrite=context.overwrite)
+                    outcome = catalog.match_text(signals_text, overwrite=overwrite)
         except LineFormatError as exc:
             format_errors += 1
             if len(rejected) < room:
@@ -220,7 +242,10 @@ def line_block_parse(
             if len(rejected) < room:
                 rejected.append((file_no, number, OVER_LIMIT, OVER_LIMIT_REASON, start))
             continue
-        seen[user_id] = count + 1
+        if known is None:
+            block_counts[user_id] = count + 1
+        else:
+            many[user_id] = count + 1
         problem = user_id_problem(
             user_id,
             inbound_id_type=source.inbound_id_type,
@@ -243,7 +268,8 @@ def line_block_parse(
             f"\t{signal_count}\t{unused}\t{failed}\t{{{','.join(map(str, adds))}}}"
             f"\t{{{','.join(map(str, removes)) if removes else ''}}}\t{start}\n"
         )
-    user_lines.trim()
+    for dpid, counts in in_block.items():
+        user_lines.block_counted(dpid, counts)
     return BlockResult(
         "".join(out),
         received,
