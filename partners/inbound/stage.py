@@ -181,7 +181,9 @@ def files_stage(
             with open_plain(file.storage, file.path, compression, meter=meter) as plain:
                 stream = stream_wrap(plain, meter) if stream_wrap else plain
                 staged: Iterable[Any] = rows(file_no, stream, counts)
-                if meter.watch is not None:  # judged by its lines too, as they are parsed
+                if meter.watch is not None and types is None:
+                    # Judged by its lines too, block by block as they are parsed (rows one by
+                    # one are judged as the file is read, every 64 KB).
                     staged = _watched(staged, meter.watch)
                 if progress is not None:
                     staged = _reporting(staged, _share(meter, done, total), progress)
