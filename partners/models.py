@@ -397,6 +397,9 @@ class StagedPart(models.Model):
     lines = models.BigIntegerField(help_text="Rows in its line table.")
     received = models.BigIntegerField()
     rejected = models.BigIntegerField()
+    over_limit = models.BigIntegerField(
+        default=0, help_text="Lines dropped while parsing as over the per-user limit."
+    )
     staged_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -155,6 +155,20 @@ INBOUND_TURN_RETRY_INTERVALS = [
 DATABASE_OUTAGE_RETRY_INTERVALS = [
     int(s) for s in os.environ.get("DATABASE_OUTAGE_RETRY_INTERVALS", "5,15,30,60").split(",")
 ]
+# A file read far out of proportion to what it could apply stops its batch (nothing applied,
+# a receipt says why): once INBOUND_PROPORTION_MIN_LINES lines are read (blank ones count),
+# at least 1 in every INBOUND_PROPORTION_LINES must be able to apply something; once
+# INBOUND_PROPORTION_MIN_BYTES are read (stored or inflated, whichever is more), at least 1
+# in every INBOUND_PROPORTION_BYTES bytes. 0 turns a rule off.
+INBOUND_PROPORTION_MIN_LINES = int(os.environ.get("INBOUND_PROPORTION_MIN_LINES", "1000000"))
+INBOUND_PROPORTION_LINES = int(os.environ.get("INBOUND_PROPORTION_LINES", "100"))
+INBOUND_PROPORTION_MIN_BYTES = int(
+    os.environ.get("INBOUND_PROPORTION_MIN_BYTES", str(64 * 1024**2))
+)
+INBOUND_PROPORTION_BYTES = int(os.environ.get("INBOUND_PROPORTION_BYTES", str(1024**2)))
+# ... and a PGP file whose gpg works this long without decrypting a byte (waits for the
+# file's own bytes aside) is refused (0: never).
+INBOUND_PGP_IDLE_SECONDS = float(os.environ.get("INBOUND_PGP_IDLE_SECONDS", "30"))
 # Split files (SPEC §3.6): a batch of parts is processed once no part arrived for SETTLE
 # seconds and none is missing, or, missing parts or not, after MAX_WAIT seconds.
 INBOUND_PARTS_SETTLE_SECONDS = int(os.environ.get("INBOUND_PARTS_SETTLE_SECONDS", "300"))
@@ -310,8 +324,9 @@ NOTIFY_SWEEP_MAX_AGE_SECONDS = int(os.environ.get("NOTIFY_SWEEP_MAX_AGE_SECONDS"
 PORTAL_UPLOAD_MAX_BYTES = int(os.environ.get("PORTAL_UPLOAD_MAX_BYTES", str(5 * 1024**3)))
 # "Check only" reads this many lines of the file.
 PORTAL_DRY_RUN_LINES = int(os.environ.get("PORTAL_DRY_RUN_LINES", "10000"))
-# ... and stops after this many plain (inflated) bytes or seconds, whichever comes first: it
-# runs inside a web request, and a small gzip may inflate to gigabytes of blank lines.
+# ... and stops after this many bytes or seconds, whichever comes first: it runs inside a
+# web request, and a small gzip may inflate to gigabytes of blank lines (or be millions of
+# members inflating to nothing). Bytes: the plain bytes, and a compressed file's own bytes.
 PORTAL_DRY_RUN_MAX_BYTES = int(os.environ.get("PORTAL_DRY_RUN_MAX_BYTES", str(64 * 1024**2)))
 PORTAL_DRY_RUN_SECONDS = float(os.environ.get("PORTAL_DRY_RUN_SECONDS", "10"))
 

@@ -188,9 +188,11 @@ def test_checks_of_a_gzip_bomb_stay_bounded_and_the_other_pages_answer(pools: An
         time.sleep(0.2)
     for thread in checks:
         thread.join()
-    assert [status for status, _, _ in answers] == [400, 400, 400]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
     for _, data, took in answers:
-        assert b"no record in the first " in data  # stopped by its lines, bytes or time
+        # Stopped by its lines, bytes or time: a report (the file may be processed), not a
+        # rejection.
+        assert b'"extent": "No record in the first ' in data
         assert took < 30
     # The ID-sync pool serves nothing else.
     assert idsync.get("/admin/login/")[0] == 404

@@ -21,6 +21,7 @@ from partners.inbound.apply import line_errors_persist
 from partners.inbound.lines import read_lines, user_id_problem
 from partners.inbound.names import parse_inbound_file_name
 from partners.inbound.parse import ParseTally
+from partners.inbound.proportion import LineCounts
 from partners.inbound.stage import Progress, files_stage, sql_run
 from partners.models import DataSource, InboundBatch, Receipt
 from partners.receipts.build import idsync_receipt_create
@@ -36,11 +37,15 @@ def _rows(
     file_no: int,
     columns: list[tuple[int, str, str]],
     tally: ParseTally,
+    counts: LineCounts,
 ) -> Iterator[tuple[Any, ...]]:
-    """One staged row per (line, mapped column): (file_no, line_no, master ID, DPID, ID)."""
+    """One staged row per (line, mapped column): (file_no, line_no, master ID, DPID, ID).
+    ``counts``: lines read, and those that could map something (the proportion rules)."""
     (_, master_type, master_format), mapped = columns[0], columns[1:]
     for raw in read_lines(stream):
         tally.received += 1
+        counts.lines = raw.number
+        counts.received += 1
         if raw.text is None:
             tally.reject(file_no, raw.number, "format_error", raw.error or "unreadable", raw.start)
             continue
@@ -75,6 +80,7 @@ def _rows(
         if problem:
             tally.reject(file_no, raw.number, "invalid_id", problem, raw.start)
             continue
+        counts.applying += 1
         for index, (dpid, _, _) in enumerate(mapped, start=1):
             yield (file_no, raw.number, ids[0], dpid, ids[index], raw.start)
 
@@ -109,7 +115,9 @@ def idsync_batch_apply(
         table="idsync_stage",
         columns="file_no, line_no, master_id, dpid, id, line_start",
         types=["int4", "int8", "text", "int4", "text", "text"],
-        rows=lambda file_no, stream: _rows(stream, file_no=file_no, columns=columns, tally=tally),
+        rows=lambda file_no, stream, counts: _rows(
+            stream, file_no=file_no, columns=columns, tally=tally, counts=counts
+        ),
         tally=tally,
         errors_table="idsync_error",
         progress=progress,

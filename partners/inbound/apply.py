@@ -12,11 +12,10 @@ from typing import Any
 
 from django.db import connection
 
-from partners.inbound.parse import MAX_STORED_ERRORS
+from partners.inbound.lines import MAX_LINES_PER_USER
+from partners.inbound.parse import MAX_STORED_ERRORS, OVER_LIMIT_REASON
 from partners.inbound.stage import sql_run
 from segments.realizations import profiles_ensure, trait_maps_merge, trait_maps_replace
-
-MAX_LINES_PER_USER = 200
 
 
 def _trait_map(sid: str, condition: str = "") -> str:
@@ -398,8 +397,7 @@ def line_errors_store(
         UNION ALL
         SELECT o.file_no, o.line_no, e.kind, e.reason, o.line_start
         FROM line_outcome o CROSS JOIN LATERAL (VALUES
-            ('over_line_limit', 'more than 200 lines for this user ID in the file: discarded',
-             NOT o.examined),
+            ('over_line_limit', %(over_limit)s, NOT o.examined),
             ('invalid_id', o.id_problem, o.examined AND o.id_problem IS NOT NULL),
             ('no_matching_id', 'no ID mapping for this user ID',
              o.examined AND o.id_problem IS NULL AND NOT o.resolved),
@@ -415,7 +413,7 @@ def line_errors_store(
           AND (NOT o.examined OR o.id_problem IS NOT NULL OR NOT o.resolved OR o.failed > 0
                OR (cardinality(o.adds) = 0 AND cardinality(o.removes) = 0))
         """,
-        {"target": target_dpid},
+        {"target": target_dpid, "over_limit": OVER_LIMIT_REASON},
     )
     return line_errors_persist(batch_id=batch_id, file_names=file_names, errors_table="batch_error")
 

@@ -15,10 +15,12 @@ from django.utils import timezone
 from psycopg import errors as pg_errors
 
 from partners.inbound.errors import InboundRejected
+from partners.inbound.lines import MAX_LINE_BYTES
 from partners.inbound.name_checks import traits_name_check
 from partners.inbound.names import FileKind, parse_inbound_file_name
-from partners.inbound.sources import UnreadableFileError
-from partners.inbound.traits import trait_batch_apply
+from partners.inbound.sources import ReadMeter, ReadStopped, UnreadableFileError
+from partners.inbound.stage import NoRecordsError
+from partners.inbound.traits import TraitBatchResult, trait_batch_apply
 from partners.models import InboundBatch, InboundFile, Partner, Receipt
 from partners.receipts.render import receipt_counter_rows, receipt_error_rows
 from partners.reports import success_percent
@@ -31,49 +33,86 @@ CHECK_LOCK_WAIT_MS = 2000
 
 
 class _CheckBound(io.RawIOBase):
-    """The plain bytes a check may read: at most ``lines`` lines and ``max_bytes`` bytes, for
-    at most ``seconds``. Blank lines count too (a small gzip of a gigabyte of them holds no
-    record at all), and the check ends at the last whole line before the bound, so no line
-    is cut in two."""
+    """The plain bytes a check may read: whole lines only, at most ``lines`` of them (blank
+    lines count too: a small gzip of a gigabyte of them holds no record at all) and
+    ``max_bytes`` bytes. The clock, and the stored bytes of a compressed file, are held by
+    the reader's meter, which stops the reading wherever it is (:class:`ReadStopped`: a
+    gzip member inflating nothing, gpg writing nothing); the line being read then is left
+    out, so no line is cut in two."""
 
-    def __init__(self, inner: IO[bytes], *, lines: int, max_bytes: int, deadline: float) -> None:
+    def __init__(self, inner: IO[bytes], *, lines: int, max_bytes: int) -> None:
         self.inner = inner
         self.lines_left = lines
         self.left = max_bytes
-        self.deadline = deadline
+        self.partial = b""  # the start of a line whose end is not read yet
+        self.ready = memoryview(b"")  # whole lines within the bounds, not handed out yet
         self.read_bytes = 0
         self.stopped = ""  # why the check stopped before the end of the file
+        self.ended = False  # the end of the file was read
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if self.stopped:
-            return 0
-        if self.lines_left == 0:
-            if self.inner.read(1):  # more follows the last line the check may read
-                self.stopped = "lines"
-            return 0
-        data = self.inner.read(min(len(buffer), self.left + 1))
-        if not data:
-            return 0
-        more = False  # whether bytes the check will not read follow ``data``
+        if not self.ready:
+            self.ready = memoryview(self._whole_lines(len(buffer)))
+        size = min(len(buffer), len(self.ready))
+        buffer[:size] = self.ready[:size]
+        self.ready = self.ready[size:]
+        return size
+
+    def _read(self, size: int) -> bytes | None:
+        """The next bytes; None when the reader stopped at the meter's bounds."""
+        try:
+            return self.inner.read(size)
+        except ReadStopped as stop:
+            self.stopped = stop.why
+            return None
+
+    def _whole_lines(self, size: int) -> bytes:
+        while not (self.stopped or self.ended):
+            if self.lines_left == 0:  # every line the check reads is read: is there more?
+                more = self.partial or self._read(1)
+                if more:
+                    self.stopped = "lines"
+                elif more is not None:
+                    self.ended = True
+                return b""
+            # (Not more than 256 KB at a time: lines may be one byte long, and a read
+            # of a gzip of one-line members consumes 21 bytes per line.)
+            data = self._read(min(size, self.left + 1, 256 * 1024))
+            if data is None:
+                return b""
+            if not data:  # the end of the file: its last line may lack its newline
+                self.ended = True
+                return self._given(self.partial, last=True)
+            chunk = self.partial + data if self.partial else data
+            cut = chunk.rfind(b"\n") + 1
+            if not cut and len(chunk) <= MAX_LINE_BYTES + 2:
+                self.partial = chunk  # no line ends here yet
+                continue
+            # (No newline in a line too long to be one: it goes as it comes, and is skipped.)
+            whole, self.partial = (chunk[:cut], chunk[cut:]) if cut else (chunk, b"")
+            given = self._given(whole, last=False)
+            if given:
+                return given
+        return b""
+
+    def _given(self, data: bytes, *, last: bool) -> bytes:
+        """``data`` (whole lines, or the file's last line) within the bounds left."""
+        lines = data.count(b"\n") + (1 if last and data and not data.endswith(b"\n") else 0)
+        if lines > self.lines_left:
+            end = -1
+            for _ in range(self.lines_left):
+                end = data.index(b"\n", end + 1)
+            self.stopped, data, lines = "lines", data[: end + 1], self.lines_left
         if len(data) > self.left:
-            self.stopped, data, more = "bytes", data[: self.left], True
-        elif time.monotonic() > self.deadline:
-            self.stopped, more = "time", True
-        end = -1
-        for _ in range(min(self.lines_left, data.count(b"\n"))):
-            end = data.index(b"\n", end + 1)
-        self.lines_left -= min(self.lines_left, data.count(b"\n"))
-        if self.lines_left == 0 and end + 1 < len(data):
-            self.stopped, data = "lines", data[: end + 1]
-        elif more:
-            data = data[: data.rfind(b"\n") + 1]  # up to the last whole line (maybe none)
+            data = data[: data.rfind(b"\n", 0, self.left) + 1]
+            self.stopped, lines = "bytes", data.count(b"\n")
+        self.lines_left -= lines
         self.left -= len(data)
         self.read_bytes += len(data)
-        buffer[: len(data)] = data
-        return len(data)
+        return data
 
 
 @dataclass
@@ -83,6 +122,8 @@ class DryRunReport:
     receipt: Receipt  # what processing the lines read gives (never saved)
     complete: bool = True  # the whole file was read
     bytes_read: int = 0  # plain (inflated, decrypted) bytes read
+    stored_bytes_read: int = 0  # bytes of the file as delivered read (compressed, encrypted)
+    compressed: bool = False
     seconds: float = 0.0  # how long the check took
     stopped: str = ""  # "", or why the check stopped early: "lines", "bytes", "time"
     realized: dict[int, int] = field(default_factory=dict)  # SID -> realizations
@@ -129,16 +170,22 @@ class DryRunReport:
         lines = f"{self.lines:,} record{'s' if self.lines != 1 else ''}"
         if self.complete:
             return f"The whole file was read: {lines}."
-        amount = f"{self.bytes_read / 1024**2:,.1f} MB in {self.seconds:.1f} s"
+        amount = f"{self.bytes_read / 1024**2:,.1f} MB"
+        if self.compressed:
+            amount += f" from {self.stored_bytes_read / 1024**2:,.1f} MB as delivered"
+        amount += f" in {self.seconds:.1f} s"
         why = {
             "lines": f"the check reads at most {self.sample_lines:,} lines",
             "bytes": f"the check reads at most {self.max_bytes / 1024**2:,.0f} MB",
             "time": f"the check reads for at most {self.max_seconds:g} seconds",
         }[self.stopped]
-        return (
-            f"The first {lines} were checked ({amount}), then the check stopped: {why}."
-            " Processing reads the whole file."
-        )
+        if self.lines > 1:
+            first = f"The first {lines} were checked ({amount})"
+        elif self.lines == 1:
+            first = f"The first record was checked ({amount})"
+        else:
+            first = f"No record in the first {amount}"
+        return f"{first}, then the check stopped: {why}. Processing reads the whole file."
 
 
 def inbound_dry_run(
@@ -162,15 +209,16 @@ def inbound_dry_run(
         raise InboundRejected(file.name, "the check covers trait files; send ID-sync files as is")
     owner, ids, target = traits_name_check(parsed, partner)
     started = time.monotonic()
-    bounds: list[_CheckBound] = []
+    bounds: list[tuple[_CheckBound, ReadMeter]] = []
 
-    def bounded(plain: IO[bytes]) -> IO[bytes]:
-        bound = _CheckBound(
-            plain, lines=sample_lines, max_bytes=max_bytes, deadline=started + seconds
-        )
-        bounds.append(bound)
+    def bounded(plain: IO[bytes], meter: ReadMeter) -> IO[bytes]:
+        meter.bound(deadline=started + seconds, max_stored=max_bytes)
+        bound = _CheckBound(plain, lines=sample_lines, max_bytes=max_bytes)
+        bounds.append((bound, meter))
         return io.BufferedReader(bound, 1 << 20)
 
+    run: TraitBatchResult | None = None
+    names: dict[int, str] = {}
     try:
         with transaction.atomic():
             with transaction.get_connection().cursor() as cursor:
@@ -196,22 +244,19 @@ def inbound_dry_run(
                 size=file.size,
                 sha256=file.sha256 or "",
             )
-            run = trait_batch_apply(batch, started=timezone.now(), check_stream=bounded)
-            names = dict(
-                Trait.objects.filter(
-                    sid__in=[*run.applied.realized_by_trait, *run.applied.removed_by_trait]
-                ).values_list("sid", "name")
-            )
+            try:
+                run = trait_batch_apply(batch, started=timezone.now(), check_stream=bounded)
+            except NoRecordsError:
+                if not bounds or not bounds[0][0].stopped:
+                    raise  # the whole file was read: processing would fail it too
+            else:
+                names = dict(
+                    Trait.objects.filter(
+                        sid__in=[*run.applied.realized_by_trait, *run.applied.removed_by_trait]
+                    ).values_list("sid", "name")
+                )
             transaction.set_rollback(True)  # a check keeps nothing
     except UnreadableFileError as exc:
-        bound = bounds[0] if bounds else None
-        if bound is not None and bound.stopped:
-            read = (
-                f"{sample_lines:,} lines"
-                if bound.stopped == "lines"
-                else f"{bound.read_bytes / 1024**2:,.1f} MB"
-            )
-            raise InboundRejected(file.name, f"no record in the first {read} of the file") from exc
         raise InboundRejected(file.name, str(exc).removeprefix(f"{file.name}: ")) from exc
     except OperationalError as exc:
         if isinstance(exc.__cause__, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
@@ -221,20 +266,23 @@ def inbound_dry_run(
                 " check the file again in a few minutes",
             ) from exc
         raise
-    bound = bounds[0]
+    bound, meter = bounds[0]
     return DryRunReport(
         name=file.name,
         target_dpid=target.dpid,
-        receipt=run.receipt,
+        # No record before the check stopped: the receipt's figures are all 0 so far.
+        receipt=run.receipt if run else Receipt(batch=InboundBatch(kind=parsed.kind.value)),
         complete=not bound.stopped,
         bytes_read=bound.read_bytes,
+        stored_bytes_read=meter.stored,
+        compressed=meter.compressed,
         seconds=time.monotonic() - started,
         stopped=bound.stopped,
-        realized=run.applied.realized_by_trait,
-        removed=run.applied.removed_by_trait,
+        realized=run.applied.realized_by_trait if run else {},
+        removed=run.applied.removed_by_trait if run else {},
         trait_names=names,
-        user_ids_valid=run.applied.user_ids_valid,
-        user_ids_matched=run.applied.user_ids_matched,
+        user_ids_valid=run.applied.user_ids_valid if run else 0,
+        user_ids_matched=run.applied.user_ids_matched if run else 0,
         sample_lines=sample_lines,
         max_bytes=max_bytes,
         max_seconds=seconds,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import IO, NamedTuple, cast
 
 MAX_LINE_BYTES = 102_400
+MAX_LINES_PER_USER = 200  # per user ID and batch (SPEC §3.2); later lines are discarded
 LINE_START_CHARS = 80
 _BOM = b"\xef\xbb\xbf"
 _SID = re.compile(r"[0-9]+")
@@ -42,7 +43,8 @@ class OverlongLine(NamedTuple):
 
 
 # A block of consecutive physical lines: the number of the first, then each line's bytes
-# (without "\n"), or OverlongLine for a line too long to be held.
+# (without "\n"), or OverlongLine for a line too long to be held. A block without lines
+# says that the lines before its number were blank (read, counted, never split).
 LineBlock = tuple[int, list["bytes | OverlongLine"]]
 
 
@@ -59,7 +61,9 @@ def read_line_blocks(
 
     Cheap (the splitting is done in C), so one process can feed several that decode and
     parse the blocks (:func:`decode_lines`). Bounded: a line that grows past ``max_bytes``
-    without ending is cut off and the rest of it skipped, never held whole.
+    without ending is cut off and the rest of it skipped, never held whole. Blank lines cost
+    next to nothing: a read holding nothing but line ends is counted, not split, and comes
+    out as a block without lines (so a reader of blocks hears how far the file is read).
     """
     number = 1  # the number of the line that ``carry`` begins
     carry = b""
@@ -69,6 +73,13 @@ def read_line_blocks(
         data = read(block_bytes)
         if not data:
             break
+        if not skipping and not carry.strip(b"\r") and not data.strip(b"\r\n"):
+            ended = data.rfind(b"\n") + 1  # blank lines only (a "\r" may await its "\n")
+            if ended:
+                number += data.count(b"\n", 0, ended)
+                carry = data[ended:]
+                yield number, []
+                continue
         if skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -102,6 +113,8 @@ def decode_lines(
     number = first - 1
     for raw in lines:
         number += 1
+        if not raw:
+            continue  # the commonest blank line, first
         if isinstance(raw, OverlongLine):
             yield RawLine(number, None, f"line longer than {max_bytes:,} bytes", raw.start)
             continue

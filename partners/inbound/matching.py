@@ -85,6 +85,16 @@ class TraitCatalog:
             overwrite=overwrite,
         )
 
+    def text_check(self, text: str) -> None:
+        """Raise :class:`LineFormatError` when a line's signals text is not well formed
+        (what :meth:`match_text` checks, without matching: a line over the per-user limit)."""
+        effects = self._effects
+        if len(effects) > MAX_MEMOIZED_TOKENS:
+            effects.clear()
+        for token in split_signals(text):
+            if token not in effects:
+                self._token_effect(token)
+
     def match(self, signals: list[Signal], *, overwrite: bool) -> LineOutcome:
         """What already parsed signals realize and remove (legacy device lines)."""
         return self._outcome([self._signal_effect(s) for s in signals], overwrite=overwrite)

@@ -60,6 +60,7 @@ def staged_parts_take(files: Sequence[InboundFile], *, tally: ParseTally) -> dic
             )
             tally.received += part.received
             tally.rejected += part.rejected
+            tally.over_limit += part.over_limit
             taken[part.file_id] = part
     return taken
 

@@ -10,10 +10,17 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from django.conf import settings
 from django.db import connection
 
 from partners.inbound.names import parse_inbound_file_name
-from partners.inbound.sources import ReadCounter, UnreadableFileError, open_plain
+from partners.inbound.proportion import (
+    LineCounts,
+    OutOfProportionError,
+    ProportionRules,
+    proportion_watch,
+)
+from partners.inbound.sources import ReadMeter, UnreadableFileError, open_plain
 
 if TYPE_CHECKING:
     from partners.inbound.parse import ParseTally
@@ -110,7 +117,28 @@ def stage_text(table: str, columns: str, blocks: Iterable[str]) -> None:
         cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
     ):
         for block in blocks:
-            copy.write(block)
+            if block:
+                copy.write(block)
+
+
+_Item = TypeVar("_Item")
+
+
+class NoRecordsError(UnreadableFileError):
+    """A file read to its end (or as far as a check reads) without a single record."""
+
+
+# How a check wraps a file's plain stream: it may bound the reading through the meter.
+StreamWrap = Callable[[IO[bytes], ReadMeter], IO[bytes]]
+
+
+def proportion_rules() -> ProportionRules:
+    return ProportionRules(
+        min_lines=settings.INBOUND_PROPORTION_MIN_LINES,
+        lines_per_line_applying=settings.INBOUND_PROPORTION_LINES,
+        min_bytes=settings.INBOUND_PROPORTION_MIN_BYTES,
+        bytes_per_line_applying=settings.INBOUND_PROPORTION_BYTES,
+    )
 
 
 def files_stage(
@@ -119,48 +147,68 @@ def files_stage(
     table: str,
     columns: str,
     types: list[str] | None,
-    rows: Callable[[int, IO[bytes]], Iterable[Any]],
+    rows: Callable[[int, IO[bytes], LineCounts], Iterable[Any]],
     tally: ParseTally,
     errors_table: str,
     progress: Progress | None = None,
     skip: Collection[int] = (),
-    stream_wrap: Callable[[IO[bytes]], IO[bytes]] | None = None,
+    stream_wrap: StreamWrap | None = None,
 ) -> None:
     """Stream every file of a batch (plain bytes) into ``table``, in batch order, then the
     lines rejected while reading into ``errors_table``. ``rows`` yields row tuples of
-    ``types``, or with ``types`` None, blocks of rows in COPY text format. A file that
-    cannot be read, or holds no records, fails the whole batch with its name in the message.
+    ``types``, or with ``types`` None, blocks of rows in COPY text format, and keeps what
+    the file's lines hold in its :class:`LineCounts`. A file that cannot be read, holds no
+    records, or is read far out of proportion to what it could apply
+    (:mod:`partners.inbound.proportion`) fails the whole batch with its name in the message.
     ``progress`` hears the share of the batch's stored bytes read (0 to ``STAGED_PERCENT``).
     The files numbered in ``skip`` are staged already (by part jobs). ``stream_wrap`` wraps
-    each file's plain stream (the check reads only the start of a file through it).
+    each file's plain stream (the check reads only the start of a file through it, with its
+    own bounds instead of the proportion rules).
     """
-    counter = ReadCounter()
     total = max(1, sum(file.size for file_no, file in enumerate(files) if file_no not in skip))
+    done = 0  # stored bytes of the files read before
+    rules = None if stream_wrap else proportion_rules()
     for file_no, file in enumerate(files):
         if file_no in skip:
             continue
         received_before = tally.received
+        meter = ReadMeter()
+        counts = LineCounts()
+        if rules is not None:
+            meter.watch = proportion_watch(counts, bytes_read=meter.bytes_read, rules=rules)
         compression = parse_inbound_file_name(file.name).compression
         try:
-            with open_plain(file.storage, file.path, compression, counter=counter) as plain:
-                stream = stream_wrap(plain) if stream_wrap else plain
-                staged: Iterable[Any] = rows(file_no, stream)
+            with open_plain(file.storage, file.path, compression, meter=meter) as plain:
+                stream = stream_wrap(plain, meter) if stream_wrap else plain
+                staged: Iterable[Any] = rows(file_no, stream, counts)
+                if meter.watch is not None and types is None:
+                    # Judged by its lines too, block by block as they are parsed (rows one by
+                    # one are judged as the file is read, every 64 KB).
+                    staged = _watched(staged, meter.watch)
                 if progress is not None:
-                    staged = _reporting(
-                        staged, lambda: counter.count * STAGED_PERCENT // total, progress
-                    )
+                    staged = _reporting(staged, _share(meter, done, total), progress)
                 if types is None:
                     stage_text(table, columns, staged)
                 else:
                     stage_rows(table, columns, types, staged)
-        except UnreadableFileError as exc:
+        except (UnreadableFileError, OutOfProportionError) as exc:
             raise UnreadableFileError(f"{file.name}: {exc}") from exc
+        done += meter.stored
         if tally.received == received_before:
-            raise UnreadableFileError(f"{file.name}: the file holds no records")
+            raise NoRecordsError(f"{file.name}: the file holds no records")
     stage_rows(errors_table, ERROR_COLUMNS, ERROR_TYPES, tally.errors)
 
 
-_Item = TypeVar("_Item")
+def _watched(items: Iterable[_Item], watch: Callable[[], None]) -> Iterator[_Item]:
+    for item in items:
+        watch()
+        yield item
+
+
+def _share(meter: ReadMeter, done: int, total: int) -> Callable[[], int]:
+    return lambda: (done + meter.stored) * STAGED_PERCENT // total
+
+
 # A batch's progress in percent, heard by whoever follows it (the job saves it for the portal).
 Progress = Callable[[int], None]
 STAGED_PERCENT = 80  # reading and staging is most of a batch; applying is the rest

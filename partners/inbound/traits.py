@@ -4,10 +4,8 @@ their own, ahead), apply them set-based, and make the receipt."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -20,6 +18,7 @@ from partners.inbound.parse import (
     IDSource,
     LineContext,
     ParseTally,
+    UserLineCounts,
     line_parse_pool,
     staged_line_text,
 )
@@ -27,6 +26,7 @@ from partners.inbound.parts import part_tables_create, staged_parts_drop, staged
 from partners.inbound.stage import (
     LINE_COLUMNS,
     Progress,
+    StreamWrap,
     batch_relations_drop,
     files_stage,
     staging_create,
@@ -98,6 +98,7 @@ def trait_part_stage(*, batch: InboundBatch, file: InboundFile) -> StagedPart:
             lines=row[0] if row else 0,
             received=tally.received,
             rejected=tally.rejected,
+            over_limit=tally.over_limit,
         )
 
 
@@ -111,7 +112,7 @@ def _trait_files_stage(
     table: str,
     errors_table: str,
     progress: Progress | None = None,
-    stream_wrap: Callable[[IO[bytes]], IO[bytes]] | None = None,
+    stream_wrap: StreamWrap | None = None,
 ) -> None:
     """Parse the batch's trait files (all but the numbers in ``skip``) into ``table``."""
     # A big batch is parsed by several processes while this one feeds COPY; the start of a
@@ -122,6 +123,7 @@ def _trait_files_stage(
         if size >= settings.INBOUND_PARALLEL_MIN_BYTES and stream_wrap is None
         else 0
     )
+    user_lines = UserLineCounts()  # the batch's, when it is parsed in process
     with line_parse_pool(catalog, processes=processes) as pool:
         files_stage(
             files,
@@ -129,12 +131,14 @@ def _trait_files_stage(
             table=table,
             columns=LINE_COLUMNS,
             types=None,
-            rows=lambda file_no, stream: staged_line_text(
+            rows=lambda file_no, stream, counts: staged_line_text(
                 stream,
                 context=batch_line_context(batch, file_no=file_no),
                 catalog=catalog,
                 tally=tally,
                 pool=pool,
+                user_lines=user_lines,
+                counts=counts,
             ),
             tally=tally,
             errors_table=errors_table,
@@ -161,7 +165,7 @@ def trait_batch_apply(
     *,
     started: datetime,
     progress: Progress | None = None,
-    check_stream: Callable[[IO[bytes]], IO[bytes]] | None = None,
+    check_stream: StreamWrap | None = None,
 ) -> TraitBatchResult:
     """Apply a trait batch, inside the caller's transaction, and make its receipt.
 
@@ -200,6 +204,8 @@ def trait_batch_apply(
         now=now,
         by_trait=check,
     )
+    # Lines over the per-user limit dropped while parsing: over it all the same.
+    result.over_line_limit += tally.over_limit
     if progress:
         progress(90)
     if not check:

@@ -152,7 +152,8 @@ def dry_run_api(request: HttpRequest) -> HttpResponse:
             "target_dpid": report.target_dpid,
             "complete": report.complete,
             "stopped": report.stopped,  # "", "lines", "bytes" or "time"
-            "bytes_read": report.bytes_read,
+            "bytes_read": report.bytes_read,  # plain bytes (inflated, decrypted)
+            "stored_bytes_read": report.stored_bytes_read,  # of the file as delivered
             "extent": report.extent,
             # What processing the lines read gives: the receipt's counters, by the same names.
             "lines": report.lines,

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,46 @@ def deliver(tmp_path: Path) -> Deliver:
         return inbound_batch_process(batch_id=registration.batches[0].pk)
 
     return run
+
+
+def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
+    return subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--yes", "--quiet", *args],
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture
+def platform_key(tmp_path: Path, settings: Any) -> Iterator[Path]:
+    """A GnuPG home with the platform's key pair, configured as PGP_GNUPG_HOME."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg(
+        home,
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "S2S Portal <s2s@example.com>",
+        "future-default",
+        "default",
+        "never",
+    )
+    settings.PGP_GNUPG_HOME = str(home)
+    yield home
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+
+
+def encrypt(home: Path, data: str | bytes, *options: str) -> bytes:
+    """``data`` encrypted to the platform's key (``options``: e.g. ``--compress-algo``)."""
+    return gpg(
+        home,
+        "--trust-model",
+        "always",
+        "-r",
+        "s2s@example.com",
+        *options,
+        "--encrypt",
+        data=data.encode() if isinstance(data, str) else data,
+    )

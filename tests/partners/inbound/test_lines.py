@@ -58,3 +58,22 @@ def test_an_endless_line_is_never_held_whole() -> None:
     )
     lines = list(read_lines(io.BytesIO(endless), max_bytes=100))
     assert [(line.number, line.text) for line in lines] == [(1, None), (2, "u2\td_sid=2")]
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\n", b"\r"])
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 4096])
+def test_blank_lines_are_counted_not_split(prefix: bytes, block_bytes: int) -> None:
+    """Reads of nothing but line ends (CRLF or LF, cut anywhere) are counted: blocks without
+    lines say how far the file is read; the lines after them keep their numbers."""
+    content = prefix + b"\r\n" * 20_000 + b"\n" * 20_000 + b"u1\td_sid=1\r\n" + b"\r\n" * 3
+    blocks = list(read_line_blocks(io.BytesIO(content), max_bytes=100, block_bytes=block_bytes))
+    number = 40_001 + (prefix == b"\n")  # a lone "\r" is no line end: it joins the next line
+    assert [(line.number, line.text) for line in read_lines(io.BytesIO(content))] == [
+        (number, "u1\td_sid=1")
+    ]
+    assert _lines(content, block_bytes) == [RawLine(number, "u1\td_sid=1", None, "u1\td_sid=1")]
+    if block_bytes == 4096:  # the blank reads: no line split out of them
+        assert sum(len(lines) for _, lines in blocks) < 4096
+        counted = [first - 1 for first, lines in blocks if not lines]
+        assert counted == sorted(counted)
+        assert counted[-1] >= 35_000
