@@ -1,0 +1,244 @@
+"""How much ID sync may write per client address and per data source (README "HTTP ID sync").
+
+Counted are the rows a call would add: a new profile, and each new mapping (or a visitor's
+opt-out), per client address (``IDSYNC_NEW_PER_ADDRESS``; an IPv6 address counts by its /64,
+which one subscriber holds whole) and per data source (``IDSYNC_NEW_PER_DPID``), in fixed
+windows. The counters live in Redis, so every process of every host of the pool shares
+them; a call that would write pays one pipelined round trip (INCRBY and EXPIRE per key), a
+returning visitor who writes nothing pays none. Past a limit the call answers as usual and
+writes nothing; it is counted per data source and day (shown on the data source's admin
+page), and the first call past a limit in a window logs a warning naming the address or the
+data source. When Redis cannot be reached the limits are not applied (ID sync goes on, and
+the process says so in its log, at most once a minute).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "idsync:"
+# Redis answers in well under a millisecond; past this it is taken as down, not waited for.
+REDIS_TIMEOUT_SECONDS = 0.25
+# After a failure, this process leaves Redis alone for a while (no timeout paid per call).
+REDIS_RETRY_SECONDS = 5.0
+REDIS_DOWN_LOG_SECONDS = 60.0
+REFUSED_KEEP_DAYS = 8
+
+
+# --- The client's address -------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _trusted_networks(
+    allowed: tuple[str, ...],
+) -> tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+    networks = tuple(ipaddress.ip_network(a, strict=False) for a in allowed if a != "*")
+    return "*" in allowed, networks
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The client's address: REMOTE_ADDR, unless REMOTE_ADDR is a proxy named in
+    ``FORWARDED_ALLOW_IPS`` (read as gunicorn reads it: addresses or networks, ``*`` for any,
+    and a unix socket is trusted), whose X-Forwarded-For's last entry it is: the one that
+    proxy appended (earlier entries are the client's own say).
+
+    Kept to this one function: the portal reads the client's address from the same proxy
+    (portal/auth.py); the two are meant to become one."""
+    remote = str(environ.get("REMOTE_ADDR") or "")
+    remote_ip = _ip(remote)
+    any_proxy, networks = _trusted_networks(tuple(settings.FORWARDED_ALLOW_IPS))
+    if remote_ip is None or any_proxy or any(remote_ip in net for net in networks):
+        forwarded = str(environ.get("HTTP_X_FORWARDED_FOR") or "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if _ip(last) is not None:
+            return last
+    return remote
+
+
+def address_key(address: str) -> str:
+    """What an address is counted as: itself (an IPv4-mapped IPv6 address as IPv4), or its
+    /64 for IPv6."""
+    ip = _ip(address)
+    if ip is None:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+# --- Redis, failing open -----------------------------------------------------------------------
+
+
+class _Redis:
+    """This process's Redis client for the counters, with short timeouts; after a failure
+    Redis is left alone for REDIS_RETRY_SECONDS, so an outage costs no call a timeout."""
+
+    def __init__(self) -> None:
+        self._client: redis.Redis | None = None
+        self._made_for: tuple[str, int] | None = None
+        self._down_until = 0.0
+        self._down_logged_at = -REDIS_DOWN_LOG_SECONDS
+
+    def client(self) -> redis.Redis | None:
+        now = time.monotonic()
+        if now < self._down_until:
+            return None
+        made_for = (settings.REDIS_URL, os.getpid())  # a forked child makes its own
+        if self._client is None or self._made_for != made_for:
+            self._client = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 0),  # a call does not wait out retries
+            )
+            self._made_for = made_for
+            self._down_until = 0.0
+        return self._client
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._down_until = now + REDIS_RETRY_SECONDS
+        if now - self._down_logged_at >= REDIS_DOWN_LOG_SECONDS:
+            self._down_logged_at = now
+            log.warning(
+                "ID sync: Redis unreachable (%s): new profiles and mappings are not limited"
+                " until it answers again",
+                type(exc).__name__,
+            )
+
+
+_redis = _Redis()
+
+
+# --- Counting ----------------------------------------------------------------------------------
+
+
+def _day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def refused_key(dpid: int, day: str) -> str:
+    return f"{KEY_PREFIX}refused:{dpid}:{day}"
+
+
+def admit(*, address: str, rows: int, rows_per_dpid: dict[int, int]) -> bool:
+    """Count ``rows`` new rows for ``address`` and ``rows_per_dpid`` for each data source;
+    whether they are within the limits (True as well when Redis cannot be reached). A call
+    refused is counted for each of its data sources."""
+    client = _redis.client()
+    if client is None:
+        return True
+    now = time.time()
+    per_address, address_period = settings.IDSYNC_NEW_PER_ADDRESS
+    per_dpid, dpid_period = settings.IDSYNC_NEW_PER_DPID
+    who = address_key(address)
+    counted: list[tuple[str, int, int]] = [
+        (f"{KEY_PREFIX}new:a:{who}:{int(now // address_period)}", rows, per_address)
+    ]
+    counted += [
+        (f"{KEY_PREFIX}new:d:{dpid}:{int(now // dpid_period)}", n, per_dpid)
+        for dpid, n in rows_per_dpid.items()
+    ]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for n, (key, add, _) in enumerate(counted):
+            pipe.incrby(key, add)
+            pipe.expire(key, address_period if n == 0 else dpid_period)
+        totals = pipe.execute()[::2]
+        over_address = totals[0] > per_address
+        over_dpid = any(total > per_dpid for total in totals[1:])
+        if not over_address and not over_dpid:
+            return True
+        _log_crossings(counted, totals, who)
+        day = _day(now)
+        reason = "address" if over_address else "data_source"
+        pipe = client.pipeline(transaction=False)
+        for dpid in rows_per_dpid:
+            pipe.hincrby(refused_key(dpid, day), reason, 1)
+            pipe.expire(refused_key(dpid, day), REFUSED_KEEP_DAYS * 86400)
+        pipe.execute()
+    except (RedisError, OSError) as exc:
+        _redis.failed(exc)
+        return True
+    return False
+
+
+def _log_crossings(counted: list[tuple[str, int, int]], totals: list[int], who: str) -> None:
+    """A warning for the call that went past a limit (one per window and key)."""
+    for n, ((key, add, limit), total) in enumerate(zip(counted, totals, strict=True)):
+        if total - add <= limit < total:
+            if n == 0:
+                per, period = settings.IDSYNC_NEW_PER_ADDRESS
+                log.warning(
+                    "ID sync: client address %s went past IDSYNC_NEW_PER_ADDRESS (%d new"
+                    " profiles and mappings per %d s): what it sends is not written until"
+                    " the window ends",
+                    who,
+                    per,
+                    period,
+                )
+            else:
+                per, period = settings.IDSYNC_NEW_PER_DPID
+                log.warning(
+                    "ID sync: data source %s went past IDSYNC_NEW_PER_DPID (%d new profiles"
+                    " and mappings per %d s): its new visitors and IDs are not written until"
+                    " the window ends",
+                    key.split(":")[3],
+                    per,
+                    period,
+                )
+
+
+# --- What staff see ----------------------------------------------------------------------------
+
+
+class RefusedDay(NamedTuple):
+    day: date
+    over_address_limit: int
+    over_data_source_limit: int
+
+
+def refused_by_day(*, dpid: int, days: int = 7) -> list[RefusedDay]:
+    """The calls of data source ``dpid`` refused per day (UTC), today first. Raises
+    RedisError (or OSError) when Redis cannot be reached."""
+    today = datetime.now(UTC).date()
+    wanted = [today - timedelta(days=n) for n in range(days)]
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=REDIS_TIMEOUT_SECONDS * 4,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS * 4,
+    )
+    try:
+        pipe = client.pipeline(transaction=False)
+        for day in wanted:
+            pipe.hmget(refused_key(dpid, day.isoformat()), ["address", "data_source"])
+        found = pipe.execute()
+    finally:
+        client.close()
+    return [
+        RefusedDay(day, int(address or 0), int(data_source or 0))
+        for day, (address, data_source) in zip(wanted, found, strict=True)
+    ]
