@@ -103,9 +103,6 @@ class _Redis:
         self._down_logged_at = -REDIS_DOWN_LOG_SECONDS
 
     def client(self) -> redis.Redis | None:
-        now = time.monotonic()
-        if now < self._down_until:
-            return None
         made_for = (settings.REDIS_URL, os.getpid())  # a forked child makes its own
         if self._client is None or self._made_for != made_for:
             self._client = redis.Redis.from_url(
@@ -116,6 +113,8 @@ class _Redis:
             )
             self._made_for = made_for
             self._down_until = 0.0
+        if time.monotonic() < self._down_until:
+            return None
         return self._client
 
     def failed(self, exc: Exception) -> None:
