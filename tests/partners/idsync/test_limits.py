@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
@@ -76,8 +77,7 @@ def _forged() -> dict[str, str]:
         "the signed value quoted": f'dd_uuid="{good}"',
         "spaces around the =": f"dd_uuid = {good}",
         "the name in capitals": f"DD_UUID={good}",
-        "a signature made with another salt": "dd_uuid="
-        + __import__("django.core.signing", fromlist=["Signer"]).Signer(salt="x").sign(VICTIM),
+        "a signature made with another salt": "dd_uuid=" + signing.Signer(salt="x").sign(VICTIM),
         "a very long cookie": f"dd_uuid={VICTIM}:" + "A" * 6000,
         "39 digits, signed as if": "dd_uuid=" + "7" * 39 + ":" + signature,
         "five bad ones before the good one": "; ".join([f"dd_uuid={VICTIM}:x{n}" for n in range(5)])
@@ -204,7 +204,8 @@ def test_new_rows_from_one_address_are_cut_at_its_limit(
     # Said once, in the log: which address, which limit.
     crossings = [r.getMessage() for r in caplog.records if "went past" in r.getMessage()]
     assert len(crossings) == 1
-    assert "10.0.0.1" in crossings[0] and "IDSYNC_NEW_PER_ADDRESS" in crossings[0]
+    assert "10.0.0.1" in crossings[0]
+    assert "IDSYNC_NEW_PER_ADDRESS" in crossings[0]
     today = refused_by_day(dpid=21, days=1)[0]
     assert (today.over_address_limit, today.over_data_source_limit) == (2, 0)
 
