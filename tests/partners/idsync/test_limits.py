@@ -184,10 +184,10 @@ def test_new_rows_from_one_address_are_cut_at_its_limit(
 ) -> None:
     settings.IDSYNC_NEW_PER_ADDRESS = (8, DAY)
     caplog.set_level(logging.WARNING, logger="partners.idsync.limits")
-    address = {"REMOTE_ADDR": "10.0.0.1"}
     # A d_cid batch counts each ID: a profile and 3 mappings.
-    assert get("/ibs:d_cid=21%01b1&d_cid=21%01b2&d_cid=22%01b3", **address).status == 200
-    answers = [get(f"/ibs:dpid=21&dpuuid=n{n}", **address) for n in range(4)]
+    batch = "/ibs:d_cid=21%01b1&d_cid=21%01b2&d_cid=22%01b3"
+    assert get(batch, REMOTE_ADDR="10.0.0.1").status == 200
+    answers = [get(f"/ibs:dpid=21&dpuuid=n{n}", REMOTE_ADDR="10.0.0.1") for n in range(4)]
     assert [a.status for a in answers] == [200] * 4
     assert all(a.body.startswith(b"GIF89a") and a.cookie for a in answers)
     # 4 + 2 + 2 = 8 rows written; the last two calls wrote nothing.
