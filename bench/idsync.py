@@ -8,9 +8,11 @@ seeds a partner data source and 100,000 returning visitors (profiles with a mapp
 gunicorn as the README runs its ID-sync pool (portal/gunicorn_conf.py with WEB_POOL=idsync:
 ``--workers`` sync workers, default 2 per core) on a free loopback port, and runs ``wrk``
 (Debian package ``wrk``) from another process: a mix of
-returning visitors (their cookie, a known DPUUID: a refresh) and new visitors (no cookie, a
-new DPUUID: a profile and a mapping). It prints requests/s, p50/p99 latency and every answer
-that is not 2xx/3xx. Target (2 cores): >= 2,000 requests/s, p99 <= 50 ms, zero errors.
+returning visitors (their signed cookie, a known DPUUID: a refresh) and new visitors (no
+cookie, a new DPUUID: a profile and a mapping, counted against the limits in Redis), each
+from its own client address through the loopback proxy. It prints requests/s, p50/p99
+latency, every answer that is not 2xx/3xx and the calls refused by the limits (0 expected).
+Target (2 cores): >= 2,000 requests/s, p99 <= 50 ms, zero errors.
 """
 
 from __future__ import annotations
@@ -34,21 +36,53 @@ from scratch import scratch_database  # bench/, the script's own folder
 BASE_DIR = Path(__file__).resolve().parent.parent
 RETURNING = 100_000
 
+# Returning visitors send their signed cookie (read from a file the bench writes); every
+# call comes through the proxy (loopback, a trusted one) from a client address of its own in
+# X-Forwarded-For, so that the per-address limit never stops a new visitor and every new one
+# is counted in Redis: the real write path.
 WRK_SCRIPT = """
 math.randomseed(os.time())
 local returning = %(returning)d
+local cookies = {}
+for line in io.lines("%(cookies)s") do cookies[#cookies + 1] = line end
 local n = 0
+local function address()
+  return string.format("10.%%d.%%d.%%d", math.random(0, 255), math.random(0, 255), math.random(1, 254))
+end
 request = function()
   n = n + 1
   if math.random() < %(share)f then
     local i = math.random(1, returning)
-    local uuid = string.format("1%%037d", i)
-    return wrk.format("GET", "/ibs:dpid=801&dpuuid=v" .. i, {["Cookie"] = "dd_uuid=" .. uuid})
+    return wrk.format("GET", "/ibs:dpid=801&dpuuid=v" .. i,
+                      {["Cookie"] = "dd_uuid=" .. cookies[i], ["X-Forwarded-For"] = address()})
   end
   local id = "new-" .. os.time() .. "-" .. n .. "-" .. math.random(1, 1000000000)
-  return wrk.format("GET", "/ibs:dpid=801&dpuuid=" .. id)
+  return wrk.format("GET", "/ibs:dpid=801&dpuuid=" .. id, {["X-Forwarded-For"] = address()})
 end
 """
+
+
+def _cookie_file(secret_key: str) -> str:
+    """The returning visitors' cookies, one a line, signed as the endpoint signs them."""
+    from django.core.signing import Signer
+
+    sys.path.insert(0, str(BASE_DIR))
+    from partners.idsync.cookies import SALT
+
+    signer = Signer(key=secret_key, salt=SALT, fallback_keys=[])
+    with tempfile.NamedTemporaryFile("w", suffix=".cookies", delete=False) as out:
+        for i in range(1, RETURNING + 1):
+            out.write(signer.sign("1" + str(i).zfill(37)) + "\n")
+    return out.name
+
+
+def _refused_today(redis_url: str) -> int:
+    """Calls of the bench's data source refused today (partners/idsync/limits.py)."""
+    import redis
+
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    counts = redis.Redis.from_url(redis_url).hvals(f"idsync:refused:801:{day}")
+    return sum(int(c) for c in counts)
 
 
 def _seed(database_url: str) -> None:
@@ -91,8 +125,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
     parser.add_argument("--returning", type=float, default=0.7, help="share of returning visitors")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL"):
-        sys.exit("Set DATABASE_URL (or run through `make bench-idsync`).")
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        sys.exit("Set DATABASE_URL and REDIS_URL (or run through `make bench-idsync`).")
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk).")
 
@@ -100,15 +134,22 @@ def main() -> None:
     print(f"setting up: {RETURNING:,} returning visitors", flush=True)
     _seed(database_url)
     port = _free_port()
+    secret_key = os.environ.get("SECRET_KEY", "bench-only-secret-key")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "DEBUG": "0",
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
+        "SECRET_KEY": secret_key,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "WEB_POOL": "idsync",  # the production ID-sync pool (portal/gunicorn_conf.py)
         "WEB_WORKERS": str(args.workers),
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",  # wrk is the proxy
+        # One data source takes every new visitor of the run (hundreds a second): its
+        # ceiling is raised so that the run measures writing, counted as always.
+        "IDSYNC_NEW_PER_DPID": "1000000000/10m",
     }
+    cookies = _cookie_file(secret_key)
+    refused_before = _refused_today(os.environ["REDIS_URL"])
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
@@ -133,7 +174,9 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(WRK_SCRIPT % {"returning": RETURNING, "share": args.returning})
+            script.write(
+                WRK_SCRIPT % {"returning": RETURNING, "share": args.returning, "cookies": cookies}
+            )
         print(
             f"gunicorn: {args.workers} workers; wrk: {args.connections} connections,"
             f" {args.seconds} s, {args.returning:.0%} returning visitors",
@@ -158,6 +201,8 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+        os.unlink(cookies)
+    refused = _refused_today(os.environ["REDIS_URL"]) - refused_before
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
@@ -168,6 +213,7 @@ def main() -> None:
     print(f"errors:     {int(bad.group(1)) if bad else 0} non-2xx/3xx answers")
     if socket_errors:
         print(f"            socket errors: {socket_errors.group(1)}")
+    print(f"refused:    {refused} calls over the limits (0: every new visitor was written)")
 
 
 if __name__ == "__main__":

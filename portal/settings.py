@@ -58,6 +58,9 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=1 for a local run).")
     SECRET_KEY = "insecure-local-development-key"
+# Former keys, still accepted for what was signed with them (the visitors' ID-sync cookies
+# among others) while a new SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 

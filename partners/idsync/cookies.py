@@ -1,7 +1,7 @@
 """The visitor's UUID cookie, signed: ``<UUID>:<signature>``.
 
-The signature is an HMAC of the UUID with ``SECRET_KEY`` (Django's signing, so
-``SECRET_KEY_FALLBACKS`` keep the cookies valid while the key is rotated). Only the cookie
+The signature is an HMAC of the UUID with ``SECRET_KEY`` (Django's signing; a cookie signed
+with one of ``SECRET_KEY_FALLBACKS`` is still taken, and issued again with the new key). Only the cookie
 carries it: the UUID itself stays the SPEC's 38 digits wherever it goes (``${DD_UUID}``,
 ``/idsync/out/``, outbound files), and knowing a visitor's UUID, as partners do, does not make
 their cookie. A cookie that does not verify is no cookie: the visitor gets a new UUID, and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from django.conf import settings
 from django.core import signing
 
 SALT = "partners.idsync.visitor-cookie"
@@ -34,18 +35,26 @@ def signed_value(uuid: str) -> str:
     return signing.Signer(salt=SALT).sign(uuid)
 
 
-def verified_uuid(value: str) -> str | None:
-    """The UUID of a signed cookie value, or None when the signature does not verify."""
+def verified_uuid(value: str) -> tuple[str, bool] | None:
+    """The UUID of a signed cookie value and whether it was signed with the current key
+    (else with one of SECRET_KEY_FALLBACKS: to be issued again); None when the signature
+    does not verify."""
     try:
-        uuid = signing.Signer(salt=SALT).unsign(value)
+        uuid, current = signing.Signer(salt=SALT, fallback_keys=[]).unsign(value), True
     except signing.BadSignature:
-        return None
-    return uuid if is_uuid(uuid) else None
+        if not settings.SECRET_KEY_FALLBACKS:
+            return None
+        try:
+            uuid, current = signing.Signer(salt=SALT).unsign(value), False
+        except signing.BadSignature:
+            return None
+    return (uuid, current) if is_uuid(uuid) else None
 
 
 class CookieUuids(NamedTuple):
     signed: str | None  # the first cookie of the name whose signature verifies
     plain: str | None  # else the first one holding a bare UUID (issued before signing)
+    stale: bool = False  # the signed one was signed with a former key
 
 
 def cookie_uuids(header: str, name: str) -> CookieUuids:
@@ -62,8 +71,8 @@ def cookie_uuids(header: str, name: str) -> CookieUuids:
         if ":" in value:
             if tried < MAX_SIGNED_TRIED:
                 tried += 1
-                if (uuid := verified_uuid(value)) is not None:
-                    return CookieUuids(uuid, None)
+                if (verified := verified_uuid(value)) is not None:
+                    return CookieUuids(verified[0], None, stale=not verified[1])
         elif plain is None and is_uuid(value):
             plain = value
     return CookieUuids(None, plain)

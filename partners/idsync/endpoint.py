@@ -202,7 +202,7 @@ def _cookie_visitor(environ: dict[str, Any]) -> tuple[str | None, bool]:
     cookie costs a database read; may raise DatabaseError."""
     found = cookie_uuids(environ.get("HTTP_COOKIE", ""), settings.IDSYNC_COOKIE_NAME)
     if found.signed is not None:
-        return found.signed, False
+        return found.signed, found.stale
     if found.plain is not None and _plain_cookie_taken(found.plain):
         return found.plain, True
     return None, False

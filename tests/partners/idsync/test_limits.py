@@ -116,6 +116,19 @@ def test_the_signed_cookie_is_the_visitor_and_the_uuid_elsewhere_stays_38_digits
     assert out.headers["Location"] == f"https://partner.example/sync?our_id={uuid}"
 
 
+def test_a_cookie_signed_with_a_former_key_is_taken_and_issued_again(settings: Any) -> None:
+    uuid = ProfileFactory.create().uuid
+    old_cookie = f"dd_uuid={signed_value(uuid)}"
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-key-" + "x" * 40
+    answer = get("/ibs:dpid=21&dpuuid=rotated", raw_cookie=old_cookie)
+    assert answer.uuid == uuid  # signed with the new key now
+    assert _mapped("rotated") == [uuid]
+    assert get("/ibs:dpid=21&dpuuid=r2", cookie=uuid).cookie is None
+    settings.SECRET_KEY_FALLBACKS = []  # the rotation is over: the old signature is no more
+    assert get("/ibs:dpid=21&dpuuid=r3", raw_cookie=old_cookie).uuid != uuid
+
+
 def test_two_cookies_of_the_name_the_first_verified_one_counts() -> None:
     a, b = ProfileFactory.create().uuid, ProfileFactory.create().uuid
     both = f"dd_uuid={signed_value(a)}; dd_uuid={signed_value(b)}"
