@@ -47,7 +47,8 @@ local cookies = {}
 for line in io.lines("%(cookies)s") do cookies[#cookies + 1] = line end
 local n = 0
 local function address()
-  return string.format("10.%%d.%%d.%%d", math.random(0, 255), math.random(0, 255), math.random(1, 254))
+  local r = math.random
+  return string.format("10.%%d.%%d.%%d", r(0, 255), r(0, 255), r(1, 254))
 end
 request = function()
   n = n + 1
