@@ -4,8 +4,8 @@ The signature is an HMAC of the UUID with ``SECRET_KEY`` (Django's signing; a co
 with one of ``SECRET_KEY_FALLBACKS`` is still taken, and issued again with the new key). Only
 the cookie carries it: the UUID itself stays the SPEC's 38 digits wherever it goes
 (``${DD_UUID}``, ``/idsync/out/``, outbound files), and knowing a visitor's UUID, as partners
-do, does not make their cookie. A cookie that does not verify is no cookie: the visitor gets a new UUID, and
-nothing is written for the one sent.
+do, does not make their cookie. A cookie that does not verify is no cookie: the visitor gets
+a new UUID, and nothing is written for the one sent.
 
 Cookies issued before signing hold the bare UUID ("plain"): the endpoint takes one only when
 its profile exists (and was made before ``IDSYNC_PLAIN_COOKIES_BEFORE``), and issues it again,
