@@ -259,6 +259,13 @@ def test_the_data_source_limit_holds_across_addresses(settings: Any) -> None:
     assert _mapped("free")
 
 
+def test_rotating_data_sources_share_the_address_limit(settings: Any) -> None:
+    settings.IDSYNC_NEW_PER_ADDRESS = (6, DAY)
+    for n in range(6):
+        get(f"/ibs:dpid={21 + n % 2}&dpuuid=rot{n}", REMOTE_ADDR="10.3.0.1")
+    assert IDMapping.objects.count() == 3
+
+
 def test_rotating_ipv6_addresses_of_one_subnet_share_its_limit(settings: Any) -> None:
     settings.IDSYNC_NEW_PER_ADDRESS = (4, DAY)
     for n in range(6):

@@ -147,6 +147,17 @@ def test_a_data_source_limit_holds_whatever_the_addresses_and_other_sources_stil
     assert IDMapping.objects.filter(data_source_id=22).count() == 1
 
 
+def test_a_client_rotating_x_forwarded_for_itself_is_one_address(idsync_pool: Any) -> None:
+    """Only a proxy of FORWARDED_ALLOW_IPS says who the client is: here the test is not one."""
+    server = idsync_pool(IDSYNC_NEW_PER_ADDRESS="10/d", FORWARDED_ALLOW_IPS="192.0.2.254")
+    day = _day()
+    for n in range(12):
+        assert call(server, f"/ibs:dpid=21&dpuuid=x{n}", address=f"203.0.113.{n + 1}")[0] == 200
+    if _day() != day:
+        pytest.skip("the day's window turned during the test")
+    assert IDMapping.objects.count() == 5
+
+
 def test_with_redis_down_id_sync_keeps_working_and_says_so(idsync_pool: Any) -> None:
     closed = f"redis://127.0.0.1:{_free_port()}/0"
     server = idsync_pool(WEB_WORKERS="2", IDSYNC_NEW_PER_ADDRESS="2/d", REDIS_URL=closed)
