@@ -93,31 +93,43 @@ def address_key(address: str) -> str:
 
 
 class _Redis:
-    """This process's Redis client for the counters, with short timeouts; after a failure
-    Redis is left alone for REDIS_RETRY_SECONDS, so an outage costs no call a timeout."""
+    """This process's Redis connection for the counters, with short timeouts and no retry;
+    after a failure Redis is left alone for REDIS_RETRY_SECONDS, so an outage costs no call
+    a timeout. Commands go straight down one connection (redis-py's Connection: packed and
+    sent at once, then the replies read): half the CPU of a client pipeline, on a path that
+    runs for every new visitor."""
 
     def __init__(self) -> None:
-        self._client: redis.Redis | None = None
+        self._connection: Any = None
         self._made_for: tuple[str, int] | None = None
         self._down_until = 0.0
         self._down_logged_at = -REDIS_DOWN_LOG_SECONDS
 
-    def client(self) -> redis.Redis | None:
+    def execute(self, commands: list[tuple[Any, ...]]) -> list[Any] | None:
+        """The replies to ``commands``, sent together; None when Redis cannot be reached."""
         made_for = (settings.REDIS_URL, os.getpid())  # a forked child makes its own
-        if self._client is None or self._made_for != made_for:
-            self._client = redis.Redis.from_url(
+        if self._connection is None or self._made_for != made_for:
+            client = redis.Redis.from_url(
                 settings.REDIS_URL,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                 retry=Retry(NoBackoff(), 0),  # a call does not wait out retries
             )
+            self._connection = client.connection_pool.make_connection()  # connects when used
             self._made_for = made_for
             self._down_until = 0.0
         if time.monotonic() < self._down_until:
             return None
-        return self._client
+        connection = self._connection
+        try:
+            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            return [connection.read_response() for _ in commands]
+        except (RedisError, OSError) as exc:
+            connection.disconnect()  # replies may be left unread: start afresh next time
+            self._failed(exc)
+            return None
 
-    def failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
         self._down_until = now + REDIS_RETRY_SECONDS
         if now - self._down_logged_at >= REDIS_DOWN_LOG_SECONDS:
@@ -147,9 +159,6 @@ def admit(*, address: str, rows: int, rows_per_dpid: dict[int, int]) -> bool:
     """Count ``rows`` new rows for ``address`` and ``rows_per_dpid`` for each data source;
     whether they are within the limits (True as well when Redis cannot be reached). A call
     refused is counted for each of its data sources."""
-    client = _redis.client()
-    if client is None:
-        return True
     now = time.time()
     per_address, address_period = settings.IDSYNC_NEW_PER_ADDRESS
     per_dpid, dpid_period = settings.IDSYNC_NEW_PER_DPID
@@ -161,27 +170,28 @@ def admit(*, address: str, rows: int, rows_per_dpid: dict[int, int]) -> bool:
         (f"{KEY_PREFIX}new:d:{dpid}:{int(now // dpid_period)}", n, per_dpid)
         for dpid, n in rows_per_dpid.items()
     ]
-    try:
-        pipe = client.pipeline(transaction=False)
-        for n, (key, add, _) in enumerate(counted):
-            pipe.incrby(key, add)
-            pipe.expire(key, address_period if n == 0 else dpid_period)
-        totals = pipe.execute()[::2]
-        over_address = totals[0] > per_address
-        over_dpid = any(total > per_dpid for total in totals[1:])
-        if not over_address and not over_dpid:
-            return True
-        _log_crossings(counted, totals, who)
-        day = _day(now)
-        reason = "address" if over_address else "data_source"
-        pipe = client.pipeline(transaction=False)
-        for dpid in rows_per_dpid:
-            pipe.hincrby(refused_key(dpid, day), reason, 1)
-            pipe.expire(refused_key(dpid, day), REFUSED_KEEP_DAYS * 86400)
-        pipe.execute()
-    except (RedisError, OSError) as exc:
-        _redis.failed(exc)
+    commands: list[tuple[Any, ...]] = []
+    for n, (key, add, _) in enumerate(counted):
+        commands += [
+            ("INCRBY", key, add),
+            ("EXPIRE", key, address_period if n == 0 else dpid_period),
+        ]
+    replies = _redis.execute(commands)
+    if replies is None:
         return True
+    totals = [int(total) for total in replies[::2]]
+    over_address = totals[0] > per_address
+    over_dpid = any(total > per_dpid for total in totals[1:])
+    if not over_address and not over_dpid:
+        return True
+    _log_crossings(counted, totals, who)
+    day = _day(now)
+    reason = "address" if over_address else "data_source"
+    refused: list[tuple[Any, ...]] = []
+    for dpid in rows_per_dpid:
+        key = refused_key(dpid, day)
+        refused += [("HINCRBY", key, reason, 1), ("EXPIRE", key, REFUSED_KEEP_DAYS * 86400)]
+    _redis.execute(refused)
     return False
 
 

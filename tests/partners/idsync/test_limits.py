@@ -303,6 +303,25 @@ def test_with_redis_down_nothing_is_limited_and_the_log_says_so(
     assert [r.getMessage() for r in caplog.records if "Redis unreachable" in r.getMessage()]
 
 
+def test_a_redis_that_hangs_costs_one_call_a_short_wait_not_every_call(settings: Any) -> None:
+    """A server that takes the connection and never answers: the first call waits out the
+    short timeout (0.25 s), then the process leaves Redis alone for a while."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        for n in range(10):
+            assert get(f"/ibs:dpid=21&dpuuid=h{n}").status == 200
+        took = time.monotonic() - started
+    print(f"10 calls with Redis hanging: {took:.2f} s")
+    assert took < 2.0  # 10 timeouts would be 2.5 s
+    assert IDMapping.objects.count() == 10
+
+
 # --- The client's address ----------------------------------------------------------------------
 
 
