@@ -57,21 +57,37 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def client_address(environ: dict[str, Any]) -> str:
-    """The client's address: REMOTE_ADDR, unless REMOTE_ADDR is a proxy named in
-    ``FORWARDED_ALLOW_IPS`` (read as gunicorn reads it: addresses or networks, ``*`` for any,
-    and a unix socket is trusted), whose X-Forwarded-For's last entry it is: the one that
-    proxy appended (earlier entries are the client's own say).
+def _forwarded_ip(entry: str) -> str | None:
+    """An X-Forwarded-For entry's address: ``1.2.3.4``, ``2001:db8::1``, or as some
+    proxies write them ``1.2.3.4:5678`` and ``[2001:db8::1]:5678``."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        entry = entry[1:].partition("]")[0]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    return entry if _ip(entry) is not None else None
 
-    Kept to this one function: the portal reads the client's address from the same proxy
-    (portal/auth.py); the two are meant to become one."""
-    remote = str(environ.get("REMOTE_ADDR") or "")
-    remote_ip = _ip(remote)
+
+def is_trusted_proxy(address: str) -> bool:
+    """Whether ``address`` is one of ``FORWARDED_ALLOW_IPS`` (read as gunicorn reads it:
+    addresses or networks, ``*`` for any; no address at all, a unix socket, is trusted)."""
+    ip = _ip(address)
     any_proxy, networks = _trusted_networks(tuple(settings.FORWARDED_ALLOW_IPS))
-    if remote_ip is None or any_proxy or any(remote_ip in net for net in networks):
+    return ip is None or any_proxy or any(ip in network for network in networks)
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The client's address: REMOTE_ADDR, unless REMOTE_ADDR is a trusted proxy, whose
+    X-Forwarded-For's last entry it then is: the one that proxy appended (earlier entries
+    are the client's own say).
+
+    Kept to this one function (and is_trusted_proxy): the portal reads the client's address
+    from the same proxy (portal/auth.py); the two are meant to become one."""
+    remote = str(environ.get("REMOTE_ADDR") or "")
+    if is_trusted_proxy(remote):
         forwarded = str(environ.get("HTTP_X_FORWARDED_FOR") or "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if _ip(last) is not None:
+        last = _forwarded_ip(forwarded.rsplit(",", 1)[-1])
+        if last is not None:
             return last
     return remote
 
@@ -155,70 +171,91 @@ def refused_key(dpid: int, day: str) -> str:
     return f"{KEY_PREFIX}refused:{dpid}:{day}"
 
 
+class _Counted(NamedTuple):
+    key: str
+    add: int
+    limit: int
+    period: int
+    setting: str
+    who: str  # for the log: the address or the data source
+
+
+def _counted(address: str, rows: int, rows_per_dpid: dict[int, int], now: float) -> list[_Counted]:
+    per_address, address_period = settings.IDSYNC_NEW_PER_ADDRESS
+    per_dpid, dpid_period = settings.IDSYNC_NEW_PER_DPID
+    counted = [
+        _Counted(
+            f"{KEY_PREFIX}new:d:{dpid}:{int(now // dpid_period)}",
+            n,
+            per_dpid,
+            dpid_period,
+            "IDSYNC_NEW_PER_DPID",
+            f"data source {dpid}",
+        )
+        for dpid, n in rows_per_dpid.items()
+    ]
+    if is_trusted_proxy(address):
+        # The proxy did not say who the client is (no X-Forwarded-For): counting everyone
+        # as the proxy would stop every new visitor; the data sources' limits still hold.
+        _proxy_without_header(address)
+        return counted
+    who = address_key(address)
+    key = f"{KEY_PREFIX}new:a:{who}:{int(now // address_period)}"
+    return [
+        _Counted(key, rows, per_address, address_period, "IDSYNC_NEW_PER_ADDRESS", who),
+        *counted,
+    ]
+
+
+_proxy_warned_at = -REDIS_DOWN_LOG_SECONDS
+
+
+def _proxy_without_header(address: str) -> None:
+    global _proxy_warned_at
+    now = time.monotonic()
+    if now - _proxy_warned_at >= REDIS_DOWN_LOG_SECONDS:
+        _proxy_warned_at = now
+        log.warning(
+            "ID sync: a call from the proxy %r without X-Forwarded-For: the per-address limit"
+            " is not applied (the proxy must set the header: README Production)",
+            address,
+        )
+
+
 def admit(*, address: str, rows: int, rows_per_dpid: dict[int, int]) -> bool:
     """Count ``rows`` new rows for ``address`` and ``rows_per_dpid`` for each data source;
     whether they are within the limits (True as well when Redis cannot be reached). A call
     refused is counted for each of its data sources."""
     now = time.time()
-    per_address, address_period = settings.IDSYNC_NEW_PER_ADDRESS
-    per_dpid, dpid_period = settings.IDSYNC_NEW_PER_DPID
-    who = address_key(address)
-    counted: list[tuple[str, int, int]] = [
-        (f"{KEY_PREFIX}new:a:{who}:{int(now // address_period)}", rows, per_address)
-    ]
-    counted += [
-        (f"{KEY_PREFIX}new:d:{dpid}:{int(now // dpid_period)}", n, per_dpid)
-        for dpid, n in rows_per_dpid.items()
-    ]
+    counted = _counted(address, rows, rows_per_dpid, now)
     commands: list[tuple[Any, ...]] = []
-    for n, (key, add, _) in enumerate(counted):
-        commands += [
-            ("INCRBY", key, add),
-            ("EXPIRE", key, address_period if n == 0 else dpid_period),
-        ]
+    for c in counted:
+        commands += [("INCRBY", c.key, c.add), ("EXPIRE", c.key, c.period)]
     replies = _redis.execute(commands)
     if replies is None:
         return True
     totals = [int(total) for total in replies[::2]]
-    over_address = totals[0] > per_address
-    over_dpid = any(total > per_dpid for total in totals[1:])
-    if not over_address and not over_dpid:
+    over = [c for c, total in zip(counted, totals, strict=True) if total > c.limit]
+    if not over:
         return True
-    _log_crossings(counted, totals, who)
+    for c, total in zip(counted, totals, strict=True):
+        if total - c.add <= c.limit < total:  # this call went past: once per window and key
+            log.warning(
+                "ID sync: %s went past %s (%d new profiles and mappings per %d s): what it"
+                " sends is not written until the window ends",
+                c.who if c.setting == "IDSYNC_NEW_PER_DPID" else f"client address {c.who}",
+                c.setting,
+                c.limit,
+                c.period,
+            )
     day = _day(now)
-    reason = "address" if over_address else "data_source"
+    reason = "address" if over[0].setting == "IDSYNC_NEW_PER_ADDRESS" else "data_source"
     refused: list[tuple[Any, ...]] = []
     for dpid in rows_per_dpid:
         key = refused_key(dpid, day)
         refused += [("HINCRBY", key, reason, 1), ("EXPIRE", key, REFUSED_KEEP_DAYS * 86400)]
     _redis.execute(refused)
     return False
-
-
-def _log_crossings(counted: list[tuple[str, int, int]], totals: list[int], who: str) -> None:
-    """A warning for the call that went past a limit (one per window and key)."""
-    for n, ((key, add, limit), total) in enumerate(zip(counted, totals, strict=True)):
-        if total - add <= limit < total:
-            if n == 0:
-                per, period = settings.IDSYNC_NEW_PER_ADDRESS
-                log.warning(
-                    "ID sync: client address %s went past IDSYNC_NEW_PER_ADDRESS (%d new"
-                    " profiles and mappings per %d s): what it sends is not written until"
-                    " the window ends",
-                    who,
-                    per,
-                    period,
-                )
-            else:
-                per, period = settings.IDSYNC_NEW_PER_DPID
-                log.warning(
-                    "ID sync: data source %s went past IDSYNC_NEW_PER_DPID (%d new profiles"
-                    " and mappings per %d s): its new visitors and IDs are not written until"
-                    " the window ends",
-                    key.split(":")[3],
-                    per,
-                    period,
-                )
 
 
 # --- What staff see ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
 
+from partners.idsync import limits
 from partners.idsync.cookies import signed_value
 from partners.idsync.limits import KEY_PREFIX, address_key, client_address, refused_by_day
 from partners.models import DataSource, IDMapping, IDSyncOptOut
@@ -229,21 +230,26 @@ def test_only_calls_that_would_write_are_counted(settings: Any) -> None:
     IDMappingFactory.create(data_source_id=21, dpuuid="known", profile=profile)
     # A returning visitor whose IDs are all mapped: no count at all, however often.
     for _ in range(10):
-        assert get("/ibs:dpid=21&dpuuid=known", cookie=profile.uuid).cookie is None
+        assert (
+            get("/ibs:dpid=21&dpuuid=known", cookie=profile.uuid, REMOTE_ADDR="10.5.0.1").cookie
+            is None
+        )
     assert _counters() == {}
     # A new ID for that visitor counts 1; a signed cookie never written counts its profile.
-    get("/ibs:dpid=21&dpuuid=second", cookie=profile.uuid)
+    get("/ibs:dpid=21&dpuuid=second", cookie=profile.uuid, REMOTE_ADDR="10.5.0.1")
     assert list(_counters().values())[:1] == [1]
-    get("/ibs:dpid=22&dpuuid=third", cookie=OTHER)  # from /idsync/out/, say: no profile yet
+    get(
+        "/ibs:dpid=22&dpuuid=third", cookie=OTHER, REMOTE_ADDR="10.5.0.1"
+    )  # from /idsync/out/, say: no profile yet
     assert _mapped("third") == [OTHER]
     assert sorted(_counters().values()) == [1, 2, 3]  # the address 3; 21: 1; 22: 2
     # The address is at its limit: the next new ID is refused, the known one still refreshed.
-    get("/ibs:dpid=21&dpuuid=fourth", cookie=profile.uuid)
+    get("/ibs:dpid=21&dpuuid=fourth", cookie=profile.uuid, REMOTE_ADDR="10.5.0.1")
     assert _mapped("fourth") == []
     IDMapping.objects.filter(dpuuid="known").update(
         last_seen_at=timezone.now() - timedelta(hours=2)
     )
-    get("/ibs:dpid=21&dpuuid=known", cookie=profile.uuid)
+    get("/ibs:dpid=21&dpuuid=known", cookie=profile.uuid, REMOTE_ADDR="10.5.0.1")
     assert IDMapping.objects.get(dpuuid="known").last_seen_at > timezone.now() - timedelta(
         minutes=1
     )
@@ -279,8 +285,10 @@ def test_opt_outs_count_and_answer_429_past_the_limit(settings: Any) -> None:
     settings.IDSYNC_NEW_PER_ADDRESS = (4, DAY)
     me = ProfileFactory.create().uuid
     ids = "&".join(f"d_cid=21%01o{n}" for n in range(3))
-    assert json.loads(get(f"/optout?{ids}", cookie=me).body) == {"opted_out": 3}
-    answer = get(f"/optout?{ids.replace('o', 'p')}", cookie=me)
+    assert json.loads(get(f"/optout?{ids}", cookie=me, REMOTE_ADDR="10.6.0.1").body) == {
+        "opted_out": 3
+    }
+    answer = get(f"/optout?{ids.replace('o', 'p')}", cookie=me, REMOTE_ADDR="10.6.0.1")
     assert answer.status == 429
     assert answer.error_codes == [10]
     assert IDSyncOptOut.objects.count() == 3
@@ -298,7 +306,7 @@ def test_with_redis_down_nothing_is_limited_and_the_log_says_so(
     settings.IDSYNC_NEW_PER_ADDRESS = (1, DAY)
     caplog.set_level(logging.WARNING, logger="partners.idsync.limits")
     for n in range(3):
-        assert get(f"/ibs:dpid=21&dpuuid=r{n}").status == 200
+        assert get(f"/ibs:dpid=21&dpuuid=r{n}", REMOTE_ADDR="10.4.0.1").status == 200
     assert IDMapping.objects.count() == 3
     assert [r.getMessage() for r in caplog.records if "Redis unreachable" in r.getMessage()]
 
@@ -350,6 +358,17 @@ def test_a_redis_that_hangs_costs_one_call_a_short_wait_not_every_call(settings:
             ["127.0.0.1"],
             "1.2.3.4",
         ),  # a unix socket
+        # As some proxies write them: with a port, IPv6 in brackets.
+        (
+            {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4:5678"},
+            ["127.0.0.1"],
+            "1.2.3.4",
+        ),
+        (
+            {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "[2001:db8::5]:443"},
+            ["127.0.0.1"],
+            "2001:db8::5",
+        ),
     ],
 )
 def test_client_address(
@@ -357,6 +376,22 @@ def test_client_address(
 ) -> None:
     settings.FORWARDED_ALLOW_IPS = allowed
     assert client_address(environ) == address
+
+
+def test_a_proxy_that_does_not_say_who_the_client_is_does_not_stop_every_visitor(
+    settings: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without X-Forwarded-For every call through the proxy would count as the proxy's and the
+    per-address limit would stop every new visitor: it is not applied then, and the log says
+    why; the data sources' limits still hold."""
+    settings.IDSYNC_NEW_PER_ADDRESS = (2, DAY)
+    settings.IDSYNC_NEW_PER_DPID = (6, DAY)
+    caplog.set_level(logging.WARNING, logger="partners.idsync.limits")
+    monkeypatch.setattr(limits, "_proxy_warned_at", -1e9)  # said at most once a minute
+    for n in range(4):
+        get(f"/ibs:dpid=21&dpuuid=px{n}", REMOTE_ADDR="127.0.0.1")
+    assert IDMapping.objects.count() == 3  # the data source's 6 rows, not the address's 2
+    assert any("without X-Forwarded-For" in r.getMessage() for r in caplog.records)
 
 
 def test_address_keys() -> None:
