@@ -71,8 +71,15 @@ def _forwarded_ip(entry: str) -> str | None:
 def is_trusted_proxy(address: str) -> bool:
     """Whether ``address`` is one of ``FORWARDED_ALLOW_IPS`` (read as gunicorn reads it:
     addresses or networks, ``*`` for any; no address at all, a unix socket, is trusted)."""
+    return _trusted(address, tuple(settings.FORWARDED_ALLOW_IPS))
+
+
+# Cached: the proxies' few addresses come with every call, and parsing an address costs
+# microseconds on a path with a budget of a millisecond.
+@lru_cache(maxsize=4096)
+def _trusted(address: str, allowed: tuple[str, ...]) -> bool:
     ip = _ip(address)
-    any_proxy, networks = _trusted_networks(tuple(settings.FORWARDED_ALLOW_IPS))
+    any_proxy, networks = _trusted_networks(allowed)
     return ip is None or any_proxy or any(ip in network for network in networks)
 
 
@@ -92,6 +99,7 @@ def client_address(environ: dict[str, Any]) -> str:
     return remote
 
 
+@lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
     """What an address is counted as: itself (an IPv4-mapped IPv6 address as IPv4), or its
     /64 for IPv6."""
