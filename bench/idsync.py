@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from scratch import scratch_database  # bench/, the script's own folder
@@ -113,6 +114,25 @@ def _seed(database_url: str) -> None:
         conn.execute("ANALYZE")
 
 
+def _cpu_seconds(wanted: Callable[[int, str], bool]) -> float:
+    """CPU time (user and system) of the processes ``wanted(parent pid, command line)`` picks,
+    from /proc (Linux): on a machine shared with other work, CPU per request moves less from
+    one run to the next than requests per second."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if wanted(int(fields[1]), command):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -183,6 +203,15 @@ def main() -> None:
             f" {args.seconds} s, {args.returning:.0%} returning visitors",
             flush=True,
         )
+        database = database_url.rsplit("/", 1)[1]
+
+        def workers(parent: int, command: str) -> bool:
+            return parent == server.pid
+
+        def backends(parent: int, command: str) -> bool:  # a local PostgreSQL's, if any
+            return command.startswith("postgres:") and f" {database} " in command
+
+        cpu_before = (_cpu_seconds(workers), _cpu_seconds(backends))
         result = subprocess.run(
             [
                 "wrk",
@@ -199,6 +228,7 @@ def main() -> None:
             check=True,
         )
         out = result.stdout
+        cpu = (_cpu_seconds(workers) - cpu_before[0], _cpu_seconds(backends) - cpu_before[1])
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -210,6 +240,11 @@ def main() -> None:
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     print(f"requests/s: {rate:10,.0f}")
+    done = rate * args.seconds
+    print(
+        f"CPU:        {cpu[0] / done * 1e6:.0f} us per request in gunicorn's workers, "
+        f"{cpu[1] / done * 1e6:.0f} us in PostgreSQL (0: not on this machine)"
+    )
     print(f"latency:    p50 {p50}, p99 {p99}")
     print(f"errors:     {int(bad.group(1)) if bad else 0} non-2xx/3xx answers")
     if socket_errors:
