@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -124,27 +125,30 @@ class _Redis:
     runs for every new visitor."""
 
     def __init__(self) -> None:
-        self._connection: Any = None
-        self._made_for: tuple[str, int] | None = None
+        # One connection per thread (the portal pool's threads answer /ibs: too); the pause
+        # after a failure is the process's.
+        self._local = threading.local()
+        self._url = ""
         self._down_until = 0.0
         self._down_logged_at = -REDIS_DOWN_LOG_SECONDS
 
     def execute(self, commands: list[tuple[Any, ...]]) -> list[Any] | None:
         """The replies to ``commands``, sent together; None when Redis cannot be reached."""
         made_for = (settings.REDIS_URL, os.getpid())  # a forked child makes its own
-        if self._connection is None or self._made_for != made_for:
+        if getattr(self._local, "made_for", None) != made_for:
             client = redis.Redis.from_url(
                 settings.REDIS_URL,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                 retry=Retry(NoBackoff(), 0),  # a call does not wait out retries
             )
-            self._connection = client.connection_pool.make_connection()  # connects when used
-            self._made_for = made_for
-            self._down_until = 0.0
+            self._local.connection = client.connection_pool.make_connection()  # connects when used
+            self._local.made_for = made_for
+        if self._url != settings.REDIS_URL:  # another Redis (tests): not known to be down
+            self._url, self._down_until = settings.REDIS_URL, 0.0
         if time.monotonic() < self._down_until:
             return None
-        connection = self._connection
+        connection = self._local.connection
         try:
             connection.send_packed_command(connection.pack_commands(commands), check_health=False)
             return [connection.read_response() for _ in commands]

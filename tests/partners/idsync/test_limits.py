@@ -311,6 +311,28 @@ def test_with_redis_down_nothing_is_limited_and_the_log_says_so(
     assert [r.getMessage() for r in caplog.records if "Redis unreachable" in r.getMessage()]
 
 
+def test_threads_of_one_process_count_apart(caplog: pytest.LogCaptureFixture) -> None:
+    """The portal pool's threads answer /ibs: too: each has its own Redis connection (one
+    shared would mix up their replies)."""
+    import threading
+
+    caplog.set_level(logging.WARNING, logger="partners.idsync.limits")
+
+    def count(thread: int) -> None:
+        for _ in range(100):
+            assert limits.admit(address=f"10.7.{thread}.1", rows=1, rows_per_dpid={21: 1})
+
+    threads = [threading.Thread(target=count, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counters = _counters()
+    assert sorted(v for k, v in counters.items() if ":new:a:" in k) == [100] * 8
+    assert [v for k, v in counters.items() if ":new:d:21:" in k] == [800]
+    assert not [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+
+
 def test_a_redis_that_hangs_costs_one_call_a_short_wait_not_every_call(settings: Any) -> None:
     """A server that takes the connection and never answers: the first call waits out the
     short timeout (0.25 s), then the process leaves Redis alone for a while."""
