@@ -16,8 +16,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
 from partners.dropzones.services import inbound_polls_request
+from partners.idsync.limits import refused_by_day
 from partners.models import (
     ChannelObject,
     DataSource,
@@ -192,7 +194,14 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     search_fields = ("=dpid", "name", "partner__name", "=partner__pid", "integration_code")
     autocomplete_fields = ("partner", "shared_with")
     immutable_fields = ("dpid",)
-    readonly_fields = ("mapping_count", "pending_count", "last_sync", "created_at", "updated_at")
+    readonly_fields = (
+        "mapping_count",
+        "pending_count",
+        "last_sync",
+        "idsync_refused",
+        "created_at",
+        "updated_at",
+    )
     fieldsets = (
         (None, {"fields": ("dpid", "partner", "name", "active", "integration_code")}),
         ("IDs", {"fields": ("id_type", "inbound_id_type", "device_id_format")}),
@@ -205,6 +214,7 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
                     "mapping_count",
                     "pending_count",
                     "last_sync",
+                    "idsync_refused",
                     "created_at",
                     "updated_at",
                 )
@@ -256,6 +266,29 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     @admin.display(description="last ID sync", ordering="_last_sync")
     def last_sync(self, obj: Any) -> Any:
         return when(getattr(obj, "_last_sync", None)) or self.get_empty_value_display()
+
+    @admin.display(description="ID-sync calls over the limits (7 days, UTC)")
+    def idsync_refused(self, obj: Any) -> Any:
+        # Calls answered but not written: past IDSYNC_NEW_PER_ADDRESS (a flood from few
+        # addresses) or IDSYNC_NEW_PER_DPID (this data source's new IDs at their ceiling).
+        try:
+            days = [
+                d
+                for d in refused_by_day(dpid=obj.dpid)
+                if d.over_address_limit or d.over_data_source_limit
+            ]
+        except (RedisError, OSError):
+            return "unknown: Redis cannot be reached"
+        if not days:
+            return "none"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {} over a client address's limit, {} over this data source's limit",
+            (
+                (d.day.isoformat(), f"{d.over_address_limit:,}", f"{d.over_data_source_limit:,}")
+                for d in days
+            ),
+        )
 
 
 @admin.register(ReceiptRecipient)

@@ -61,28 +61,17 @@ def is_trusted_proxy(peer: str) -> bool:
     return address is not None and any(address in network for network in networks)
 
 
-def client_address_of(meta: Mapping[str, Any]) -> str:
-    """The client's address, for counting its attempts, from a request's META (or a WSGI
-    environ): the peer's own address, unless the peer is a trusted proxy (TRUSTED_PROXIES),
-    in which case the address the proxy puts in X-Real-IP. An IPv6 address counts as its
-    /64 (written as the network's first address); an IPv4-mapped one as the IPv4 address.
-    Empty when there is none (a Unix socket without the header)."""
+def told_client_address(meta: Mapping[str, Any]) -> str | None:
+    """The client's address as :func:`client_address_of` counts it, or None when a trusted
+    proxy sent the request without saying whose it is (no valid X-Real-IP). For counts that
+    must not lump every client behind a misconfigured proxy together (ID sync)."""
     peer = str(meta.get("REMOTE_ADDR") or "")
     chosen = peer
     if is_trusted_proxy(peer):
         told = _address(meta.get(CLIENT_ADDRESS_HEADER, ""))
-        if told is not None:
-            chosen = str(told)
-        elif peer not in _warned_proxies and not settings.DEBUG:
-            # Every client behind this proxy now counts as one: say so, once per process
-            # (not in DEBUG: `make demo`'s browser reaches the server directly, from here).
-            _warned_proxies.add(peer)
-            logger.warning(
-                "Requests from the proxy %r carry no valid X-Real-IP: every client behind it"
-                " counts as one address for login throttling (README, Production: the"
-                " proxy block).",
-                peer,
-            )
+        if told is None:
+            return None
+        chosen = str(told)
     address = _address(chosen)
     if address is None:
         return ""
@@ -90,6 +79,31 @@ def client_address_of(meta: Mapping[str, Any]) -> str:
         network = ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False)
         return str(network.network_address)
     return str(address)
+
+
+def client_address_of(meta: Mapping[str, Any]) -> str:
+    """The client's address, for counting its attempts, from a request's META (or a WSGI
+    environ): the peer's own address, unless the peer is a trusted proxy (TRUSTED_PROXIES),
+    in which case the address the proxy puts in X-Real-IP. An IPv6 address counts as its
+    /64 (written as the network's first address); an IPv4-mapped one as the IPv4 address.
+    Empty when there is none (a Unix socket without the header). The one rule for every
+    count of the portal's and of ID sync (partners/idsync/limits.py)."""
+    told = told_client_address(meta)
+    if told is not None:
+        return told
+    peer = str(meta.get("REMOTE_ADDR") or "")
+    if peer not in _warned_proxies and not settings.DEBUG:
+        # Every client behind this proxy now counts as one: say so, once per process
+        # (not in DEBUG: `make demo`'s browser reaches the server directly, from here).
+        _warned_proxies.add(peer)
+        logger.warning(
+            "Requests from the proxy %r carry no valid X-Real-IP: every client behind it"
+            " counts as one address for login throttling (README, Production: the"
+            " proxy block).",
+            peer,
+        )
+    address = _address(peer)
+    return str(address) if address is not None else ""
 
 
 def client_address(request: HttpRequest) -> str:

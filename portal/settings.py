@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -25,12 +25,43 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate such as ``600/10m`` (django-ratelimit's form: a count, then per how many
+    seconds, minutes, hours or days) as ``(count, seconds)``."""
+    value = os.environ.get(name) or default
+    count, _, period = value.strip().partition("/")
+    unit, multiple = period[-1:], period[:-1] or "1"
+    if not (count.isdigit() and multiple.isdigit() and unit in _PERIOD_SECONDS):
+        raise ImproperlyConfigured(f"{name} is a count per period such as 600/10m, not {value!r}")
+    if int(count) < 1 or int(multiple) < 1:
+        raise ImproperlyConfigured(f"{name}: the count and the period are at least 1")
+    return int(count), int(multiple) * _PERIOD_SECONDS[unit]
+
+
+def env_datetime(name: str) -> datetime | None:
+    """An ISO 8601 date or date and time (UTC unless it says otherwise), or None when unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is an ISO 8601 date and time, not {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=1 for a local run).")
     SECRET_KEY = "insecure-local-development-key"
+# Former keys, still accepted for what was signed with them (the visitors' ID-sync cookies
+# among others) while a new SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -337,6 +368,16 @@ IDSYNC_COOKIE_MAX_AGE = int(os.environ.get("IDSYNC_COOKIE_MAX_AGE", str(2 * 365 
 # How long a worker trusts what it read of a data source (active, redirect hosts).
 IDSYNC_SOURCE_CACHE_SECONDS = int(os.environ.get("IDSYNC_SOURCE_CACHE_SECONDS", "30"))
 IDSYNC_MAPPING_TTL_DAYS = int(os.environ.get("IDSYNC_MAPPING_TTL_DAYS", "120"))
+# New profiles and new mappings (and a visitor's opt-outs) written per client address (an
+# IPv6 address counts by its /64) and per data source, in fixed windows, counted in Redis
+# (README "HTTP ID sync"): past either, a call answers as usual but writes nothing.
+IDSYNC_NEW_PER_ADDRESS = env_rate("IDSYNC_NEW_PER_ADDRESS", "600/10m")
+IDSYNC_NEW_PER_DPID = env_rate("IDSYNC_NEW_PER_DPID", "200000/10m")
+# Cookies issued before they were signed hold the bare UUID: one is still taken (and issued
+# again, signed) when its profile exists and was made before this time; set it to the time
+# of the upgrade. Unset: any existing profile. Once IDSYNC_COOKIE_MAX_AGE has passed since
+# it, no plain cookie is taken (every one has expired).
+IDSYNC_PLAIN_COOKIES_BEFORE = env_datetime("IDSYNC_PLAIN_COOKIES_BEFORE")
 
 # --- Security behind a proxy ------------------------------------------------------------------
 if env_bool("SECURE_PROXY_SSL_HEADER"):

@@ -14,10 +14,11 @@ from django.db import connection
 
 # For a caller that must stay one statement (the ID-sync endpoint answers a browser on every
 # page view: one round trip): CTEs ``made`` and ``profile`` giving the id of the profile of
-# ``%(uuid)s``, made when new. Used as ``WITH {PROFILE_OF_UUID_CTES}, …``.
+# ``%(uuid)s``, made when new if ``%(may_create)s`` (else ``profile`` is empty for a new
+# one). Used as ``WITH {PROFILE_OF_UUID_CTES}, …``.
 PROFILE_OF_UUID_CTES = """
 made AS (
-    INSERT INTO segments_profile (uuid, created_at) VALUES (%(uuid)s, now())
+    INSERT INTO segments_profile (uuid, created_at) SELECT %(uuid)s, now() WHERE %(may_create)s
     ON CONFLICT (uuid) DO NOTHING RETURNING id
 ), profile AS (
     SELECT id FROM made UNION ALL SELECT id FROM segments_profile WHERE uuid = %(uuid)s LIMIT 1

@@ -30,6 +30,7 @@ REDIRECT_NOT_ALLOWED = 6
 GDPR_INCOMPLETE = 7
 NO_CONSENT = 8
 MISSING_ID = 9
+TOO_MANY_NEW = 10  # over the limits of partners/idsync/limits.py (only /optout says so)
 
 
 @dataclass(frozen=True)

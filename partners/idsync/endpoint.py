@@ -12,27 +12,35 @@ import json
 import secrets
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import psycopg
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 
+from partners.idsync import limits
 from partners.idsync.calls import (
     BAD_ENCODING,
     INACTIVE_DATA_SOURCE,
     REDIRECT_NOT_ALLOWED,
+    TOO_MANY_NEW,
     UNKNOWN_DPID,
     UUID_PLACEHOLDER,
     CallError,
     parse_ibs_call,
     redirect_host_allowed,
 )
+from partners.idsync.cookies import cookie_uuids, signed_value
 from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE, MAX_PROFILES_PER_DPUUID
 from partners.inbound.lines import user_id_problem
+from portal.auth import told_client_address
 from portal.health import health_report, healthy
+from segments.models import Profile
 from segments.realizations import PROFILE_OF_UUID_CTES
 
 StartResponse = Callable[..., Any]
@@ -52,15 +60,24 @@ NO_CACHE = [
 # One statement: the profile (made for a new cookie), the mappings (refreshed when known and
 # not seen within the hour; never for opted-out IDs), and the caps of SPEC §2.1 for new
 # ones (oldest evicted). Rows written by one statement are invisible to its other parts,
-# hence the ranks from cap - 1.
+# hence the ranks from cap - 1. With %(may_create)s false it only refreshes what exists, and
+# says what a write would add: whether the profile exists, and the DPIDs of the IDs not
+# mapped to it yet (so that a returning visitor is counted against the limits only when
+# something new would be written).
 SYNC_SQL = f"""
-WITH {PROFILE_OF_UUID_CTES}, mapped AS (
-    INSERT INTO partners_idmapping (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
-    SELECT v.dpid, v.dpuuid, profile.id, now(), now()
-    FROM profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) AS v(dpid, dpuuid)
+WITH {PROFILE_OF_UUID_CTES}, ids AS (
+    SELECT v.dpid, v.dpuuid, EXISTS (
+        SELECT 1 FROM partners_idmapping m JOIN profile ON m.profile_id = profile.id
+        WHERE m.data_source_id = v.dpid AND m.dpuuid = v.dpuuid) AS known
+    FROM unnest(%(dpids)s::int[], %(dpuuids)s::text[]) AS v(dpid, dpuuid)
     WHERE NOT EXISTS (SELECT 1 FROM partners_idsyncoptout o
                       WHERE o.data_source_id = v.dpid AND o.dpuuid = v.dpuuid
-                        AND (o.profile_id IS NULL OR o.profile_id = profile.id))
+                        AND (o.profile_id IS NULL OR o.profile_id IN (SELECT id FROM profile)))
+), mapped AS (
+    INSERT INTO partners_idmapping (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
+    SELECT ids.dpid, ids.dpuuid, profile.id, now(), now()
+    FROM profile, ids
+    WHERE ids.known OR %(may_create)s
     ON CONFLICT (data_source_id, dpuuid, profile_id) DO UPDATE SET last_seen_at = now()
         -- a returning visitor syncs on every page view: refresh at most hourly (expiry
         -- counts days), so most of their calls write nothing at all
@@ -83,7 +100,8 @@ WITH {PROFILE_OF_UUID_CTES}, mapped AS (
 ), evicted AS (
     DELETE FROM partners_idmapping WHERE id IN (SELECT id FROM over_cap) RETURNING 1
 )
-SELECT (SELECT count(*) FROM mapped), (SELECT count(*) FROM evicted)
+SELECT EXISTS (SELECT 1 FROM profile), ARRAY(SELECT dpid FROM ids WHERE NOT known),
+       (SELECT count(*) FROM evicted)
 """
 
 # A visitor's own opt-out (README "HTTP ID sync"): only the mappings of the visitor's cookie
@@ -97,10 +115,13 @@ WITH profile AS (
     SELECT v.dpid, v.dpuuid, profile.id, now()
     FROM profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
     ON CONFLICT DO NOTHING RETURNING 1
+), forgotten AS (
+    DELETE FROM partners_idmapping m
+    USING profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
+    WHERE m.data_source_id = v.dpid AND m.dpuuid = v.dpuuid AND m.profile_id = profile.id
+    RETURNING 1
 )
-DELETE FROM partners_idmapping m
-USING profile, unnest(%(dpids)s::int[], %(dpuuids)s::text[]) v(dpid, dpuuid)
-WHERE m.data_source_id = v.dpid AND m.dpuuid = v.dpuuid AND m.profile_id = profile.id
+SELECT EXISTS (SELECT 1 FROM profile)
 """
 
 
@@ -159,31 +180,52 @@ def _raw_target(environ: dict[str, Any]) -> str:
     return f"{path}?{query}" if query else path
 
 
-def _cookie_uuid(environ: dict[str, Any]) -> str | None:
-    name = settings.IDSYNC_COOKIE_NAME + "="
-    for part in environ.get("HTTP_COOKIE", "").split(";"):
-        part = part.strip()
-        if part.startswith(name):
-            value = part[len(name) :]
-            if len(value) == 38 and value.isascii() and value.isdigit():
-                return value
-    return None
-
-
 def new_uuid() -> str:
     """A random platform UUID: 38 decimal digits, from the OS's cryptographic source."""
     return str(secrets.randbelow(9 * 10**37) + 10**37)
 
 
-def _visitor(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
-    """The visitor's UUID (from the cookie, or a new one) and the headers of the answer:
-    no caching, and the cookie when it is new."""
+def _plain_cookie_taken(uuid: str) -> bool:
+    """Whether a plain cookie (issued before cookies were signed) is still taken: its
+    profile exists and was made before IDSYNC_PLAIN_COOKIES_BEFORE, which is not older than
+    IDSYNC_COOKIE_MAX_AGE (past that, every plain cookie has expired)."""
+    before = settings.IDSYNC_PLAIN_COOKIES_BEFORE
+    profiles = Profile.objects.filter(uuid=uuid)
+    if before is not None:
+        if timezone.now() > before + timedelta(seconds=settings.IDSYNC_COOKIE_MAX_AGE):
+            return False
+        profiles = profiles.filter(created_at__lt=before)
+    return profiles.exists()
+
+
+def _cookie_visitor(environ: dict[str, Any]) -> tuple[str | None, bool]:
+    """The UUID of the visitor's cookie, verified (None: no cookie that is ours), and
+    whether the cookie must be issued again, signed (a plain one still taken). A plain
+    cookie costs a database read; may raise DatabaseError."""
+    found = cookie_uuids(environ.get("HTTP_COOKIE", ""), settings.IDSYNC_COOKIE_NAME)
+    if found.signed is not None:
+        return found.signed, found.stale
+    if found.plain is not None and _plain_cookie_taken(found.plain):
+        return found.plain, True
+    return None, False
+
+
+class Visitor(NamedTuple):
+    uuid: str
+    known: bool  # from the visitor's own (verified) cookie; else new
+    headers: list[tuple[str, str]]  # no caching, and the cookie when (re)issued
+
+
+def _visitor(environ: dict[str, Any]) -> Visitor:
+    """The visitor's UUID (from the cookie, or a new one) and the headers of the answer."""
     headers = list(NO_CACHE)
-    uuid = _cookie_uuid(environ)
+    uuid, reissue = _cookie_visitor(environ)
+    known = uuid is not None
     if uuid is None:
         uuid = new_uuid()
+    if reissue or not known:
         headers.append(_cookie_header(uuid, environ))
-    return uuid, headers
+    return Visitor(uuid, known, headers)
 
 
 def _https(environ: dict[str, Any]) -> bool:
@@ -197,7 +239,7 @@ def _https(environ: dict[str, Any]) -> bool:
 
 def _cookie_header(uuid: str, environ: dict[str, Any]) -> tuple[str, str]:
     parts = [
-        f"{settings.IDSYNC_COOKIE_NAME}={uuid}",
+        f"{settings.IDSYNC_COOKIE_NAME}={signed_value(uuid)}",
         "Path=/",
         f"Max-Age={settings.IDSYNC_COOKIE_MAX_AGE}",
         "SameSite=None",
@@ -210,11 +252,16 @@ def _cookie_header(uuid: str, environ: dict[str, Any]) -> tuple[str, str]:
     return ("Set-Cookie", "; ".join(parts))
 
 
-def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
+def _json(
+    start_response: StartResponse,
+    status: str,
+    body: dict[str, Any],
+    headers: list[tuple[str, str]] = NO_CACHE,
+) -> list[bytes]:
     data = json.dumps(body).encode()
     start_response(
         status,
-        [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *NO_CACHE],
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
     )
     return [data]
 
@@ -290,27 +337,63 @@ def _connection_refreshed() -> None:
 _sessions_ready: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def _sync_write(params: dict[str, Any]) -> None:
+def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list[int]]:
     """Run SYNC_SQL on the worker's database connection, as a prepared statement (planned
     once per connection, not per call) with asynchronous commit: a crash may lose the last
     fraction of a second of syncs (browsers sync again on the next page view), never
-    corrupt anything, and a call does not wait for a disk flush."""
+    corrupt anything, and a call does not wait for a disk flush. Returns whether the
+    profile existed (or was made) and the DPIDs of the IDs not mapped to it before."""
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
     if raw not in _sessions_ready:  # a new connection (first call, or after a reconnect)
         raw.execute("SET synchronous_commit = off")
+        # Planned once: left to choose, PostgreSQL keeps planning SYNC_SQL anew for each
+        # call (0.5 ms: its generic plan is estimated dearer, the may_create switch being
+        # unknown), though the generic plan runs as fast. Only prepared statements follow
+        # this setting, and this is the only one on the connection.
+        raw.execute("SET plan_cache_mode = force_generic_plan")
         # Django turns psycopg's prepared statements off (its own cursors bind client-side
         # and never use them); this endpoint's one statement is prepared explicitly.
         raw.prepare_threshold = 1_000_000
         _sessions_ready.add(raw)
     # A server-side-binding cursor: Django's own bind client-side, which cannot prepare.
     with psycopg.Cursor(raw) as cursor:
-        cursor.execute(SYNC_SQL, params, prepare=True)
+        cursor.execute(SYNC_SQL, {**params, "may_create": may_create}, prepare=True)
+        row = cursor.fetchone()
+    assert row is not None
+    return bool(row[0]), list(row[1])
+
+
+def _sync(environ: dict[str, Any], visitor: Visitor, ids: list[tuple[int, str]]) -> None:
+    """Map the IDs to the visitor, within the limits (partners/idsync/limits.py). Only what
+    would be new is counted: a new visitor's profile and IDs; for a visitor whose cookie is
+    known, a first statement refreshes what exists and says what is new (most calls of a
+    returning visitor: nothing, and no count)."""
+    params = {
+        "uuid": visitor.uuid,
+        "dpids": [dpid for dpid, _ in ids],
+        "dpuuids": [dpuuid for _, dpuuid in ids],
+        "per_dpuuid": MAX_PROFILES_PER_DPUUID,
+        "per_profile": MAX_DPUUIDS_PER_PROFILE,
+    }
+    if visitor.known:
+        has_profile, unmapped = _sync_write(params, may_create=False)
+        if has_profile and not unmapped:
+            return
+    else:  # a new UUID: no profile, nothing mapped yet
+        has_profile, unmapped = False, [dpid for dpid, _ in ids]
+    rows_per_dpid = Counter(unmapped)
+    if not has_profile:  # the profile counts for each data source of the call
+        rows_per_dpid.update({dpid: 1 for dpid, _ in ids})
+    rows = len(unmapped) + (0 if has_profile else 1)
+    if limits.admit(address=told_client_address(environ), rows=rows, rows_per_dpid=rows_per_dpid):
+        _sync_write(params, may_create=True)
 
 
 def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-    """``/ibs:`` and ``/ibs?``: map the partner's IDs to the visitor's UUID."""
+    """``/ibs:`` and ``/ibs?``: map the partner's IDs to the visitor's UUID. Past the limits
+    the answer is the same; nothing is written."""
     call = parse_ibs_call(_raw_target(environ))
     try:
         errors = call.errors or _once_more_if_dropped(lambda: _source_errors(call.ids))
@@ -323,57 +406,64 @@ def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[b
             errors = [CallError(REDIRECT_NOT_ALLOWED, "the redirect goes to a host not allowed")]
     if errors:
         return _errors(start_response, errors)
-    uuid, headers = _visitor(environ)
-    params = {
-        "uuid": uuid,
-        "dpids": [dpid for dpid, _ in call.ids],
-        "dpuuids": [dpuuid for _, dpuuid in call.ids],
-        "per_dpuuid": MAX_PROFILES_PER_DPUUID,
-        "per_profile": MAX_DPUUIDS_PER_PROFILE,
-    }
     try:
-        _once_more_if_dropped(lambda: _sync_write(params))
+        visitor = _once_more_if_dropped(lambda: _visitor(environ))
+        _once_more_if_dropped(lambda: _sync(environ, visitor, call.ids))
     except (DatabaseError, psycopg.Error):
         return _unavailable(start_response)
     if call.redirect is not None:
-        location = call.redirect.replace(UUID_PLACEHOLDER, uuid)
-        start_response("302 Found", [("Location", location), ("Content-Length", "0"), *headers])
+        location = call.redirect.replace(UUID_PLACEHOLDER, visitor.uuid)
+        start_response(
+            "302 Found", [("Location", location), ("Content-Length", "0"), *visitor.headers]
+        )
         return [b""]
     start_response(
-        "200 OK", [("Content-Type", "image/gif"), ("Content-Length", str(len(PIXEL))), *headers]
+        "200 OK",
+        [("Content-Type", "image/gif"), ("Content-Length", str(len(PIXEL))), *visitor.headers],
     )
     return [PIXEL]
 
 
 def optout_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     """``/optout?d_cid=<DPID>%01<ID>``: the visitor making the call opts out of these IDs.
-    Only their own cookie's UUID is concerned: its mappings to these IDs go and are never made
-    again. Without the cookie there is nothing of theirs to forget, and nothing changes: an
-    opt-out for an ID, whoever holds it, is the data source's (``POST /api/v1/optouts``)."""
+    Only their own (verified) cookie's UUID is concerned: its mappings to these IDs go and
+    are never made again. Without such a cookie there is nothing of theirs to forget, and
+    nothing changes: an opt-out for an ID, whoever holds it, is the data source's (``POST
+    /api/v1/optouts``). Each ID is a row written, counted against the limits."""
     call = parse_ibs_call(_raw_target(environ).replace("/optout", "/ibs", 1))
-    uuid = _cookie_uuid(environ)
-
-    def opt_out() -> list[CallError]:
-        errors = [e for e in call.errors if e.code not in (7, 8)] or _source_errors(call.ids)
-        if not errors and uuid is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    VISITOR_OPT_OUT_SQL,
-                    {
-                        "uuid": uuid,
-                        "dpids": [dpid for dpid, _ in call.ids],
-                        "dpuuids": [d for _, d in call.ids],
-                    },
-                )
-        return errors
-
+    headers = list(NO_CACHE)
     try:
-        errors = _once_more_if_dropped(opt_out)
+        errors = [e for e in call.errors if e.code not in (7, 8)] or _once_more_if_dropped(
+            lambda: _source_errors(call.ids)
+        )
         if errors:
             return _errors(start_response, errors)
+        uuid, reissue = _once_more_if_dropped(lambda: _cookie_visitor(environ))
+        if uuid is None:
+            return _json(start_response, "200 OK", {"opted_out": 0})
+        if reissue:
+            headers.append(_cookie_header(uuid, environ))
+        per_dpid = Counter(dpid for dpid, _ in call.ids)
+        address = told_client_address(environ)
+        if not limits.admit(address=address, rows=len(call.ids), rows_per_dpid=per_dpid):
+            error = CallError(TOO_MANY_NEW, "too many opt-outs from here just now: try later")
+            return _errors(start_response, [error], "429 Too Many Requests")
+        params = {
+            "uuid": uuid,
+            "dpids": [dpid for dpid, _ in call.ids],
+            "dpuuids": [d for _, d in call.ids],
+        }
+        row = _once_more_if_dropped(lambda: _visitor_opt_out(params))
     except (DatabaseError, psycopg.Error):
         return _unavailable(start_response)
-    return _json(start_response, "200 OK", {"opted_out": len(call.ids) if uuid is not None else 0})
+    opted_out = len(call.ids) if row and row[0] else 0  # a profile to opt out, or none yet
+    return _json(start_response, "200 OK", {"opted_out": opted_out}, headers)
+
+
+def _visitor_opt_out(params: dict[str, Any]) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(VISITOR_OPT_OUT_SQL, params)
+        return cursor.fetchone()
 
 
 def idsync_out_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -390,9 +480,12 @@ def idsync_out_answer(environ: dict[str, Any], start_response: StartResponse) ->
     if source is None or not source.active or not source.idsync_url_template:
         error = CallError(UNKNOWN_DPID, "no active data source with a partner ID-sync URL here")
         return _errors(start_response, [error], "404 Not Found")
-    uuid, headers = _visitor(environ)
-    location = source.idsync_url_template.replace(UUID_PLACEHOLDER, uuid)
-    start_response("302 Found", [("Location", location), ("Content-Length", "0"), *headers])
+    try:
+        visitor = _once_more_if_dropped(lambda: _visitor(environ))
+    except (DatabaseError, psycopg.Error):
+        return _unavailable(start_response)
+    location = source.idsync_url_template.replace(UUID_PLACEHOLDER, visitor.uuid)
+    start_response("302 Found", [("Location", location), ("Content-Length", "0"), *visitor.headers])
     return [b""]
 
 

@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from partners.idsync.cookies import signed_value
 from partners.idsync.endpoint import PIXEL, sources, with_idsync_endpoints
 from partners.models import DataSource, IDMapping, IDSyncOptOut
 from segments.models import Profile
@@ -41,20 +42,41 @@ class Answer:
         return self.headers.get("Set-Cookie")
 
     @property
+    def uuid(self) -> str:
+        """The UUID of the cookie issued (its value is ``<UUID>:<signature>``)."""
+        assert self.cookie is not None
+        value = self.cookie.split(";")[0].split("=", 1)[1]
+        uuid = value.split(":")[0]
+        assert value == signed_value(uuid)
+        return uuid
+
+    @property
     def error_codes(self) -> list[int]:
         return [e["code"] for e in json.loads(self.body)["errors"]]
 
 
-def get(target: str, *, cookie: str | None = None, https: bool = False) -> Answer:
-    """Call the application as gunicorn would: the raw target in RAW_URI."""
-    environ: dict[str, Any] = {}
+def get(
+    target: str,
+    *,
+    cookie: str | None = None,
+    raw_cookie: str | None = None,
+    https: bool = False,
+    **environ_extra: str,
+) -> Answer:
+    """Call the application as gunicorn would: the raw target in RAW_URI. ``cookie``: the
+    visitor's UUID, sent signed as the endpoint issues it; ``raw_cookie``: the Cookie header
+    as given; ``environ_extra``: e.g. REMOTE_ADDR, HTTP_X_REAL_IP."""
+    environ: dict[str, Any] = {"REMOTE_ADDR": "127.0.0.1"}
     setup_testing_defaults(environ)
     path, _, query = target.partition("?")
     environ.update(
         PATH_INFO=unquote_to_bytes(path).decode("latin-1"), QUERY_STRING=query, RAW_URI=target
     )
     if cookie:
-        environ["HTTP_COOKIE"] = f"other=1; dd_uuid={cookie}"
+        environ["HTTP_COOKIE"] = f"other=1; dd_uuid={signed_value(cookie)}"
+    if raw_cookie is not None:
+        environ["HTTP_COOKIE"] = raw_cookie
+    environ.update(environ_extra)
     if https:
         environ["wsgi.url_scheme"] = "https"
     seen: dict[str, Any] = {}
@@ -93,7 +115,7 @@ def test_a_new_visitor_gets_a_cookie_a_pixel_and_a_mapping() -> None:
     assert answer.body == PIXEL
     assert "no-store" in answer.headers["Cache-Control"]
     assert answer.cookie is not None
-    uuid = answer.cookie.split(";")[0].split("=")[1]
+    uuid = answer.uuid
     assert len(uuid) == 38
     assert uuid.isdigit()
     assert "SameSite=None" in answer.cookie
@@ -274,7 +296,7 @@ def test_an_opt_out_without_the_visitors_cookie_changes_nothing() -> None:
 def test_outbound_sync_sends_the_visitor_to_the_partner() -> None:
     answer = get("/idsync/out/21")
     assert answer.status == 302
-    uuid = answer.headers["Set-Cookie"].split(";")[0].split("=")[1]
+    uuid = answer.uuid
     assert answer.headers["Location"] == f"https://partner.example/sync?our_id={uuid}"
     assert get("/idsync/out/22").status == 404  # no partner URL configured
     assert get("/idsync/out/99").status == 404
