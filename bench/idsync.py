@@ -88,7 +88,12 @@ def _refused_today(redis_url: str) -> int:
 
 
 def _seed(database_url: str) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url}
+    # As `make bench-idsync` runs it: no SECRET_KEY in the environment (the settings need one).
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
+    }
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "--verbosity", "0"], check=True, env=env)
     create = (
