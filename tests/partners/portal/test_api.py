@@ -57,7 +57,7 @@ def test_files_and_receipts_of_the_token_partner_only(
     assert (body["records_received"], body["stored_records"], body["no_matching_ids"]) == (2, 1, 1)
     other = api_token_rotate(partner=PartnerFactory.create(), by="test")
     assert client.get(f"/api/v1/receipts/{receipt.pk}", headers=_bearer(other)).status_code == 404
-    assert client.get("/api/v1/files", headers=_bearer(other)).json() == {"files": []}
+    assert client.get("/api/v1/files", headers=_bearer(other)).json() == {"files": [], "next": None}
 
 
 def test_upload_and_dry_run(client: Client, token: str) -> None:
@@ -118,7 +118,7 @@ def test_a_split_part_waits_for_the_others(client: Client, token: str) -> None:
     )
     assert made.status_code == 201
     [row] = made.json()["files"]
-    assert (row["status"], row["status_detail"]) == ("waiting", "parts here: 1")
+    assert (row["status"], row["status_detail"]) == ("waiting", "part 1 here")
 
 
 def test_a_data_source_opts_out_its_own_ids_for_every_visitor(
