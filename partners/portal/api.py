@@ -15,6 +15,7 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
@@ -72,6 +73,10 @@ def _error(status: int, msg: str, field: str | None = None) -> JsonResponse:
 
 
 def token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API's views: the token's partner on the request; and a body Django refuses to
+    read (past ``DATA_UPLOAD_MAX_MEMORY_SIZE``, too many fields or files) answered in the
+    API's JSON error shape rather than Django's HTML 400."""
+
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         partner = api_partner(request)
@@ -80,7 +85,14 @@ def token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
             response["WWW-Authenticate"] = "Bearer"
             return response
         request.partner = partner  # type: ignore[attr-defined]
-        return view(request, *args, **kwargs)
+        field = "ids" if request.path.endswith("/optouts") else "file"
+        try:
+            return view(request, *args, **kwargs)
+        except RequestDataTooBig:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return _error(413, f"the body is larger than the {limit:,} byte limit", field)
+        except (TooManyFieldsSent, TooManyFilesSent):
+            return _error(400, "too many form fields or files in one call", field)
 
     return csrf_exempt(wrapped)
 
@@ -249,6 +261,8 @@ def optouts_api(request: HttpRequest) -> HttpResponse:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         return _error(400, "the body is not JSON", "ids")
+    except RecursionError:  # arrays nested thousands deep: no list of IDs is
+        return _error(400, "the body is JSON nested too deep", "ids")
     items = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         return _error(400, 'send {"ids": [{"dpid": <DPID>, "dpuuid": "<DPUUID>"}, …]}', "ids")

@@ -173,3 +173,58 @@ def test_opt_out_calls_that_are_not_lists_of_ids(
     assert answer.status_code == status
     assert answer.json()["errors"][0]["field"] == "ids"
     assert client.post("/api/v1/optouts", b"{}", content_type="application/json").status_code == 401
+
+
+def test_opt_outs_count_the_new_ones_not_the_ids_sent(client: Client, token: str) -> None:
+    """An ID sent twice, or already opted out by an earlier call, is not counted again."""
+
+    def send(*dpuuids: str) -> dict[str, Any]:
+        ids = [{"dpid": 21, "dpuuid": dpuuid} for dpuuid in dpuuids]
+        answer = client.post(
+            "/api/v1/optouts", {"ids": ids}, content_type="application/json", headers=_bearer(token)
+        )
+        assert answer.status_code == 200, answer.content
+        body: dict[str, Any] = answer.json()
+        return body
+
+    assert send("u1", "u2", "u1")["opted_out"] == 2
+    assert send("u1", "u2")["opted_out"] == 0  # both opted out already
+    assert send("u2", "u3", "u3")["opted_out"] == 1
+    assert IDSyncOptOut.objects.count() == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        # Past DATA_UPLOAD_MAX_MEMORY_SIZE (Django's HTML 400 before).
+        (b'{"ids": [' + b'{"dpid": 21, "dpuuid": "u1"}, ' * 100_000 + b"1]}", 413),
+        (b'{"ids": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),  # nested past recursion
+        (b"[" * 200_000, 400),
+        (
+            b'{"ids": ['
+            + b'{"dpid": 21, "dpuuid": "u1"},' * 1000
+            + b'{"dpid": 21, "dpuuid": "x"}]}',
+            400,
+        ),
+    ],
+)
+def test_oversized_or_deep_opt_out_bodies_get_the_apis_json_error(
+    client: Client, token: str, body: bytes, status: int
+) -> None:
+    answer = client.post(
+        "/api/v1/optouts", body, content_type="application/json", headers=_bearer(token)
+    )
+    assert answer.status_code == status
+    assert answer["Content-Type"] == "application/json"
+    [error] = answer.json()["errors"]
+    assert error["field"] == "ids"
+    assert error["msg"]
+    assert not IDSyncOptOut.objects.exists()
+
+
+def test_too_many_form_fields_get_the_apis_json_error(client: Client, token: str) -> None:
+    fields = {f"f{n}": "x" for n in range(1500)}  # past DATA_UPLOAD_MAX_NUMBER_FIELDS
+    answer = client.post("/api/v1/files", fields, headers=_bearer(token))
+    assert answer.status_code == 400
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json()["errors"][0]["msg"]
