@@ -102,5 +102,8 @@ def _taxonomy_page(request: HttpRequest, handler: WorkbookUploadHandler) -> Http
         "viewable": [sheet.name for sheet in sheets_viewable(request.user)],
         "importable": [sheet.name for sheet in importable],
         "all_sheets": len(importable) == len(sheets_viewable(None)),
+        "errors_shown": settings.TAXONOMY_ERRORS_SHOWN,
+        "max_rows": f"{settings.TAXONOMY_MAX_ROWS:,}",
+        "max_bytes": settings.TAXONOMY_MAX_BYTES,
     }
     return TemplateResponse(request, "admin/taxonomy.html", context)
