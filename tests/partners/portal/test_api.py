@@ -228,3 +228,17 @@ def test_too_many_form_fields_get_the_apis_json_error(client: Client, token: str
     assert answer.status_code == 400
     assert answer["Content-Type"] == "application/json"
     assert answer.json()["errors"][0]["msg"]
+
+
+def test_an_opt_out_of_a_lone_surrogate_is_refused_in_words(client: Client, token: str) -> None:
+    """JSON can spell a UTF-16 half (\\ud800) that is no text: a 500 from the database
+    driver before; now that item is refused and the others are recorded."""
+    body = b'{"ids": [{"dpid": 21, "dpuuid": "a\\ud800b"}, {"dpid": 21, "dpuuid": "ok"}]}'
+    answer = client.post(
+        "/api/v1/optouts", body, content_type="application/json", headers=_bearer(token)
+    )
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["opted_out"] == 1
+    [rejected] = answer.json()["rejected"]
+    assert rejected["index"] == 0
+    assert "lone surrogate" in rejected["msg"]
