@@ -55,6 +55,15 @@ def workbook_size_check(workbook: IO[bytes]) -> None:
                 f" {_bytes(settings.TAXONOMY_MAX_UNCOMPRESSED_BYTES)} are read"
                 " (TAXONOMY_MAX_UNCOMPRESSED_BYTES)"
             )
+        for info in archive.infolist():
+            # Shared strings, styles, the list of sheets: openpyxl holds each whole in memory.
+            whole = not info.filename.startswith("xl/worksheets/")
+            if whole and info.file_size > settings.TAXONOMY_MAX_UNCOMPRESSED_BYTES // 4:
+                raise WorkbookTooBig(
+                    f"the workbook's part {info.filename} unpacks to {_bytes(info.file_size)}:"
+                    f" at most {_bytes(settings.TAXONOMY_MAX_UNCOMPRESSED_BYTES // 4)} are read"
+                    " (a quarter of TAXONOMY_MAX_UNCOMPRESSED_BYTES)"
+                )
         sheets = [i for i in archive.infolist() if i.filename.startswith("xl/worksheets/")]
         rows = 0
         for info in sheets:

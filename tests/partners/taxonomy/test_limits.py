@@ -207,3 +207,17 @@ def test_problems_are_listed_up_to_a_number_then_counted(
     assert errors.getvalue().count("\n") == 201
     assert "… and 1,800 more" in errors.getvalue()
     assert not DataSource.objects.filter(dpid=5001).exists()
+
+
+def test_a_part_read_whole_is_held_to_a_quarter_of_the_unpacked_limit(settings: Any) -> None:
+    """Shared strings (or styles) are read whole into memory by openpyxl: a workbook whose
+    sharedStrings.xml alone unpacks past a quarter of the limit is refused unopened."""
+    settings.TAXONOMY_MAX_UNCOMPRESSED_BYTES = 4_000_000
+    workbook = io.BytesIO(traits_workbook(10).getvalue())
+    with zipfile.ZipFile(workbook, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "xl/sharedStrings.xml", b"<sst>" + b"<si><t>x</t></si>" * 70_000 + b"</sst>"
+        )
+    workbook.seek(0)
+    refused = _refused(workbook)
+    assert refused.errors[0].startswith("the workbook's part xl/sharedStrings.xml unpacks to")
