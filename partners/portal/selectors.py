@@ -338,7 +338,8 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
             "Your files and where each one is",
             curl(f"{api}/files"),
             '{"files": [{"name", "status", "status_label", "status_detail", "progress",'
-            ' "via", "batch", "receipt", "error", …}, …]} — newest first; "progress" is the'
+            ' "via", "batch", "receipt", "error", …}, …], "next": <the next page\'s link, or'
+            ' null>} — 100 a page (?limit= up to 500), newest first; "progress" is the'
             " percent done while it is processed",
         ),
         APIExample(
@@ -349,7 +350,8 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
         APIExample(
             "Send a file",
             curl(f"-F file=@{name}", f"{api}/files"),
-            "201 and the file, queued (a part of a split file waits for the others)",
+            "201 and the file, queued (a part of a split file waits for the others, and"
+            ' "batch" says which parts are here and which are missing)',
         ),
         APIExample(
             "Check a file without applying anything",
@@ -370,6 +372,6 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
                 f"{api}/optouts",
             ),
             '{"opted_out", "mappings_deleted", "rejected": [{"index", "msg"}]}: each ID is'
-            " never mapped again, to anyone",
+            ' never mapped again, to anyone; "opted_out" counts those not opted out before',
         ),
     ]
