@@ -376,6 +376,15 @@ class InboundFile(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [
+            # A split batch's parts in order: its summary, and a part sent twice, are read
+            # from here without reading every part (partners/inbound/split_parts.py).
+            models.Index(fields=["batch", "split"], name="inboundfile_batch_split"),
+            # A partner's files newest first, paged (My files, the API's cursor).
+            models.Index(
+                fields=["partner", "-received_at", "-id"], name="inboundfile_partner_recent"
+            ),
+        ]
         constraints = [
             # A delivery is applied once: only one processed file per name and content.
             models.UniqueConstraint(

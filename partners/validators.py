@@ -15,6 +15,9 @@ _HOST_RE = re.compile(
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def validate_dpuuid(value: str) -> None:
     if not value:
         raise ValidationError("A DPUUID must not be empty.")
@@ -24,6 +27,8 @@ def validate_dpuuid(value: str) -> None:
         raise ValidationError("A DPUUID must not contain a tab.")
     if CONTROL_CHARACTER.search(value):
         raise ValidationError("A DPUUID must not contain control characters.")
+    if _SURROGATE.search(value):  # only a JSON escape (\ud800) makes one: it is no text
+        raise ValidationError("A DPUUID must be text: it holds a lone surrogate (\\ud800-\\udfff).")
 
 
 def validate_redirect_host(value: str) -> None:

@@ -361,6 +361,17 @@ PORTAL_DRY_RUN_LINES = int(os.environ.get("PORTAL_DRY_RUN_LINES", "10000"))
 PORTAL_DRY_RUN_MAX_BYTES = int(os.environ.get("PORTAL_DRY_RUN_MAX_BYTES", str(64 * 1024**2)))
 PORTAL_DRY_RUN_SECONDS = float(os.environ.get("PORTAL_DRY_RUN_SECONDS", "10"))
 
+# --- Taxonomy workbook (partners/taxonomy/limits.py) ------------------------------------------
+# A workbook past any of these is refused at once, with the reason (far above any real one).
+TAXONOMY_MAX_ROWS = int(os.environ.get("TAXONOMY_MAX_ROWS", "100000"))
+TAXONOMY_MAX_BYTES = int(os.environ.get("TAXONOMY_MAX_BYTES", str(50 * 1024**2)))
+# What its zip declares it unpacks to (a zip bomb is refused unopened).
+TAXONOMY_MAX_UNCOMPRESSED_BYTES = int(
+    os.environ.get("TAXONOMY_MAX_UNCOMPRESSED_BYTES", str(200 * 1024**2))
+)
+# Problems listed when an import is refused; the others are counted.
+TAXONOMY_ERRORS_SHOWN = int(os.environ.get("TAXONOMY_ERRORS_SHOWN", "200"))
+
 # --- HTTP ID sync (/ibs:) --------------------------------------------------------------------
 IDSYNC_COOKIE_NAME = os.environ.get("IDSYNC_COOKIE_NAME", "dd_uuid")
 IDSYNC_COOKIE_DOMAIN = os.environ.get("IDSYNC_COOKIE_DOMAIN") or None

@@ -140,3 +140,32 @@ def test_onboarding_report_chart_click_a_day_see_its_table(
 
     page.click("#report-show-all")
     assert page.locator("#report-table tbody tr:visible").count() == 13
+
+
+def test_a_refused_big_workbook_lists_its_first_problems_then_counts(
+    staff_page: Any, tmp_path: Path
+) -> None:
+    """Issue 22: 2,000 problems are 200 lines and '… and 1,800 more', at 1366 and 390 px."""
+    from tests.partners.taxonomy.test_limits import traits_workbook
+
+    page = staff_page
+    page.click("text=Taxonomy workbook (XLSX import / export)")
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(traits_workbook(1000, bad=True).getvalue())
+    page.set_input_files("#id_workbook", str(bad))
+    page.click("input[value='Import workbook']")
+    page.wait_for_selector("#taxonomy-errors")
+    errors = page.locator("#taxonomy-errors li").all_inner_texts()
+    assert len(errors) == 201
+    assert errors[-1] == "… and 1,800 more"
+    assert "2,000 problems. Nothing was changed." in page.inner_text(".errornote")
+    artifacts = Path(__file__).resolve().parents[1] / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    for width, height in ((1366, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(artifacts / f"admin-taxonomy-refused-{width}.png"))
+        page.locator("#taxonomy-errors li").last.scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts / f"admin-taxonomy-refused-{width}-end.png"))
+        page.evaluate("window.scrollTo(0, 0)")
+        wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+        assert not wide, width

@@ -17,6 +17,8 @@ from partners.models import DataSource, IDSyncOptOut, Partner
 
 MAX_OPT_OUTS_PER_CALL = 1000
 
+# The opt-outs recorded (an ID already opted out by the data source is not recorded again:
+# only new ones are counted) and the mappings deleted, in one statement.
 _RECORD_SQL = """
 WITH given AS (
     SELECT DISTINCT v.dpid, v.dpuuid
@@ -25,15 +27,18 @@ WITH given AS (
     INSERT INTO partners_idsyncoptout (data_source_id, dpuuid, profile_id, created_at)
     SELECT dpid, dpuuid, NULL, now() FROM given
     ON CONFLICT DO NOTHING RETURNING 1
+), deleted AS (
+    DELETE FROM partners_idmapping m USING given
+    WHERE m.data_source_id = given.dpid AND m.dpuuid = given.dpuuid
+    RETURNING 1
 )
-DELETE FROM partners_idmapping m USING given
-WHERE m.data_source_id = given.dpid AND m.dpuuid = given.dpuuid
+SELECT (SELECT count(*) FROM recorded), (SELECT count(*) FROM deleted)
 """
 
 
 @dataclass
 class OptOutsRecorded:
-    opted_out: int = 0
+    opted_out: int = 0  # new opt-outs: an ID sent twice, or opted out before, counts none
     mappings_deleted: int = 0
     # One entry per refused item: its position in the call and why, in a partner's words.
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -77,6 +82,7 @@ def optouts_record(*, partner: Partner, items: list[Any]) -> OptOutsRecorded:
                 _RECORD_SQL,
                 {"dpids": [dpid for dpid, _ in good], "dpuuids": [dpuuid for _, dpuuid in good]},
             )
-            result.mappings_deleted = cursor.rowcount
-        result.opted_out = len(set(good))
+            counts = cursor.fetchone()
+        assert counts is not None
+        result.opted_out, result.mappings_deleted = counts
     return result

@@ -4,6 +4,8 @@ processing machinery (views, the API and commands only need these)."""
 from __future__ import annotations
 
 ALREADY_PROCESSED = "already processed (same name and content)"
+# A part of a split file sent again while its batch waits for the others.
+PART_ALREADY_HERE = "this part is already here with the same content"
 PROCESSING_FAILED = (
     "the processing failed on our side, several times; nothing of the batch was applied."
     " Our team has been told: send the file again, or wait for them to contact you"

@@ -9,6 +9,7 @@ c2c_id_…                                                 (ID sync, hashed e-ma
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -188,8 +189,73 @@ def parse_inbound_file_name(name: str) -> InboundFileName:
 def parts_missing(parts: list[int]) -> list[int]:
     """The part numbers missing from a split file's ``parts``: the gaps between the first
     part (0 or 1, whichever the partner counts from) and the highest part received."""
-    present = set(parts)
-    if not present:
-        return []
-    first = 0 if 0 in present else 1
-    return [number for number in range(first, max(present)) if number not in present]
+    return [n for first, last in _gaps(sorted(set(parts))) for n in range(first, last + 1)]
+
+
+# What is said of a split file's parts is bounded whatever the numbers (a lone ``.9999`` is
+# "part 9999 here, missing 1-9998"): at most this many runs of missing parts are named, then
+# counted ("… and 4,989 more"). Part numbers are at most 9999, so the words stay within
+# PARTS_TEXT_MAX_CHARS.
+PART_GAPS_NAMED = 10
+PARTS_TEXT_MAX_CHARS = 200
+
+
+def _gaps(present: list[int]) -> list[tuple[int, int]]:
+    """The runs of numbers missing from sorted, distinct ``present``, from the first part (0
+    when part 0 is there, else 1) to the highest one."""
+    gaps = []
+    expected = 0 if present and present[0] == 0 else 1
+    for number in present:
+        if number > expected:
+            gaps.append((expected, number - 1))
+        expected = number + 1
+    return gaps
+
+
+@dataclass(frozen=True, slots=True)
+class PartsSummary:
+    """The parts of a split file here so far, in a bounded form: the lowest and highest part
+    numbers, how many distinct ones are here, the first runs of missing ones
+    (``PART_GAPS_NAMED`` at most) and how many are missing in all. PostgreSQL makes it for
+    the pages, the uploads and the release (:mod:`partners.inbound.split_parts`); ``of``
+    makes it from the numbers. Its words are the only ones said about parts anywhere: the
+    portal, the API, the batch's ``missing_parts`` and so the receipt and its e-mail."""
+
+    lowest: int
+    highest: int
+    here: int
+    gaps: tuple[tuple[int, int], ...]
+    missing: int
+
+    @classmethod
+    def of(cls, parts: Iterable[int]) -> PartsSummary:
+        present = sorted(set(parts))
+        if not present:
+            return cls(lowest=0, highest=0, here=0, gaps=(), missing=0)
+        gaps = _gaps(present)
+        return cls(
+            lowest=present[0],
+            highest=present[-1],
+            here=len(present),
+            gaps=tuple(gaps[:PART_GAPS_NAMED]),
+            missing=sum(last - first + 1 for first, last in gaps),
+        )
+
+    @property
+    def missing_text(self) -> str:
+        """The missing parts as runs, ``17, 42, 100-120``, the rest counted: ``… and 4,989
+        more`` ("" when none is missing)."""
+        named = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.gaps)
+        more = self.missing - sum(last - first + 1 for first, last in self.gaps)
+        return f"{named} … and {more:,} more" if more else named
+
+    @property
+    def text(self) -> str:
+        """``parts 1-500 here, missing 17, 42``: the span received, then what is missing."""
+        if not self.here:
+            return ""
+        if self.lowest == self.highest:
+            here = f"part {self.lowest} here"
+        else:
+            here = f"parts {self.lowest}-{self.highest} here"
+        return f"{here}, missing {self.missing_text}" if self.missing else here

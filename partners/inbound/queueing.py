@@ -28,8 +28,8 @@ from rq.job import Dependency, Job, JobStatus
 from rq.queue import Queue
 
 from partners.inbound import jobs
-from partners.inbound.names import parts_missing
 from partners.inbound.registration import Registration
+from partners.inbound.split_parts import split_parts_last_received, split_parts_summaries
 from partners.models import InboundBatch
 from partners.rq_jobs import LIVE_JOB_STATUSES
 
@@ -41,9 +41,16 @@ def registration_enqueue(registration: Registration) -> None:
     look at its waiting ones again when the wait for more parts may be over."""
     for batch in registration.batches:
         _batch_enqueue_on_commit(batch)
-    if registration.waiting:
+    for batch in registration.waiting:
         # enqueue_in ignores django-rq's commit mode: hold it until the commit ourselves.
-        transaction.on_commit(_release_check_schedule, robust=True)
+        _release_check_on_commit(batch.pk)
+
+
+def _release_check_on_commit(batch_id: int) -> None:
+    def release_check() -> None:  # a function, not a partial: Django logs a failure by its name
+        _release_check_schedule(batch_id)
+
+    transaction.on_commit(release_check, robust=True)
 
 
 def _batch_enqueue_on_commit(batch: InboundBatch) -> None:
@@ -53,10 +60,18 @@ def _batch_enqueue_on_commit(batch: InboundBatch) -> None:
     inbound_batch_enqueue(batch=batch)
 
 
-def _release_check_schedule() -> None:
+def inbound_release_check_job_id(batch_id: int) -> str:
+    return f"inbound-release-check-{batch_id}"
+
+
+def _release_check_schedule(batch_id: int) -> None:
+    """One check per waiting batch, moved later by each part (the same job ID): 9,999 parts
+    make one scheduled check, not 9,999 checks each reading every waiting batch. The sweep
+    looks too, so a check lost with Redis only delays the batch."""
     django_rq.get_queue("inbound").enqueue_in(
         timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS + 1),
         jobs.inbound_waiting_batches_release_job,
+        job_id=inbound_release_check_job_id(batch_id),
         description="Queue the split batches whose parts are all here",
     )
 
@@ -67,7 +82,8 @@ def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[Inbo
     A batch is ready once no part arrived for ``INBOUND_PARTS_SETTLE_SECONDS`` and its parts
     run from the first (0 or 1) to the highest without a gap; or, gaps or not, once it has
     waited ``INBOUND_PARTS_MAX_WAIT_SECONDS``: it is then processed with the parts it has,
-    and its receipt names the missing ones. Safe to run from several places at once.
+    and its receipt names the missing ones (in bounded words: :class:`PartsSummary`). Safe
+    to run from several places at once. Reads two aggregates per batch, never every part.
     """
     now = now or timezone.now()
     settle = timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS)
@@ -75,16 +91,17 @@ def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[Inbo
     released: list[InboundBatch] = []
     with transaction.atomic():
         waiting = InboundBatch.objects.filter(status=InboundBatch.Status.WAITING)
-        for batch in waiting.select_for_update(skip_locked=True):
-            parts = list(batch.files.values_list("split", "received_at"))
-            if not parts:
-                continue
-            last = max(received for _, received in parts)
-            missing = parts_missing([split or 0 for split, _ in parts])
-            if now - last < settle or (missing and now - batch.created_at < max_wait):
+        batches = {b.pk: b for b in waiting.select_for_update(skip_locked=True)}
+        summaries = split_parts_summaries(batches.keys())
+        last_received = split_parts_last_received(summaries.keys())
+        for batch_id, summary in summaries.items():
+            batch = batches[batch_id]
+            if now - last_received[batch_id] < settle or (
+                summary.missing and now - batch.created_at < max_wait
+            ):
                 continue
             batch.status = InboundBatch.Status.QUEUED
-            batch.missing_parts = ", ".join(str(number) for number in missing)
+            batch.missing_parts = summary.missing_text
             batch.save(update_fields=["status", "missing_parts"])
             _batch_enqueue_on_commit(batch)
             released.append(batch)

@@ -9,10 +9,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 
-from partners.inbound.errors import ALREADY_PROCESSED, InboundRejected
+from partners.inbound.errors import ALREADY_PROCESSED, PART_ALREADY_HERE, InboundRejected
 from partners.inbound.name_checks import idsync_name_check, traits_name_check
 from partners.inbound.names import FileKind, FileNameError, InboundFileName, parse_inbound_file_name
 from partners.models import DataSource, InboundBatch, InboundFile, Partner
@@ -24,6 +25,9 @@ class Registration:
     batches: list[InboundBatch]  # complete: to be queued
     duplicates: list[InboundFile]
     waiting: list[InboundBatch] = field(default_factory=list)  # split parts: more may come
+    files: list[InboundFile] = field(default_factory=list)  # batched (duplicates aside)
+    # The waiting batches the delivery's split parts belong to, a part sent again included.
+    parts_of: list[InboundBatch] = field(default_factory=list)
 
 
 def _sha256(delivery: StoredFile) -> str:
@@ -34,6 +38,42 @@ def _sha256(delivery: StoredFile) -> str:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
         return digest.hexdigest()
+
+
+def _waiting_batch_lock(*, owner: Partner, key: str, fields: dict[str, Any]) -> InboundBatch:
+    """The partner's waiting batch of this name (made if there is none), locked until the
+    registration commits: parts of one file register one after the other, so a part sent
+    twice at once is seen by the second (the lock is on one row: other files go on).
+
+    Two parts arriving at once meet here: the partial unique constraint lets only one
+    waiting batch exist per name, and get_or_create re-reads it. A batch the release queued
+    in the meantime is no longer waiting: the part starts the next one."""
+    while True:
+        batch, _ = InboundBatch.objects.get_or_create(
+            partner=owner, key=key, status=InboundBatch.Status.WAITING, defaults=fields
+        )
+        waiting = InboundBatch.objects.select_for_update().filter(
+            pk=batch.pk, status=InboundBatch.Status.WAITING
+        )
+        locked = waiting.first()
+        if locked is not None:
+            return locked
+
+
+def _duplicate_of(batch: InboundBatch, parsed: InboundFileName, sha: str) -> str:
+    """Why this delivery is a duplicate ("" when it is not): its name and content were
+    processed before, or, a part of a split file, it is already in the waiting batch (read
+    through the (batch, split) index, not every part)."""
+    if InboundFile.objects.filter(
+        name=parsed.name, sha256=sha, status=InboundFile.Status.PROCESSED
+    ).exists():
+        return ALREADY_PROCESSED
+    if (
+        batch.status == InboundBatch.Status.WAITING
+        and batch.files.filter(split=parsed.split, name=parsed.name, sha256=sha).exists()
+    ):
+        return PART_ALREADY_HERE
+    return ""
 
 
 def inbound_files_register(
@@ -85,11 +125,13 @@ def inbound_files_register(
     batches: list[InboundBatch] = []
     waiting: list[InboundBatch] = []
     duplicates: list[InboundFile] = []
+    made: list[InboundFile] = []
+    parts_of: list[InboundBatch] = []
     with transaction.atomic():
         for (_, key), entries in groups.items():
             entries.sort(key=lambda e: (e[1].split or 0, e[1].name))
             _, first, owner, ids, target = entries[0]
-            fields = {
+            fields: dict[str, Any] = {
                 "kind": first.kind.value,
                 "data_source": ids,
                 "target": target,
@@ -100,19 +142,13 @@ def inbound_files_register(
                     key=key, partner=owner, status=InboundBatch.Status.QUEUED, **fields
                 )
             else:
-                # Two parts arriving at once meet here: the partial unique constraint lets
-                # only one waiting batch exist per name, and get_or_create re-reads it.
-                batch, _ = InboundBatch.objects.get_or_create(
-                    partner=owner, key=key, status=InboundBatch.Status.WAITING, defaults=fields
-                )
+                batch = _waiting_batch_lock(owner=owner, key=key, fields=fields)
             fresh = 0
             for delivery, parsed, _, _, _ in entries:
                 sha = delivery.sha256 or _sha256(delivery)
-                seen = InboundFile.objects.filter(
-                    name=parsed.name, sha256=sha, status=InboundFile.Status.PROCESSED
-                ).exists()
+                error = _duplicate_of(batch, parsed, sha)
                 file = InboundFile.objects.create(
-                    batch=None if seen else batch,
+                    batch=None if error else batch,
                     partner=owner,
                     name=parsed.name,
                     split=parsed.split,
@@ -121,20 +157,23 @@ def inbound_files_register(
                     via=via,
                     size=delivery.size,
                     sha256=sha,
-                    status=InboundFile.Status.DUPLICATE if seen else InboundFile.Status.RECEIVED,
-                    error=ALREADY_PROCESSED if seen else "",
+                    status=InboundFile.Status.DUPLICATE if error else InboundFile.Status.RECEIVED,
+                    error=error,
                 )
-                if seen:
+                if error:
                     duplicates.append(file)
                 else:
                     fresh += 1
+                    made.append(file)
             if batch.status == InboundBatch.Status.WAITING:
                 if fresh and batch not in waiting:
                     waiting.append(batch)
-                elif not batch.files.exists():
+                if fresh or batch.files.exists():
+                    parts_of.append(batch)
+                else:
                     batch.delete()
             elif fresh:
                 batches.append(batch)
             else:
                 batch.delete()
-    return Registration(batches, duplicates, waiting)
+    return Registration(batches, duplicates, waiting, made, parts_of)

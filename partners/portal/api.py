@@ -4,23 +4,29 @@ session, so CSRF does not apply; every read is scoped to the token's partner."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from partners.idsync.optouts import MAX_OPT_OUTS_PER_CALL, optouts_record
 from partners.inbound.errors import InboundRejected
+from partners.inbound.registration import Registration
+from partners.inbound.split_parts import split_parts_summaries
 from partners.models import InboundFile, Partner, PartnerAPIToken, Receipt
-from partners.portal.selectors import file_status_rows, partner_recent_files
+from partners.portal.selectors import batch_parts_json, file_status_rows, partner_files_after
 from partners.portal.uploads import (
     upload_accept,
     upload_check,
@@ -67,6 +73,10 @@ def _error(status: int, msg: str, field: str | None = None) -> JsonResponse:
 
 
 def token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API's views: the token's partner on the request; and a body Django refuses to
+    read (past ``DATA_UPLOAD_MAX_MEMORY_SIZE``, too many fields or files) answered in the
+    API's JSON error shape rather than Django's HTML 400."""
+
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         partner = api_partner(request)
@@ -75,7 +85,14 @@ def token_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
             response["WWW-Authenticate"] = "Bearer"
             return response
         request.partner = partner  # type: ignore[attr-defined]
-        return view(request, *args, **kwargs)
+        field = "ids" if request.path.endswith("/optouts") else "file"
+        try:
+            return view(request, *args, **kwargs)
+        except RequestDataTooBig:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return _error(413, f"the body is larger than the {limit:,} byte limit", field)
+        except (TooManyFieldsSent, TooManyFilesSent):
+            return _error(400, "too many form fields or files in one call", field)
 
     return csrf_exempt(wrapped)
 
@@ -112,13 +129,78 @@ def files_api(request: HttpRequest) -> HttpResponse:
                 )
         except InboundRejected as exc:
             return _error(400, exc.reason, "file" if upload is not None else "token")
-        batches = registration.batches + registration.waiting
-        files = InboundFile.objects.filter(batch__in=batches) | InboundFile.objects.filter(
-            pk__in=[f.pk for f in registration.duplicates]
-        )
-        return JsonResponse({"files": file_status_rows(files.select_related("batch"))}, status=201)
-    files = partner_recent_files(partner, limit=500)
-    return JsonResponse({"files": file_status_rows(files)})
+        return JsonResponse(_registration_answer(registration), status=201)
+    return _files_list(request, partner)
+
+
+def _files_list(request: HttpRequest, partner: Partner) -> HttpResponse:
+    """GET /api/v1/files: a page of the partner's files and the ``next`` page's link."""
+    try:
+        after = _cursor_read(request.GET.get("cursor"))
+    except ValueError:
+        return _error(400, "this cursor is not one we gave: follow the 'next' link", "cursor")
+    try:
+        limit = _limit_read(request.GET.get("limit"))
+    except ValueError:
+        return _error(400, f"limit is a number of files, 1 to {FILES_PAGE_MAX}", "limit")
+    files = partner_files_after(partner, after=after, limit=limit)
+    next_url = None
+    if len(files) > limit:
+        files = files[:limit]
+        query = QueryDict(mutable=True)
+        query["cursor"] = _cursor_make(files[-1])
+        if request.GET.get("limit"):
+            query["limit"] = str(limit)
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return JsonResponse({"files": file_status_rows(files), "next": next_url})
+
+
+# GET /api/v1/files: files a page (``?limit=``, at most FILES_PAGE_MAX), newest first; the
+# ``next`` link carries a cursor (the last file's time received and ID), so files arriving
+# meanwhile neither repeat nor hide a row of the pages still to read.
+FILES_PAGE = 100
+FILES_PAGE_MAX = 500
+
+
+def _limit_read(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return FILES_PAGE
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or int(raw) == 0:
+        raise ValueError(raw)
+    return min(int(raw), FILES_PAGE_MAX)
+
+
+def _cursor_make(file: InboundFile) -> str:
+    text = f"{file.received_at.isoformat()}|{file.pk}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _cursor_read(raw: str | None) -> tuple[datetime, int] | None:
+    """The file a cursor names (ValueError when it is not one :func:`_cursor_make` made)."""
+    if raw is None:
+        return None
+    if len(raw) > 100:
+        raise ValueError("too long")
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        stamp, _, pk = text.partition("|")
+        received = datetime.fromisoformat(stamp)
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(raw) from exc
+    if received.tzinfo is None or not pk.isdigit() or len(pk) > 19:
+        raise ValueError(raw)
+    return received, int(pk)
+
+
+def _registration_answer(registration: Registration) -> dict[str, Any]:
+    """The answer to a delivery: the file it made (a split part's own row, not every part's)
+    and, for a part of a split file, its batch summed up in bounded words."""
+    parts = split_parts_summaries([batch.pk for batch in registration.parts_of])
+    files = [*registration.files, *registration.duplicates]
+    answer: dict[str, Any] = {"files": file_status_rows(files, parts=parts)}
+    for batch in registration.parts_of[:1]:  # an upload is one file: one batch at most
+        answer["batch"] = batch_parts_json(batch, parts[batch.pk])
+    return answer
 
 
 @token_required
@@ -180,6 +262,8 @@ def optouts_api(request: HttpRequest) -> HttpResponse:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         return _error(400, "the body is not JSON", "ids")
+    except RecursionError:  # arrays nested thousands deep: no list of IDs is
+        return _error(400, "the body is JSON nested too deep", "ids")
     items = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         return _error(400, 'send {"ids": [{"dpid": <DPID>, "dpuuid": "<DPUUID>"}, …]}', "ids")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,31 +10,54 @@ from datetime import datetime
 from typing import Any
 
 import django_rq
+import redis
 from django.conf import settings
-from django.db.models import QuerySet
+from django.core.paginator import Page, Paginator
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from rq.job import Job
 
 from partners.inbound.errors import InboundRejected
 from partners.inbound.name_checks import idsync_name_check, traits_name_check
-from partners.inbound.names import FileKind, parse_inbound_file_name, parts_missing
+from partners.inbound.names import FileKind, PartsSummary, parse_inbound_file_name
 from partners.inbound.queueing import inbound_batch_job_id
+from partners.inbound.split_parts import split_parts_summaries
 from partners.models import ChannelObject, DataSource, InboundBatch, InboundFile, Partner, Receipt
 from partners.portal.uploads import problem_without_name, upload_name_problem
+
+logger = logging.getLogger(__name__)
 
 SEEN_LABEL = "Seen, waiting for its size to hold"
 
 
-def batches_progress(batch_ids: Iterable[int]) -> dict[int, int]:
+# A page must not hang on Redis: the progress read gives up after this long (seconds).
+PROGRESS_REDIS_TIMEOUT = 1.0
+
+
+def _progress_redis() -> redis.Redis:
+    """The inbound queue's Redis (django-rq's own connection, a fresh pool) with short
+    timeouts, so an unreachable Redis costs a page a second at most, not a hang."""
+    connection = django_rq.get_connection("inbound")
+    connection.connection_pool.connection_kwargs.update(
+        socket_connect_timeout=PROGRESS_REDIS_TIMEOUT, socket_timeout=PROGRESS_REDIS_TIMEOUT
+    )
+    return connection
+
+
+def batches_progress(batch_ids: Iterable[int]) -> dict[int, int] | None:
     """How far each running batch is, in percent, as its RQ job last told (one Redis call:
-    the batch's own rows stay uncommitted until it ends)."""
+    the batch's own rows stay uncommitted until it ends). None when Redis cannot be reached:
+    the progress is unknown, and the pages still answer from PostgreSQL."""
     ids = list(batch_ids)
     if not ids:
         return {}
-    jobs = Job.fetch_many(
-        [inbound_batch_job_id(batch_id) for batch_id in ids],
-        connection=django_rq.get_connection("inbound"),
-    )
+    try:
+        jobs = Job.fetch_many(
+            [inbound_batch_job_id(batch_id) for batch_id in ids], connection=_progress_redis()
+        )
+    except redis.exceptions.RedisError as exc:
+        logger.warning("progress of batches %s unknown: Redis unreachable (%s)", ids, exc)
+        return None
     return {
         batch_id: int(job.meta.get("progress", 0))
         for batch_id, job in zip(ids, jobs, strict=True)
@@ -41,24 +65,38 @@ def batches_progress(batch_ids: Iterable[int]) -> dict[int, int]:
     }
 
 
-def _parts_detail(batch: InboundBatch) -> str:
-    parts = sorted(split or 0 for split in batch.files.values_list("split", flat=True))
-    missing = parts_missing(parts)
-    here = ", ".join(map(str, parts))
-    return f"parts here: {here}" + (f"; missing: {', '.join(map(str, missing))}" if missing else "")
+def batch_parts_json(batch: InboundBatch, parts: PartsSummary) -> dict[str, Any]:
+    """A split batch as the answer to the upload of one of its parts sums it up (bounded:
+    counts and the words of :class:`PartsSummary`, never every part)."""
+    return {
+        "key": batch.key,
+        "status": batch.status,
+        "status_label": batch.get_status_display(),
+        "parts_here": parts.here,
+        "lowest_part": parts.lowest,
+        "highest_part": parts.highest,
+        "parts_missing": parts.missing,
+        "status_detail": parts.text,
+    }
 
 
-def file_status_rows(files: Iterable[InboundFile]) -> list[dict[str, Any]]:
+def file_status_rows(
+    files: Iterable[InboundFile], *, parts: dict[int, PartsSummary] | None = None
+) -> list[dict[str, Any]]:
     """What the portal and the API show of each file: where it is in its lifecycle
     (received, waiting for other parts, queued, processing with % done, processed, failed,
-    duplicate), its batch and its receipt."""
+    duplicate), its batch and its receipt.
+
+    Bounded work per row: the parts of the waiting batches are summed up once for all rows
+    (one query; ``parts`` when the caller has them already), the progress of the running
+    ones read in one Redis call (unknown, not an error, while Redis is down)."""
     files = list(files)
-    running = {
-        f.batch_id
-        for f in files
-        if f.batch is not None and f.batch.status == InboundBatch.Status.PROCESSING
-    }
-    progress = batches_progress(b for b in running if b is not None)
+    batches = {f.batch.pk: f.batch for f in files if f.batch is not None}
+    running = [b for b, batch in batches.items() if batch.status == InboundBatch.Status.PROCESSING]
+    progress = batches_progress(running)
+    if parts is None:
+        waiting = [b for b, batch in batches.items() if batch.status == InboundBatch.Status.WAITING]
+        parts = split_parts_summaries(waiting)
     rows = []
     for file in files:
         batch = file.batch
@@ -69,10 +107,13 @@ def file_status_rows(files: Iterable[InboundFile]) -> list[dict[str, Any]]:
             # Received and batched: its batch tells how far it got (queued, processing, ...).
             status, label = batch.status, batch.get_status_display()
             if status == InboundBatch.Status.PROCESSING:
-                percent = progress.get(batch.pk, 0)
-                label = f"{label} · {percent} %"
-            elif status == InboundBatch.Status.WAITING:
-                detail = _parts_detail(batch)
+                if progress is None:
+                    label = f"{label} · progress unknown"
+                else:
+                    percent = progress.get(batch.pk, 0)
+                    label = f"{label} · {percent} %"
+            elif status == InboundBatch.Status.WAITING and batch.pk in parts:
+                detail = parts[batch.pk].text
         if batch is not None and batch.missing_parts:
             detail = f"processed without missing parts {batch.missing_parts}"
         rows.append(
@@ -133,20 +174,47 @@ def seen_object_rows(objects: Iterable[ChannelObject]) -> list[dict[str, Any]]:
     ]
 
 
-def partner_file_page_rows(partner: Partner, *, limit: int = 100) -> list[dict[str, Any]]:
-    """*My files*: the drop-zone files still being looked at, then every received file."""
-    return seen_object_rows(partner_seen_objects(partner, limit=limit)) + file_status_rows(
-        partner_recent_files(partner, limit=limit)
-    )
-
-
-def partner_recent_files(partner: Partner, *, limit: int = 100) -> QuerySet[InboundFile]:
-    """The partner's files, newest first (every channel: upload, API, drop zone)."""
+def partner_files(partner: Partner) -> QuerySet[InboundFile]:
+    """The partner's files, newest first (every channel: upload, API, drop zone), in a total
+    order (the ID breaks ties) so that pages and cursors neither repeat nor skip a row."""
     return (
         InboundFile.objects.filter(partner=partner)
         .select_related("batch__receipt")
-        .order_by("-received_at", "name")[:limit]
+        .order_by("-received_at", "-id")
     )
+
+
+@dataclass(frozen=True)
+class FilesPage:
+    rows: list[dict[str, Any]]
+    page: Page[InboundFile]
+
+
+def partner_files_page(partner: Partner, *, page: str | None, per_page: int = 100) -> FilesPage:
+    """*My files*, one page: on the first, the drop-zone files still being looked at; then
+    the received files of that page (Django's Paginator; a page number that is not one, or
+    out of range, gives the first or the last page)."""
+    paginator = Paginator(partner_files(partner), per_page)
+    chosen = paginator.get_page(page)
+    seen = (
+        seen_object_rows(partner_seen_objects(partner, limit=per_page))
+        if chosen.number == 1
+        else []
+    )
+    return FilesPage(rows=seen + file_status_rows(chosen.object_list), page=chosen)
+
+
+def partner_files_after(
+    partner: Partner, *, after: tuple[datetime, int] | None, limit: int
+) -> list[InboundFile]:
+    """Up to ``limit`` of the partner's files, newest first, after the file ``after`` names
+    (its time received and ID: the API's cursor, which new files arriving on top do not
+    shift), one more to tell whether there is a next page."""
+    files = partner_files(partner)
+    if after is not None:
+        received, pk = after
+        files = files.filter(Q(received_at__lt=received) | Q(received_at=received, id__lt=pk))
+    return list(files[: limit + 1])
 
 
 def upload_name_refusal(*, partner: Partner, name: str) -> str | None:
@@ -270,7 +338,8 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
             "Your files and where each one is",
             curl(f"{api}/files"),
             '{"files": [{"name", "status", "status_label", "status_detail", "progress",'
-            ' "via", "batch", "receipt", "error", …}, …]} — newest first; "progress" is the'
+            ' "via", "batch", "receipt", "error", …}, …], "next": <the next page\'s link, or'
+            ' null>} — 100 a page (?limit= up to 500), newest first; "progress" is the'
             " percent done while it is processed",
         ),
         APIExample(
@@ -281,7 +350,8 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
         APIExample(
             "Send a file",
             curl(f"-F file=@{name}", f"{api}/files"),
-            "201 and the file, queued (a part of a split file waits for the others)",
+            "201 and the file, queued (a part of a split file waits for the others, and"
+            ' "batch" says which parts are here and which are missing)',
         ),
         APIExample(
             "Check a file without applying anything",
@@ -302,6 +372,6 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
                 f"{api}/optouts",
             ),
             '{"opted_out", "mappings_deleted", "rejected": [{"index", "msg"}]}: each ID is'
-            " never mapped again, to anyone",
+            ' never mapped again, to anyone; "opted_out" counts those not opted out before',
         ),
     ]

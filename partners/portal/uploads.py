@@ -175,7 +175,7 @@ def upload_check(*, partner: Partner, upload: UploadedFile) -> tuple[StoredFile,
 def registration_message(name: str, registration: Registration) -> str:
     """What the partner is told once a file is received."""
     if registration.duplicates:
-        return f"{name}: already processed (same name and content), so not applied again."
+        return f"{name}: {registration.duplicates[0].error}, so not applied again."
     if registration.waiting:
         return (
             f"{name}: received. It is a part of a split file: the parts are processed together"

@@ -35,7 +35,7 @@ from partners.portal.forms import OutboundHistoryForm, PartnerReportForm
 from partners.portal.selectors import (
     api_examples,
     partner_data_sources,
-    partner_file_page_rows,
+    partner_files_page,
     upload_examples,
     upload_name_refusal,
 )
@@ -80,14 +80,26 @@ def _receipt(request: HttpRequest, pk: int) -> Receipt:
 
 @partner_required
 def files_view(request: HttpRequest) -> HttpResponse:
-    rows = partner_file_page_rows(_partner(request), limit=PAGE)
-    return render(request, "portal/files.html", {"files": rows, "nav": "files"})
+    """*My files*, a page at a time (``?page=``)."""
+    files = partner_files_page(_partner(request), page=request.GET.get("page"), per_page=PAGE)
+    context = {"files": files.rows, "page": files.page, "nav": "files"}
+    return render(request, "portal/files.html", context)
 
 
 @partner_required
 def files_status_view(request: HttpRequest) -> JsonResponse:
-    """The page's rows as JSON, polled by it while something is on its way."""
-    return JsonResponse({"files": partner_file_page_rows(_partner(request), limit=PAGE)})
+    """A page's rows as JSON (``?page=`` as the page's), polled by it while something is on
+    its way."""
+    files = partner_files_page(_partner(request), page=request.GET.get("page"), per_page=PAGE)
+    page = files.page
+    return JsonResponse(
+        {
+            "files": files.rows,
+            "page": page.number,
+            "pages": page.paginator.num_pages,
+            "count": page.paginator.count,
+        }
+    )
 
 
 @partner_required

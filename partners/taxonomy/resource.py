@@ -11,6 +11,7 @@ finds them among its own rows and the stored ones (workbook.py) before the model
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,11 +24,16 @@ from django.utils import timezone
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 
+from partners.taxonomy.limits import RowBudget
 from partners.taxonomy.widgets import TEXT, CellError, Widget, text
 from partners.xlsx import text_row
 
 if TYPE_CHECKING:
     from partners.taxonomy.workbook import References
+
+
+# Rows a statement writes (a statement of 100,000 rows is one huge string in memory).
+WRITE_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,28 @@ class Column:
     required: bool = False
 
 
-@dataclass
+class CellRefs:
+    """A row's cell references by column name (``"Traits!B7"``), made when asked: a sheet's
+    column letters are shared by all its rows, so 100,000 rows hold no 700,000 strings."""
+
+    __slots__ = ("_letters", "_number")
+
+    def __init__(self, letters: Mapping[str, str], number: int) -> None:
+        self._letters = letters  # column name -> "Traits!B"
+        self._number = number
+
+    def __getitem__(self, name: str) -> str:
+        return f"{self._letters[name]}{self._number}"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._letters
+
+
+@dataclass(slots=True)
 class Row:
     number: int  # the spreadsheet row number
+    cells: CellRefs  # column name -> "Sheet!B7"
     values: dict[str, Any] = field(default_factory=dict)  # column name -> read value
-    cells: dict[str, str] = field(default_factory=dict)  # column name -> "Sheet!B7"
     unreadable: set[str] = field(default_factory=set)  # columns whose cell was reported
     obj: Any = None  # the stored row (or a new one) with this row's cells
     # Reference column -> the row it names (None: in neither the workbook nor the database).
@@ -57,21 +80,32 @@ class SheetRows:
 
 
 class Errors:
-    """Problems found so far, reported in reading order: sheet, then row, then column."""
+    """Problems found so far, reported in reading order: sheet, then row, then column. Only
+    the first ``shown`` are kept (a workbook of 100,000 bad rows holds no million lines);
+    ``count`` says how many there were in all."""
 
-    def __init__(self, sheet_order: Sequence[str]) -> None:
+    def __init__(self, sheet_order: Sequence[str], *, shown: int = 200) -> None:
         self._order = list(sheet_order)
-        self._found: list[tuple[tuple[int, int, int], str]] = []
+        self._shown = shown
+        # The first ``shown`` in reading order, as a heap whose top is the last of them.
+        self._kept: list[tuple[tuple[int, ...], str]] = []
+        self.count = 0
 
     def add(self, cell: str, message: str) -> None:
         sheet, _, coordinate = cell.partition("!")
         letters, row = coordinate_from_string(coordinate)
         rank = self._order.index(sheet) if sheet in self._order else len(self._order)
-        self._found.append(((rank, row, column_index_from_string(letters)), f"{cell}: {message}"))
+        where = (rank, row, column_index_from_string(letters), self.count)
+        self.count += 1
+        entry = (tuple(-n for n in where), f"{cell}: {message}")
+        if len(self._kept) < self._shown:
+            heapq.heappush(self._kept, entry)
+        elif entry[0] > self._kept[0][0]:  # comes before the last one kept
+            heapq.heapreplace(self._kept, entry)
 
     @property
     def lines(self) -> list[str]:
-        return [line for _, line in sorted(self._found, key=lambda found: found[0])]
+        return [line for _, line in sorted(self._kept, reverse=True)]
 
 
 class Resource:
@@ -125,17 +159,27 @@ class Resource:
 
     # ----------------------------------------------------------------------------- read
 
-    def read(self, worksheet: Any, errors: Errors) -> SheetRows | None:
-        """The sheet's rows as read from their cells; None if a required column is missing."""
+    def read(self, worksheet: Any, errors: Errors, budget: RowBudget) -> SheetRows | None:
+        """The sheet's rows as read from their cells; None if a required column is missing.
+        Each row read is taken from ``budget`` (which stops the import past the limit)."""
+        budget.declared(worksheet)
         lines = worksheet.iter_rows(values_only=True)
         present = self._read_header(next(lines, ()), errors)
         if present is None:
             return None
+        letters = {
+            column.name: f"{self.name}!{get_column_letter(index + 1)}"
+            for index, column in enumerate(present)
+            if column is not None
+        }
         rows = []
         for number, values in enumerate(lines, start=2):
+            budget.take()
             if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
                 continue
-            rows.append(self._read_row(number, values, present, errors))
+            rows.append(
+                self._read_row(Row(number, CellRefs(letters, number)), values, present, errors)
+            )
         return SheetRows(self, [c for c in present if c is not None], rows)
 
     def _read_header(self, header: Sequence[object], errors: Errors) -> list[Column | None] | None:
@@ -154,14 +198,12 @@ class Resource:
         return None if missing else present
 
     def _read_row(
-        self, number: int, values: Sequence[object], present: list[Column | None], errors: Errors
+        self, row: Row, values: Sequence[object], present: list[Column | None], errors: Errors
     ) -> Row:
-        row = Row(number)
         for index, column in enumerate(present):
             if column is None:
                 continue
-            cell = f"{self.name}!{get_column_letter(index + 1)}{number}"
-            row.cells[column.name] = cell
+            cell = row.cells[column.name]
             try:
                 value = column.widget.read(values[index] if index < len(values) else None)
             except CellError as exc:
@@ -279,12 +321,13 @@ class Resource:
         if objects and update_fields:
             manager.bulk_create(
                 objects,
+                batch_size=WRITE_BATCH,
                 update_conflicts=True,
                 unique_fields=unique_fields,
                 update_fields=update_fields,
             )
         elif objects:
-            manager.bulk_create(objects, ignore_conflicts=True)
+            manager.bulk_create(objects, batch_size=WRITE_BATCH, ignore_conflicts=True)
         if objects and not self.natural_key and isinstance(self.model._meta.pk, models.AutoField):
             # Rows inserted with their own IDs: move the ID sequence past them, or the next one
             # made in the admin would collide.

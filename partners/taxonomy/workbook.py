@@ -17,10 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from django.conf import settings
 from django.db import models, transaction
 from openpyxl import Workbook, load_workbook
 
 from partners.models import DataSource, Destination, InboundChannel, Partner
+from partners.taxonomy.limits import RowBudget, WorkbookTooBig, memory_release, workbook_size_check
 from partners.taxonomy.resource import Errors, Resource, SheetRows
 from partners.taxonomy.sheets import (
     DataSources,
@@ -151,13 +153,28 @@ class TaxonomyImportResult:
 
 
 class TaxonomyImportError(Exception):
-    def __init__(self, errors: list[str]) -> None:
+    """Why nothing was imported: ``errors``, the first problems (at most
+    ``TAXONOMY_ERRORS_SHOWN``), and ``count``, how many there were in all."""
+
+    def __init__(self, errors: list[str], *, count: int | None = None) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+        self.count = len(errors) if count is None else count
+
+    @property
+    def more(self) -> int:
+        """The problems found but not listed."""
+        return self.count - len(self.errors)
+
+    @property
+    def lines(self) -> list[str]:
+        """The problems as listed everywhere: the first ones, then how many more."""
+        return self.errors + ([f"… and {self.more:,} more"] if self.more else [])
 
 
 def _read(workbook: IO[bytes], user: Any, errors: Errors) -> dict[str, SheetRows]:
-    """Every sheet ``user`` may import, as read from its cells, by name."""
+    """Every sheet ``user`` may import, as read from its cells, by name (openpyxl's
+    read-only mode: rows are streamed, and counted against TAXONOMY_MAX_ROWS)."""
     try:
         book = load_workbook(workbook, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a file that is not XLSX
@@ -165,6 +182,7 @@ def _read(workbook: IO[bytes], user: Any, errors: Errors) -> dict[str, SheetRows
     known = {sheet.name: sheet for sheet in SHEETS}
     permitted = sheets_importable(user)
     sheets: dict[str, SheetRows] = {}
+    budget = RowBudget()
     try:
         for worksheet in book.worksheets:
             sheet = known.get(worksheet.title)
@@ -180,7 +198,7 @@ def _read(workbook: IO[bytes], user: Any, errors: Errors) -> dict[str, SheetRows
                     f"you may not add or change {plural}: remove this sheet, or ask for "
                     "the add and change permissions",
                 )
-            elif (data := sheet.read(worksheet, errors)) is not None:
+            elif (data := sheet.read(worksheet, errors, budget)) is not None:
                 sheets[sheet.name] = data
     finally:
         book.close()
@@ -205,12 +223,32 @@ def _validate(sheets: dict[str, SheetRows], errors: Errors) -> None:
 
 def taxonomy_import(*, workbook: IO[bytes], user: Any = None) -> TaxonomyImportResult:
     """Apply a taxonomy workbook, all or nothing. Raises :class:`TaxonomyImportError`,
-    also when it holds a sheet that ``user`` may not add to and change."""
-    errors = Errors([sheet.name for sheet in SHEETS])
-    sheets = _read(workbook, user, errors)
+    also when it holds a sheet that ``user`` may not add to and change, and at once when it
+    is past a limit (:mod:`partners.taxonomy.limits`); the first
+    ``TAXONOMY_ERRORS_SHOWN`` problems are listed, the others counted. However it ends, the
+    memory it used goes back to the system."""
+    try:
+        outcome = _import(workbook, user)
+    except WorkbookTooBig as exc:
+        outcome = TaxonomyImportError([str(exc)])
+    # The import's rows and model instances are gone by now (the outcome is returned, not
+    # raised from inside, so no traceback keeps their frames alive).
+    memory_release()
+    if isinstance(outcome, TaxonomyImportError):
+        raise outcome
+    return outcome
+
+
+def _import(workbook: IO[bytes], user: Any) -> TaxonomyImportResult | TaxonomyImportError:
+    workbook_size_check(workbook)
+    errors = Errors([sheet.name for sheet in SHEETS], shown=settings.TAXONOMY_ERRORS_SHOWN)
+    try:
+        sheets = _read(workbook, user, errors)
+    except TaxonomyImportError as exc:
+        return exc.with_traceback(None)
     _validate(sheets, errors)
-    if errors.lines:
-        raise TaxonomyImportError(errors.lines)
+    if errors.count:
+        return TaxonomyImportError(errors.lines, count=errors.count)
 
     result = TaxonomyImportResult()
     with transaction.atomic():

@@ -24,9 +24,9 @@ class Command(BaseCommand):
             with path.open("rb") as workbook:
                 result = taxonomy_import(workbook=workbook)
         except TaxonomyImportError as exc:
-            for error in exc.errors:
-                self.stderr.write(error)
+            for line in exc.lines:  # the first problems, then how many more
+                self.stderr.write(line)
             raise CommandError(
-                f"{path}: not imported, {len(exc.errors)} problem(s); nothing was changed"
+                f"{path}: not imported, {exc.count:,} problem(s); nothing was changed"
             ) from exc
         self.stdout.write(self.style.SUCCESS(f"Imported {path}. {result.summary()}."))

@@ -95,5 +95,5 @@ def test_my_files_says_which_parts_a_waiting_batch_has(world: World, tmp_path: P
     client = _login(world.partner, "acme")
     rows = client.get("/portal/files/status.json").json()["files"]
     assert {(r["status_label"], r["status_detail"]) for r in rows} == {
-        ("Waiting for other parts", "parts here: 1, 3; missing: 2")
+        ("Waiting for other parts", "parts 1-3 here, missing 2")
     }

@@ -57,7 +57,7 @@ def test_files_and_receipts_of_the_token_partner_only(
     assert (body["records_received"], body["stored_records"], body["no_matching_ids"]) == (2, 1, 1)
     other = api_token_rotate(partner=PartnerFactory.create(), by="test")
     assert client.get(f"/api/v1/receipts/{receipt.pk}", headers=_bearer(other)).status_code == 404
-    assert client.get("/api/v1/files", headers=_bearer(other)).json() == {"files": []}
+    assert client.get("/api/v1/files", headers=_bearer(other)).json() == {"files": [], "next": None}
 
 
 def test_upload_and_dry_run(client: Client, token: str) -> None:
@@ -118,7 +118,7 @@ def test_a_split_part_waits_for_the_others(client: Client, token: str) -> None:
     )
     assert made.status_code == 201
     [row] = made.json()["files"]
-    assert (row["status"], row["status_detail"]) == ("waiting", "parts here: 1")
+    assert (row["status"], row["status_detail"]) == ("waiting", "part 1 here")
 
 
 def test_a_data_source_opts_out_its_own_ids_for_every_visitor(
@@ -173,3 +173,72 @@ def test_opt_out_calls_that_are_not_lists_of_ids(
     assert answer.status_code == status
     assert answer.json()["errors"][0]["field"] == "ids"
     assert client.post("/api/v1/optouts", b"{}", content_type="application/json").status_code == 401
+
+
+def test_opt_outs_count_the_new_ones_not_the_ids_sent(client: Client, token: str) -> None:
+    """An ID sent twice, or already opted out by an earlier call, is not counted again."""
+
+    def send(*dpuuids: str) -> dict[str, Any]:
+        ids = [{"dpid": 21, "dpuuid": dpuuid} for dpuuid in dpuuids]
+        answer = client.post(
+            "/api/v1/optouts", {"ids": ids}, content_type="application/json", headers=_bearer(token)
+        )
+        assert answer.status_code == 200, answer.content
+        body: dict[str, Any] = answer.json()
+        return body
+
+    assert send("u1", "u2", "u1")["opted_out"] == 2
+    assert send("u1", "u2")["opted_out"] == 0  # both opted out already
+    assert send("u2", "u3", "u3")["opted_out"] == 1
+    assert IDSyncOptOut.objects.count() == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        # Past DATA_UPLOAD_MAX_MEMORY_SIZE (Django's HTML 400 before).
+        (b'{"ids": [' + b'{"dpid": 21, "dpuuid": "u1"}, ' * 100_000 + b"1]}", 413),
+        (b'{"ids": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),  # nested past recursion
+        (b"[" * 200_000, 400),
+        (
+            b'{"ids": ['
+            + b'{"dpid": 21, "dpuuid": "u1"},' * 1000
+            + b'{"dpid": 21, "dpuuid": "x"}]}',
+            400,
+        ),
+    ],
+)
+def test_oversized_or_deep_opt_out_bodies_get_the_apis_json_error(
+    client: Client, token: str, body: bytes, status: int
+) -> None:
+    answer = client.post(
+        "/api/v1/optouts", body, content_type="application/json", headers=_bearer(token)
+    )
+    assert answer.status_code == status
+    assert answer["Content-Type"] == "application/json"
+    [error] = answer.json()["errors"]
+    assert error["field"] == "ids"
+    assert error["msg"]
+    assert not IDSyncOptOut.objects.exists()
+
+
+def test_too_many_form_fields_get_the_apis_json_error(client: Client, token: str) -> None:
+    fields = {f"f{n}": "x" for n in range(1500)}  # past DATA_UPLOAD_MAX_NUMBER_FIELDS
+    answer = client.post("/api/v1/files", fields, headers=_bearer(token))
+    assert answer.status_code == 400
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json()["errors"][0]["msg"]
+
+
+def test_an_opt_out_of_a_lone_surrogate_is_refused_in_words(client: Client, token: str) -> None:
+    """JSON can spell a UTF-16 half (\\ud800) that is no text: a 500 from the database
+    driver before; now that item is refused and the others are recorded."""
+    body = b'{"ids": [{"dpid": 21, "dpuuid": "a\\ud800b"}, {"dpid": 21, "dpuuid": "ok"}]}'
+    answer = client.post(
+        "/api/v1/optouts", body, content_type="application/json", headers=_bearer(token)
+    )
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["opted_out"] == 1
+    [rejected] = answer.json()["rejected"]
+    assert rejected["index"] == 0
+    assert "lone surrogate" in rejected["msg"]

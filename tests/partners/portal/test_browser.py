@@ -331,3 +331,81 @@ def test_every_portal_page_reads_on_a_desktop_and_on_a_phone(
     page = page_before
     staff.close()
     assert problems == [], "\n".join(problems)
+
+
+def test_a_file_of_many_parts_reads_on_a_desktop_and_on_a_phone(
+    world: World, page: Any, live_server: Any, tmp_path: Path, settings: Any
+) -> None:
+    """Issue 22: a split file of hundreds of parts, some missing, and a lone ``.9999`` that
+    went without the others: My files pages its rows (the pager, at 1366 and 390 px), every
+    waiting part says the same short words, the receipt names the missing parts in a few."""
+    from datetime import timedelta
+
+    from partners.inbound.processing import inbound_batch_process
+    from partners.inbound.queueing import inbound_waiting_batches_release
+    from partners.inbound.registration import inbound_files_register
+    from partners.models import InboundBatch
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.INBOUND_PARTS_MAX_WAIT_SECONDS = 3600
+    lone = tmp_path / "ftp_dpm_21_1700000001.sync.9999"
+    lone.write_text("u1\td_sid=10\n")
+    [batch] = inbound_files_register(paths=[lone], partner=world.partner, complete=False).waiting
+    created = InboundBatch.objects.get(pk=batch.pk).created_at
+    inbound_waiting_batches_release(now=created + timedelta(hours=2))
+    receipt = inbound_batch_process(batch_id=batch.pk)
+    for number in [n for n in range(1, 261) if n not in (17, 42, 199)]:
+        part = tmp_path / f"ftp_dpm_21_1700000000.sync.{number}"
+        part.write_text(f"u{number}\td_sid=10\n")
+        inbound_files_register(paths=[part], partner=world.partner, complete=False)
+    _user(world.partner, "acme")
+    _log_in(page, live_server.url, "acme")
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    said = "parts 1-260 here, missing 17, 42, 199"
+    for number in (1, 3):
+        page.goto(f"{live_server.url}/portal/files/?page={number}")
+        details = set(page.locator("#files td.status .detail").all_inner_texts())
+        if number == 1 and details != {said}:
+            problems.append(f"files page 1: the waiting parts say {details}")
+        pager = page.locator("nav.pager").first.inner_text()
+        if f"Page {number} of 3" not in pager:
+            problems.append(f"files page {number}: the pager says {pager!r}")
+        for width, height in WIDTHS:
+            page.set_viewport_size({"width": width, "height": height})
+            page.screenshot(
+                path=str(ARTIFACTS / f"portal-files-parts-page{number}-{width}.png"),
+                full_page=True,
+            )
+            if width < 600 and (_scrolls_sideways(page) or _inner_scrollers(page)):
+                problems.append(f"files page {number}: scrolls sideways at {width} px")
+            page.screenshot(
+                path=str(ARTIFACTS / f"portal-files-parts-page{number}-{width}-top.png")
+            )
+            page.locator("nav.pager").last.scroll_into_view_if_needed()
+            page.screenshot(
+                path=str(ARTIFACTS / f"portal-files-parts-page{number}-{width}-end.png")
+            )
+            page.evaluate("window.scrollTo(0, 0)")
+            box = page.locator("nav.pager").first.bounding_box()
+            if box is None or box["width"] > width:
+                problems.append(f"files page {number}: the pager is wider than {width} px")
+        page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/portal/files/")
+    page.locator("nav.pager").first.locator("a[rel=next]").click()
+    page.locator("nav.pager").first.locator("a[rel=prev]").click()
+    if not page.url.endswith("?page=1"):
+        problems.append(f"files: Older then Newer went to {page.url}")
+
+    page.goto(f"{live_server.url}/portal/receipts/{receipt.pk}/")
+    missing = page.inner_text("#missing-parts")
+    if missing != "Missing parts (not received in time; processed without them): 1-9998":
+        problems.append(f"receipt: {missing!r}")
+    for width, height in WIDTHS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(
+            path=str(ARTIFACTS / f"portal-receipt-lone-part-{width}.png"), full_page=True
+        )
+        if width < 600 and _scrolls_sideways(page):
+            problems.append(f"receipt: scrolls sideways at {width} px")
+    assert problems == [], "\n".join(problems)
