@@ -30,6 +30,23 @@ def queue_wipe(queue: Any) -> Any:
     return queue
 
 
+def port_wait(process: Any, port: int, what: str, seconds: float = 30) -> None:
+    """Wait until ``process`` (a Popen with its stderr piped) listens on loopback ``port``;
+    fail with its stderr if it ends first, or with ``what`` did not start."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, process.stderr.read().decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES

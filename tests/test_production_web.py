@@ -21,6 +21,7 @@ import pytest
 
 from partners.models import InboundFile
 from partners.portal.api import api_token_rotate
+from tests.conftest import port_wait
 from tests.partners.inbound.conftest import World
 from tests.partners.inbound.test_jobs import worker_environment
 
@@ -52,15 +53,7 @@ class Gunicorn:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.process.poll() is None, self.process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+        port_wait(self.process, self.port, "gunicorn", 30)
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, float]:
         """The status of ``GET path`` and how long it took."""

@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 from axes.models import AccessAttempt
 from django.contrib.auth.models import User
 
+from tests.conftest import port_wait
 from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
 from tests.test_production_web import Gunicorn, _environment, _free_port
 
@@ -99,15 +99,7 @@ http {{
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 15
-        while True:
-            assert self.process.poll() is None, self.process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.1)
+        port_wait(self.process, self.port, "nginx", 15)
 
     def stop(self) -> None:
         self.process.terminate()

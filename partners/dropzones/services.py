@@ -152,21 +152,28 @@ def _poll_object(
     elif (path, listed.version) not in versions:
         # New, or replaced by new content after it was taken: it goes next poll if it
         # holds (the same content again is a duplicate there, by name and SHA-256).
-        seen = ChannelObject.objects.create(
-            channel=channel,
-            path=path,
-            version=listed.version[:200],
-            size=listed.size,
-            first_seen_at=now,
-            last_seen_at=now,
-        )
-        result.new += 1
+        seen = _seen_create(channel, listed, path, now, result)
         problem = name_text_problem(posixpath.basename(listed.path))
         if path != listed.path or problem:
             # A name that is not even text (or too long to keep) cannot become a delivery:
             # said at once, with its name as the database can show it.
             _reject(channel, seen, problem or "the name is too long", result)
             seen.save()
+
+
+def _seen_create(
+    channel: InboundChannel, listed: ListedObject, path: str, now: datetime, result: PollResult
+) -> ChannelObject:
+    """The first sight of an object (or of its new content): noted, and counted as new."""
+    result.new += 1
+    return ChannelObject.objects.create(
+        channel=channel,
+        path=path,
+        version=listed.version[:200],
+        size=listed.size,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
 
 
 def _refuse(
@@ -188,15 +195,7 @@ def _refuse(
         _reject(channel, known, reason, result)
         known.save()
     elif (path, listed.version[:200]) not in versions:
-        seen = ChannelObject.objects.create(
-            channel=channel,
-            path=path,
-            version=listed.version[:200],
-            size=listed.size,
-            first_seen_at=now,
-            last_seen_at=now,
-        )
-        result.new += 1
+        seen = _seen_create(channel, listed, path, now, result)
         _reject(channel, seen, reason, result)
         seen.save()
 
