@@ -36,8 +36,7 @@ def _job_progress(percent: int) -> None:
 def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
     """Process one batch; returns its receipt id. Runs on the ``inbound`` queue. Once the
     batch has ended, the next batch of its partner is queued."""
-    partner_id = InboundBatch.objects.filter(pk=batch_id).values_list("partner_id", flat=True)
-    if not partner_id:
+    if not InboundBatch.objects.filter(pk=batch_id).exists():
         return None
     try:
         receipt_id = processing.inbound_batch_process(batch_id=batch_id, progress=_job_progress).pk
@@ -45,13 +44,23 @@ def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
         # Not its turn (a race with the sweep, or a job queued before batches took turns):
         # it waits, without holding the worker, and is tried again in a moment.
         logger.info("inbound batch %s: %s", batch_id, exc)
+        _waits_for_its_turn()
         return later(settings.INBOUND_TURN_RETRY_INTERVALS)
     except InboundRejected as exc:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
         receipt_id = None
-    queueing.inbound_turn_dispatch(partner_id=partner_id[0])  # the partner's next batch
+    queueing.inbound_turns_after(batch_id=batch_id)  # the data source's and partner's next
     return receipt_id
+
+
+def _waits_for_its_turn() -> None:
+    """Flag the job as waiting for its data source: the batch ahead queues it when it ends,
+    rather than it waiting out RQ's retry interval."""
+    job = get_current_job()
+    if job is not None:
+        job.meta[queueing.WAITS_FOR_ITS_TURN] = True
+        job.save_meta()
 
 
 def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
@@ -65,9 +74,7 @@ def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
     )
     batch_id = int(job.args[0])
     processing.inbound_batch_fail(batch_id=batch_id, reason=PROCESSING_FAILED)
-    partner_id = InboundBatch.objects.filter(pk=batch_id).values_list("partner_id", flat=True)
-    if partner_id:
-        queueing.inbound_turn_dispatch(partner_id=partner_id[0])
+    queueing.inbound_turns_after(batch_id=batch_id)
 
 
 def inbound_waiting_batches_release_job() -> int:

@@ -10,20 +10,25 @@ the database, and each batch that ends queues the next of its partner
 (:func:`inbound_turn_dispatch`). So a partner's backlog of twenty files is one job in the
 queue, not twenty, whatever data sources they are for: a worker never takes a batch only to
 wait on the lock of the batch ahead of it, and another partner's file is taken by the next
-free worker, whatever this one has sent.
+free worker, whatever this one has sent. A data source shared by several partners takes
+their batches in turn (:func:`inbound_turns_after`), so a guest partner's file never waits
+for the owner's whole backlog.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, IntegerField, Min, Value, When
 from django.utils import timezone
+from redis import Redis
 from rq import Callback, Retry
+from rq.exceptions import InvalidJobOperation
 from rq.job import Dependency, Job, JobStatus
 from rq.queue import Queue
 
@@ -138,10 +143,16 @@ def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
     transaction.on_commit(dispatch, robust=True)
 
 
-def inbound_turns(*, partner_id: int) -> list[InboundBatch]:
+# Set on a batch's job that found its data source busy (another batch applying to it): RQ
+# tries it again later, and the batch ending ahead of it queues it again at once instead.
+WAITS_FOR_ITS_TURN = "waits_for_its_turn"
+
+
+def inbound_turns(*, partner_id: int, connection: Redis) -> list[InboundBatch]:
     """The partner's batches whose turn it is: those being processed, then the oldest queued,
     at most ``INBOUND_BATCHES_PER_PARTNER``, never two of one data source (the one ahead of
-    a data source's line holds it)."""
+    a data source's line holds it), and none for a data source another partner goes first
+    with (:func:`_another_partner_first`)."""
     pending = (
         InboundBatch.objects.filter(
             partner_id=partner_id,
@@ -163,15 +174,44 @@ def inbound_turns(*, partner_id: int) -> list[InboundBatch]:
         if batch.target_id in targets:
             continue  # the batch ahead of it in its data source's line goes first
         targets.add(batch.target_id)
+        if batch.status == InboundBatch.Status.QUEUED and _another_partner_first(batch, connection):
+            continue
         turns.append(batch)
         if len(turns) >= settings.INBOUND_BATCHES_PER_PARTNER:
             break
     return turns
 
 
+def _another_partner_first(batch: InboundBatch, connection: Redis) -> bool:
+    """Whether another partner's batch goes first on the data source of ``batch`` (queued):
+    one being applied to it, or one already given its turn (a live job) while ``batch`` has
+    none. A data source shared with other partners (``DataSource.shared_with``) thus
+    alternates between its partners, one batch each, instead of taking every batch of its
+    owner's backlog before a guest's file."""
+    if _job_is_live(connection, inbound_batch_job_id(batch.pk)):
+        return False  # already given its turn: it waits on the data source's lock
+    others = InboundBatch.objects.filter(target_id=batch.target_id).exclude(
+        partner_id=batch.partner_id
+    )
+    if others.filter(status=InboundBatch.Status.PROCESSING).exists():
+        return True
+    queued = others.filter(status=InboundBatch.Status.QUEUED).order_by("pk")
+    ids = [inbound_batch_job_id(pk) for pk in queued.values_list("pk", flat=True)[:100]]
+    return any(
+        job is not None and job.get_status(refresh=False) in LIVE_JOB_STATUSES
+        for job in Job.fetch_many(ids, connection=connection)
+    )
+
+
+def _job_is_live(connection: Redis, job_id: str) -> bool:
+    job = Job.fetch_many([job_id], connection=connection)[0]
+    return job is not None and job.get_status(refresh=False) in LIVE_JOB_STATUSES
+
+
 def inbound_turn_dispatch(*, partner_id: int) -> list[InboundBatch]:
     """See that each of the partner's batches whose turn it is has its jobs in RQ (queued,
     running or scheduled for a retry), queueing them if not; return those this call queued.
+    A job waiting to be tried again because its data source was busy is queued at once.
 
     Called when a batch is queued, when one ends (for the next one) and by the sweep; safe
     from any number of places at once (a short Redis lock per partner). A job RQ gave up on
@@ -181,12 +221,19 @@ def inbound_turn_dispatch(*, partner_id: int) -> list[InboundBatch]:
     queue = django_rq.get_queue("inbound", commit_mode="auto")
     queued = []
     with queue.connection.lock(f"s2s:inbound-turn:{partner_id}", timeout=60, blocking_timeout=30):
-        turns = inbound_turns(partner_id=partner_id)
+        turns = inbound_turns(partner_id=partner_id, connection=queue.connection)
         jobs = Job.fetch_many(
             [inbound_batch_job_id(b.pk) for b in turns], connection=queue.connection
         )
         for batch, job in zip(turns, jobs, strict=True):
             status = job.get_status(refresh=False) if job is not None else None
+            if (
+                status == JobStatus.SCHEDULED
+                and job is not None
+                and job.meta.get(WAITS_FOR_ITS_TURN)
+            ):
+                _waiting_job_requeue(queue, job)
+                continue
             if status in LIVE_JOB_STATUSES or status == JobStatus.FAILED:
                 continue
             if job is not None:  # finished, stopped or canceled, yet the batch is not over
@@ -194,6 +241,32 @@ def inbound_turn_dispatch(*, partner_id: int) -> list[InboundBatch]:
             _batch_jobs_enqueue(queue, batch)
             queued.append(batch)
     return queued
+
+
+def _waiting_job_requeue(queue: Queue, job: Job) -> None:
+    """Queue now a job that waits for its data source's turn: the batch ahead ended."""
+    with contextlib.suppress(InvalidJobOperation):  # RQ's scheduler queued it meanwhile
+        queue.scheduled_job_registry.requeue(job)
+
+
+def inbound_turns_after(*, batch_id: int) -> None:
+    """Once a batch has ended: the next batches of its data source's line go, another
+    partner's first (a data source shared by several partners takes their batches in turn),
+    then its own partner's next."""
+    batch = InboundBatch.objects.filter(pk=batch_id).values("partner_id", "target_id").first()
+    if batch is None:
+        return
+    others = (
+        InboundBatch.objects.filter(target_id=batch["target_id"], status=InboundBatch.Status.QUEUED)
+        .exclude(partner_id=batch["partner_id"])
+        .values("partner_id")
+        .annotate(first=Min("pk"))
+        .order_by("first")
+        .values_list("partner_id", flat=True)
+    )
+    for partner_id in list(others):
+        inbound_turn_dispatch(partner_id=partner_id)
+    inbound_turn_dispatch(partner_id=batch["partner_id"])
 
 
 def _batch_jobs_enqueue(queue: Queue, batch: InboundBatch) -> None:

@@ -31,6 +31,7 @@ from partners.inbound.queueing import (
     inbound_batch_job_id,
     inbound_turn_dispatch,
     inbound_turns,
+    inbound_turns_after,
     inbound_waiting_batches_release,
 )
 from partners.models import InboundBatch
@@ -92,9 +93,10 @@ def inbound_batches_sweep(*, now: datetime | None = None) -> SweepResult:
 def _line_sweep(queue: Queue, partner_id: int, result: SweepResult) -> None:
     """Each batch whose turn it is in the partner's line must have a live job: failed when
     RQ gave up on it (its failure callback did not end it), else queued again."""
-    turns = inbound_turns(partner_id=partner_id)
+    turns = inbound_turns(partner_id=partner_id, connection=queue.connection)
     jobs = Job.fetch_many([inbound_batch_job_id(b.pk) for b in turns], connection=queue.connection)
     lost = False
+    ended: list[int] = []
     for batch, job in zip(turns, jobs, strict=True):
         status = job.get_status(refresh=False) if job is not None else None
         if status in LIVE_JOB_STATUSES or not _still_pending(batch):
@@ -102,8 +104,11 @@ def _line_sweep(queue: Queue, partner_id: int, result: SweepResult) -> None:
         if status == JobStatus.FAILED:  # RQ gave up; its failure callback did not end it
             if inbound_batch_fail(batch_id=batch.pk, reason=PROCESSING_FAILED):
                 result.failed.append(batch.pk)
+                ended.append(batch.pk)
         else:
             logger.warning("inbound batch %s had no live job (%s): queued again", batch.pk, status)
         lost = True
+    for batch_id in ended:  # other partners may wait for the same data source
+        inbound_turns_after(batch_id=batch_id)
     if lost:  # queue them again, or the next ones after those that failed
         result.requeued += [b.pk for b in inbound_turn_dispatch(partner_id=partner_id)]

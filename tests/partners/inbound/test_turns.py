@@ -22,7 +22,7 @@ from django.db import connection
 from rq import SimpleWorker
 
 from partners.inbound.processing import inbound_batch_process
-from partners.inbound.queueing import inbound_batch_enqueue
+from partners.inbound.queueing import inbound_batch_enqueue, inbound_turn_dispatch
 from partners.inbound.registration import inbound_files_register
 from partners.locks import INBOUND_TURN_LOCK
 from partners.models import InboundBatch
@@ -139,6 +139,12 @@ def test_a_batch_whose_data_source_is_busy_waits_its_turn_without_holding_the_wo
     assert job.get_status() == "scheduled"  # tried again in a minute, no retry of its own used
     assert job.retries_left == settings.INBOUND_RETRY_MAX
     assert InboundBatch.objects.get(pk=batch.batches[0].pk).status == InboundBatch.Status.QUEUED
+
+    # The batch ahead ends: the waiting job is queued at once, not a minute later.
+    inbound_turn_dispatch(partner_id=world.partner.pk)
+    assert job.get_status() == "queued"
+    SimpleWorker([inbound_queue], connection=inbound_queue.connection).work(burst=True)
+    assert InboundBatch.objects.get(pk=batch.batches[0].pk).status == "processed"
 
 
 def test_the_ingest_command_waits_for_the_batch_ahead(world: World, tmp_path: Path) -> None:
@@ -284,4 +290,53 @@ def test_a_quiet_partners_file_starts_within_seconds_behind_another_partners_bac
         assert list(order.values_list("pk", flat=True)) == [
             b.pk for b in backlog if b.target_id == dpid
         ]
+    assert set(InboundBatch.objects.values_list("status", flat=True)) == {"processed"}
+
+
+def test_a_partner_sending_to_a_shared_data_source_waits_one_batch_not_the_owners_backlog(
+    tmp_path: Path, inbound_queue: Any
+) -> None:
+    """The owner of a data source has eight files of it in line, then a partner it is shared
+    with sends one line for it: with two real workers, the guest's line goes after the owner's
+    batch being applied, not after the whole backlog (the data source's batches alternate
+    between its partners), and the owner's files still apply in their order."""
+    owner = PartnerFactory.create()
+    guest = PartnerFactory.create()
+    shared = DataSourceFactory.create(dpid=31, partner=owner, inbound_id_type="uuid")
+    shared.shared_with.add(guest)
+    TraitFactory.create(sid=40, data_source=shared)
+    backlog = []
+    for n in range(8):
+        path = _big_file(tmp_path, 31, 1700000000 + n, 40_000, 40)
+        backlog.append(inbound_files_register(paths=[path]).batches[0])
+        inbound_batch_enqueue(batch=backlog[-1])
+    line = _file(tmp_path, 31, 1700000100, [f"{random_uuid()}\td_sid=40"])
+    guest_batch = inbound_files_register(paths=[line], partner=guest).batches[0]
+    assert guest_batch.partner_id == guest.pk
+    inbound_batch_enqueue(batch=guest_batch)
+
+    # A retry interval far longer than the backlog: the guest's batch must be queued by the
+    # batch ahead of it ending, not by RQ trying it again.
+    env = {
+        **worker_environment(),
+        "INBOUND_PARSE_PROCESSES": "0",
+        "INBOUND_TURN_RETRY_INTERVALS": "120",
+    }
+    workers = [_worker("inbound", env=env) for _ in range(2)]
+    try:
+        for worker in workers:  # burst workers: they stop once nothing is queued
+            assert worker.wait(timeout=240) == 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+    guest_batch.refresh_from_db()
+    assert guest_batch.status == "processed", "the guest's batch waited for an RQ retry"
+    ahead = InboundBatch.objects.filter(
+        pk__in=[b.pk for b in backlog], finished_at__lte=guest_batch.started_at
+    ).count()
+    print(f"a guest's line on a shared data source: after {ahead} of the owner's 8 files")
+    assert ahead <= 1
+    order = InboundBatch.objects.filter(partner=owner).order_by("finished_at")
+    assert list(order.values_list("pk", flat=True)) == [b.pk for b in backlog]
     assert set(InboundBatch.objects.values_list("status", flat=True)) == {"processed"}
