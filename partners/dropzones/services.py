@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import posixpath
 from dataclasses import dataclass, field
@@ -82,43 +83,61 @@ def inbound_poll(*, channel: InboundChannel) -> PollResult:
     return result
 
 
+# Listed objects looked up in the history at once: one query per this many names.
+_HISTORY_CHUNK = 1000
+
+
 def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult) -> None:
     now = timezone.now()
-    latest: dict[str, ChannelObject] = {}
-    versions: set[tuple[str, str]] = set()
-    for seen in ChannelObject.objects.filter(channel=channel).order_by("path", "pk"):
-        latest[seen.path] = seen  # the newest row per path wins
-        versions.add((seen.path, seen.version))
     # The partner's outbound folders in this channel hold our own exports, not deliveries.
     outbound = tuple(
         f"{destination.delivery_folder}/"
         for destination in channel.destinations.select_related("partner")
     )
+    listing = (
+        listed
+        for listed in channel_list(channel, storage)
+        if not (outbound and listed.path.startswith(outbound))
+    )
     listed_paths: set[str] = set()
-    for listed in channel_list(channel, storage):
-        if outbound and listed.path.startswith(outbound):
-            continue
-        result.listed += 1
-        listed_paths.add(_storable_path(listed.path))
-        try:
-            # One object's failure rolls back its own rows only, never the whole poll: a
-            # name the database cannot hold must not keep the good files beside it out.
-            with transaction.atomic():
-                _poll_object(channel, listed, latest, versions, now, result)
-        except Exception:
-            logger.exception("channel %s: %r could not be registered", channel.pk, listed.path)
-            result.unreadable.append((_storable_path(listed.path), "could not be registered"))
+    # The history is asked about the names listed now, a chunk at a time: a poll costs what
+    # the listing holds, never what the channel ever held (its objects stay for good).
+    while chunk := list(itertools.islice(listing, _HISTORY_CHUNK)):
+        latest, versions = _history(channel, {_storable_path(listed.path) for listed in chunk})
+        for listed in chunk:
+            result.listed += 1
+            listed_paths.add(_storable_path(listed.path))
+            try:
+                # One object's failure rolls back its own rows only, never the whole poll: a
+                # name the database cannot hold must not keep the good files beside it out.
+                with transaction.atomic():
+                    _poll_object(channel, listed, latest, versions, now, result)
+            except Exception:
+                logger.exception("channel %s: %r could not be registered", channel.pk, listed.path)
+                result.unreadable.append((_storable_path(listed.path), "could not be registered"))
     # A file seen and gone before it was taken (a client's x.filepart, renamed) is no longer
     # waiting: *My files* must not say so for ever. Under its new name it is a new object.
-    vanished = [
-        seen.pk
-        for path, seen in latest.items()
-        if seen.state == ChannelObject.State.SEEN and path not in listed_paths
-    ]
+    # (Only the files still waiting are read: an object seen is the newest of its path.)
+    waiting = ChannelObject.objects.filter(channel=channel, state=ChannelObject.State.SEEN)
+    vanished = [pk for pk, path in waiting.values_list("pk", "path") if path not in listed_paths]
     ChannelObject.objects.filter(pk__in=vanished, state=ChannelObject.State.SEEN).delete()
     channel.last_polled_at = now
     channel.last_poll_result = result.summary()
     channel.save(update_fields=["last_polled_at", "last_poll_result"])
+
+
+def _history(
+    channel: InboundChannel, paths: set[str]
+) -> tuple[dict[str, ChannelObject], set[tuple[str, str]]]:
+    """What the channel saw before at ``paths``: the newest object of each path, and every
+    (path, version) taken or refused (an index scan of channelobject_once per name)."""
+    latest: dict[str, ChannelObject] = {}
+    versions: set[tuple[str, str]] = set()
+    seen = ChannelObject.objects.filter(channel=channel, path__in=paths).order_by("path", "pk")
+    for known in seen:
+        latest[known.path] = known  # the newest row per path wins
+        versions.add((known.path, known.version))
+    return latest, versions
 
 
 def _storable_path(path: str) -> str:
