@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
 
-from partners.dropzones.services import inbound_polls_request
+from partners.dropzones.services import inbound_polls_queue
 from partners.idsync.limits import refused_by_day
 from partners.models import (
     ChannelObject,
@@ -421,16 +421,29 @@ class InboundChannelAdmin(admin.ModelAdmin):
     @admin.action(description="Poll the selected drop zones now")
     def poll_now(self, request: HttpRequest, queryset: QuerySet[InboundChannel]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        inbound_polls_request(channel_ids=ids)
-        messages.success(
-            request,
-            ngettext(
-                "%(count)d drop zone queued for a poll.",
-                "%(count)d drop zones queued for a poll.",
-                len(ids),
+        queued = inbound_polls_queue(channel_ids=ids)
+        if queued.queued:
+            messages.success(
+                request,
+                ngettext(
+                    "%(count)d drop zone queued for a poll.",
+                    "%(count)d drop zones queued for a poll.",
+                    len(queued.queued),
+                )
+                % {"count": len(queued.queued)},
             )
-            % {"count": len(ids)},
-        )
+        if queued.busy:
+            messages.warning(
+                request,
+                ngettext(
+                    "%(count)d drop zone is still being polled (or waits for a worker): not"
+                    " queued again.",
+                    "%(count)d drop zones are still being polled (or wait for a worker): not"
+                    " queued again.",
+                    len(queued.busy),
+                )
+                % {"count": len(queued.busy)},
+            )
 
 
 @admin.register(ChannelObject)

@@ -18,8 +18,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import ngettext
 
-# The module, not its names: the drop zones' *Poll now* job runs a schedule, so the two
-# import each other.
+# The module, not its names: the schedules' job runs a schedule, so the two import each
+# other.
 from partners import jobs
 from partners.dropzones import services as dropzones
 from partners.idsync.mappings import id_mappings_expire
@@ -49,10 +49,9 @@ class Schedule:
 
 
 def inbound_poll_run(*, channel_id: int | None = None) -> str:
-    results = dropzones.inbound_poll_all(channel_id=channel_id)
-    if not results:
-        return "no active drop zone"
-    return "; ".join(f"channel {r.channel_id}: {r.summary()}" for r in results)
+    """Queue a poll job per channel (each channel's result is on the channel)."""
+    channel_ids = None if channel_id is None else [channel_id]
+    return dropzones.inbound_polls_queue(channel_ids=channel_ids).summary()
 
 
 def inbound_sweep_run() -> str:

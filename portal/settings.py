@@ -210,6 +210,14 @@ INBOUND_SWEEP_SECONDS = int(os.environ.get("INBOUND_SWEEP_SECONDS", "60"))
 INBOUND_SWEEP_GRACE_SECONDS = int(os.environ.get("INBOUND_SWEEP_GRACE_SECONDS", "120"))
 # Drop zones: how often they are polled (RQ cron), how long delivered files are kept.
 INBOUND_POLL_SECONDS = int(os.environ.get("INBOUND_POLL_SECONDS", "300"))
+# Each channel is polled by a job of its own; RQ stops one that takes longer than this (a
+# drop zone that hangs), and the channel is polled again by the next round.
+INBOUND_POLL_JOB_TIMEOUT = int(os.environ.get("INBOUND_POLL_JOB_TIMEOUT", "900"))
+# Drop zones (and exports to them): seconds to reach the server (TCP, then SSH's banner, key
+# exchange, authentication and the SFTP session, each), then to wait for any one answer (an
+# SFTP request; an S3 response's bytes). A server that stalls fails the poll with the reason.
+DROPZONE_CONNECT_TIMEOUT = float(os.environ.get("DROPZONE_CONNECT_TIMEOUT", "30"))
+DROPZONE_READ_TIMEOUT = float(os.environ.get("DROPZONE_READ_TIMEOUT", "60"))
 INBOUND_RETENTION_DAYS = int(os.environ.get("INBOUND_RETENTION_DAYS", "30"))
 OUTBOUND_RETENTION_DAYS = int(os.environ.get("OUTBOUND_RETENTION_DAYS", "8"))
 # A destination whose daily run failed is tried again after OUTBOUND_RETRY_SECONDS, then

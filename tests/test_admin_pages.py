@@ -20,6 +20,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Model
 from django.urls import reverse
 from django.utils.translation import gettext
+from rq import SimpleWorker
 
 from partners.admin import ResendForm
 from partners.admin_views import ReportForm
@@ -30,6 +31,7 @@ from partners.outbound.runs import outbound_run
 from partners.schedules import schedule_run
 from portal.demo import demo_seed
 from portal.demo_files import DAY1_FILE, IDSYNC_FILE, MISTAKES_FILE
+from tests.conftest import queue_wipe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -143,8 +145,10 @@ def demo_admin(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     _process(cross_device)
     outbound_run(destination=Destination.objects.get())
     (seed.dropzone_today / "acme_traits_export_final_v2.tsv").write_text("u1\td_sid=10\n")
+    inbound = queue_wipe(django_rq.get_queue("inbound"))
     for _ in range(2):  # seen, then registered (here: rejected) once its size held
-        schedule_run(name="inbound_poll")
+        schedule_run(name="inbound_poll")  # queues the channel's poll job, run here
+        SimpleWorker([inbound], connection=inbound.connection).work(burst=True)
     IDSyncOptOut.objects.create(data_source_id=21, dpuuid="acme-0007")
     Group.objects.create(name="Partner solutions")
     yield

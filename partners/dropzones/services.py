@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import posixpath
 from dataclasses import dataclass, field
@@ -13,7 +14,11 @@ from django.conf import settings
 from django.core.files.storage import Storage
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.translation import ngettext
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
 
+# The module, not its names: the job calls back into this module.
 from partners.dropzones import jobs
 from partners.dropzones.channels import channel_list, delivery_date
 from partners.inbound.errors import InboundRejected
@@ -21,6 +26,7 @@ from partners.inbound.names import name_text_problem
 from partners.inbound.queueing import inbound_waiting_batches_release, registration_enqueue
 from partners.inbound.registration import inbound_files_register
 from partners.models import ChannelObject, InboundChannel, InboundFile
+from partners.rq_jobs import LIVE_JOB_STATUSES
 from partners.storage import (
     UPLOAD_STORAGE,
     ListedObject,
@@ -82,43 +88,61 @@ def inbound_poll(*, channel: InboundChannel) -> PollResult:
     return result
 
 
+# Listed objects looked up in the history at once: one query per this many names.
+_HISTORY_CHUNK = 1000
+
+
 def _poll_listing(channel: InboundChannel, storage: Storage, result: PollResult) -> None:
     now = timezone.now()
-    latest: dict[str, ChannelObject] = {}
-    versions: set[tuple[str, str]] = set()
-    for seen in ChannelObject.objects.filter(channel=channel).order_by("path", "pk"):
-        latest[seen.path] = seen  # the newest row per path wins
-        versions.add((seen.path, seen.version))
     # The partner's outbound folders in this channel hold our own exports, not deliveries.
     outbound = tuple(
         f"{destination.delivery_folder}/"
         for destination in channel.destinations.select_related("partner")
     )
+    listing = (
+        listed
+        for listed in channel_list(channel, storage)
+        if not (outbound and listed.path.startswith(outbound))
+    )
     listed_paths: set[str] = set()
-    for listed in channel_list(channel, storage):
-        if outbound and listed.path.startswith(outbound):
-            continue
-        result.listed += 1
-        listed_paths.add(_storable_path(listed.path))
-        try:
-            # One object's failure rolls back its own rows only, never the whole poll: a
-            # name the database cannot hold must not keep the good files beside it out.
-            with transaction.atomic():
-                _poll_object(channel, listed, latest, versions, now, result)
-        except Exception:
-            logger.exception("channel %s: %r could not be registered", channel.pk, listed.path)
-            result.unreadable.append((_storable_path(listed.path), "could not be registered"))
+    # The history is asked about the names listed now, a chunk at a time: a poll costs what
+    # the listing holds, never what the channel ever held (its objects stay for good).
+    while chunk := list(itertools.islice(listing, _HISTORY_CHUNK)):
+        latest, versions = _history(channel, {_storable_path(listed.path) for listed in chunk})
+        for listed in chunk:
+            result.listed += 1
+            listed_paths.add(_storable_path(listed.path))
+            try:
+                # One object's failure rolls back its own rows only, never the whole poll: a
+                # name the database cannot hold must not keep the good files beside it out.
+                with transaction.atomic():
+                    _poll_object(channel, listed, latest, versions, now, result)
+            except Exception:
+                logger.exception("channel %s: %r could not be registered", channel.pk, listed.path)
+                result.unreadable.append((_storable_path(listed.path), "could not be registered"))
     # A file seen and gone before it was taken (a client's x.filepart, renamed) is no longer
     # waiting: *My files* must not say so for ever. Under its new name it is a new object.
-    vanished = [
-        seen.pk
-        for path, seen in latest.items()
-        if seen.state == ChannelObject.State.SEEN and path not in listed_paths
-    ]
+    # (Only the files still waiting are read: an object seen is the newest of its path.)
+    waiting = ChannelObject.objects.filter(channel=channel, state=ChannelObject.State.SEEN)
+    vanished = [pk for pk, path in waiting.values_list("pk", "path") if path not in listed_paths]
     ChannelObject.objects.filter(pk__in=vanished, state=ChannelObject.State.SEEN).delete()
     channel.last_polled_at = now
     channel.last_poll_result = result.summary()
     channel.save(update_fields=["last_polled_at", "last_poll_result"])
+
+
+def _history(
+    channel: InboundChannel, paths: set[str]
+) -> tuple[dict[str, ChannelObject], set[tuple[str, str]]]:
+    """What the channel saw before at ``paths``: the newest object of each path, and every
+    (path, version) taken or refused (an index scan of channelobject_once per name)."""
+    latest: dict[str, ChannelObject] = {}
+    versions: set[tuple[str, str]] = set()
+    seen = ChannelObject.objects.filter(channel=channel, path__in=paths).order_by("path", "pk")
+    for known in seen:
+        latest[known.path] = known  # the newest row per path wins
+        versions.add((known.path, known.version))
+    return latest, versions
 
 
 def _storable_path(path: str) -> str:
@@ -249,30 +273,97 @@ def _reject(channel: InboundChannel, seen: ChannelObject, reason: str, result: P
     result.rejected.append((seen.path, reason))
 
 
-def inbound_polls_request(*, channel_ids: list[int]) -> None:
-    """Queue a poll of each channel now, in the inbound workers (admin *Poll now*)."""
-    queue = django_rq.get_queue("inbound")
-    for pk in channel_ids:
-        queue.enqueue(jobs.inbound_poll_job, pk)
+def inbound_poll_job_id(channel_id: int) -> str:
+    return f"inbound-poll-{channel_id}"
 
 
-def inbound_poll_all(*, channel_id: int | None = None) -> list[PollResult]:
-    """Poll every active channel (or one), then queue the split batches now complete."""
-    channels = InboundChannel.objects.filter(active=True).select_related("partner")
-    if channel_id is not None:
-        channels = InboundChannel.objects.filter(pk=channel_id).select_related("partner")
-    results = []
-    for channel in channels:
-        try:
-            results.append(inbound_poll(channel=channel))
-        except Exception as exc:  # one broken channel must not stop the others
-            logger.exception("polling channel %s failed", channel.pk)
-            InboundChannel.objects.filter(pk=channel.pk).update(
-                last_polled_at=timezone.now(), last_poll_result=f"failed: {exc}"
+@dataclass
+class PollsQueued:
+    queued: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)  # their previous poll still queued or on
+
+    def summary(self) -> str:
+        if not self.queued and not self.busy:
+            return "no active drop zone"
+        count = len(self.queued)
+        text = f"{count} {ngettext('channel', 'channels', count)} queued for a poll"
+        if self.busy:
+            ids = ", ".join(str(pk) for pk in self.busy[:20])
+            more = f" and {len(self.busy) - 20} more" if len(self.busy) > 20 else ""
+            text += f"; still polling from before: channel {ids}{more}"
+        return text
+
+
+def inbound_polls_queue(*, channel_ids: list[int] | None = None) -> PollsQueued:
+    """Queue a poll of every active channel (or of those named: the admin's *Poll now*, the
+    command's ``--channel``), one RQ job each on the ``inbound`` queue, then queue the split
+    batches now complete.
+
+    One job per channel, so a slow or hanging drop zone (a server that stalls, a huge
+    listing) holds one worker, not every other partner's deliveries; RQ stops it after
+    ``INBOUND_POLL_JOB_TIMEOUT``. Its job ID is the channel's, and a channel whose poll is
+    still queued or running is not queued again (the channel's advisory lock keeps two
+    polls of one channel apart in any case)."""
+    channels = InboundChannel.objects.order_by("pk")
+    if channel_ids is None:
+        channels = channels.filter(active=True)
+    else:
+        channels = channels.filter(pk__in=channel_ids)
+    ids = list(channels.values_list("pk", flat=True))
+    result = PollsQueued()
+    # Sent at once, not at the end of a transaction: the lock must cover the sending.
+    queue = django_rq.get_queue("inbound", commit_mode="auto")
+    with queue.connection.lock("s2s:inbound-polls-queue", timeout=120, blocking_timeout=60):
+        found = Job.fetch_many([inbound_poll_job_id(pk) for pk in ids], connection=queue.connection)
+        for pk, job in zip(ids, found, strict=True):
+            if job is not None and job.get_status(refresh=False) in LIVE_JOB_STATUSES:
+                result.busy.append(pk)
+                continue
+            if job is not None:  # its last poll, finished or failed: kept by RQ for a while
+                job.delete()
+            queue.enqueue(
+                jobs.inbound_channel_poll_job,
+                pk,
+                job_id=inbound_poll_job_id(pk),
+                job_timeout=settings.INBOUND_POLL_JOB_TIMEOUT,
+                description=f"Poll the drop zone of channel {pk}",
             )
-            results.append(PollResult(channel_id=channel.pk, unreadable=[("", str(exc))]))
+            result.queued.append(pk)
     inbound_waiting_batches_release()
-    return results
+    return result
+
+
+def inbound_channel_poll(*, channel_id: int) -> PollResult | None:
+    """Poll one channel (None: it is gone). A poll that fails (the server unreachable or
+    silent past ``DROPZONE_*_TIMEOUT``, stopped by RQ's job timeout, refused credentials)
+    is recorded on the channel with the reason and tried again at the next poll."""
+    channel = InboundChannel.objects.select_related("partner").filter(pk=channel_id).first()
+    if channel is None:
+        return None
+    try:
+        return inbound_poll(channel=channel)
+    except Exception as exc:  # JobTimeoutException included: RQ stopped a poll that hung
+        logger.exception("polling channel %s failed", channel.pk)
+        reason = _poll_failure(exc)
+        InboundChannel.objects.filter(pk=channel.pk).update(
+            last_polled_at=timezone.now(), last_poll_result=f"failed: {reason}"
+        )
+        return PollResult(channel_id=channel.pk, unreadable=[("", reason)])
+
+
+def _poll_failure(exc: Exception) -> str:
+    """Why a poll failed, in words staff can act on (a timeout's own text is empty)."""
+    if isinstance(exc, JobTimeoutException):
+        return (
+            f"stopped after {settings.INBOUND_POLL_JOB_TIMEOUT} s (INBOUND_POLL_JOB_TIMEOUT);"
+            " tried again at the next poll"
+        )
+    if isinstance(exc, TimeoutError) and not str(exc):  # a read's (socket.timeout)
+        return (
+            f"the server did not answer for {settings.DROPZONE_READ_TIMEOUT:g} s"
+            " (DROPZONE_READ_TIMEOUT); tried again at the next poll"
+        )
+    return str(exc) or type(exc).__name__
 
 
 @dataclass

@@ -120,7 +120,11 @@ class _Stored(io.RawIOBase):
         try:
             data = self.inner.read(_CHUNK if size < 0 else min(size, _CHUNK))
         except (OSError, EOFError) as exc:
-            raise UnreadableFileError(f"the {self.what} could not be read ({exc})") from exc
+            # A drop zone silent past DROPZONE_READ_TIMEOUT raises a timeout without words.
+            reason = str(exc) or (
+                "the server stopped answering" if isinstance(exc, TimeoutError) else repr(exc)
+            )
+            raise UnreadableFileError(f"the {self.what} could not be read ({reason})") from exc
         self.meter.stored += len(data)
         if self.plain:
             self.meter.plain += len(data)

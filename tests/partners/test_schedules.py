@@ -17,15 +17,15 @@ from rq import SimpleWorker
 
 from partners.models import InboundChannel, InboundFile, ScheduleRun
 from partners.schedules import schedule_run, schedules
+from tests.conftest import queue_wipe
 from tests.partners.inbound.conftest import World
 
 
 @pytest.fixture
 def queues() -> list[Any]:
-    found = [django_rq.get_queue(name) for name in ("inbound", "default")]
-    for queue in found:
-        queue.empty()
-    return found
+    # Wiped, not only emptied: a channel's poll job ID is its database ID, which each test
+    # database gives out again.
+    return [queue_wipe(django_rq.get_queue(name)) for name in ("inbound", "default")]
 
 
 def test_rq_cron_queues_every_schedule_and_a_worker_runs_it(
@@ -34,7 +34,9 @@ def test_rq_cron_queues_every_schedule_and_a_worker_runs_it(
     folder = tmp_path / "zone"
     (folder / "acme/date=2026-11-28").mkdir(parents=True)
     (folder / "acme/date=2026-11-28/ftp_dpm_21_1700000000.sync").write_text("u1\td_sid=10\n")
-    InboundChannel.objects.create(partner=world.partner, name="z", kind="local", prefix=str(folder))
+    channel = InboundChannel.objects.create(
+        partner=world.partner, name="z", kind="local", prefix=str(folder)
+    )
 
     scheduler = DjangoCronScheduler()
     scheduler.load_config_from_file("portal.cron")
@@ -46,8 +48,12 @@ def test_rq_cron_queues_every_schedule_and_a_worker_runs_it(
     enqueued = {job.name for job in scheduler.enqueue_jobs()}
     assert "inbound_poll" in enqueued  # an interval job is due at once
     inbound = queues[0]
+    polled = []
     for _ in range(2):  # two polls: the file is seen, then registered
+        # The schedule's job queues the channel's poll job, which the same burst runs.
         SimpleWorker([inbound], connection=inbound.connection).work(burst=True)
+        channel.refresh_from_db()
+        polled.append(channel.last_poll_result)
         poll = jobs["inbound_poll"]
         assert poll.next_enqueue_time is not None
         poll.next_enqueue_time -= timedelta(seconds=300)  # due again, instead of waiting
@@ -55,7 +61,11 @@ def test_rq_cron_queues_every_schedule_and_a_worker_runs_it(
     SimpleWorker([inbound], connection=inbound.connection).work(burst=True)
     runs = ScheduleRun.objects.filter(name="inbound_poll").order_by("started_at")
     assert [run.ok for run in runs] == [True, True, True]
-    assert "1 registered" in runs[1].result
+    assert runs[1].result == "1 channel queued for a poll"
+    assert polled == [
+        "1 listed, 1 new, 0 registered, 0 rejected",
+        "1 listed, 0 new, 1 registered, 0 rejected",
+    ]
     assert InboundFile.objects.get().name == "ftp_dpm_21_1700000000.sync"
 
 

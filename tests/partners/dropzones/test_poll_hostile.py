@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from partners.dropzones.services import inbound_poll, inbound_poll_all
+from partners.dropzones.services import inbound_channel_poll, inbound_poll
 from partners.models import ChannelObject, InboundBatch, InboundChannel, InboundFile
 from partners.storage import channel_storage
 from tests.partners.dropzones.conftest import DropZone
@@ -97,7 +97,8 @@ def test_a_credentials_reference_names_credentials_only(
     channel.credentials_ref = ""
     channel.save()
     InboundChannel.objects.filter(pk=channel.pk).update(credentials_ref=ref)  # stored earlier
-    [result] = inbound_poll_all(channel_id=channel.pk)
+    result = inbound_channel_poll(channel_id=channel.pk)
+    assert result is not None
     channel.refresh_from_db()
     assert channel.last_poll_result.startswith(f"failed: channel {channel.pk}: credentials")
     assert "nothing was read" in channel.last_poll_result

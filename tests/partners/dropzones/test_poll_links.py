@@ -126,7 +126,12 @@ def test_only_regular_files_are_taken_from_a_local_channel(
 def _on_first_object_noted(act: Any) -> Iterator[None]:
     """Run ``act(path)`` once, when the poll notes its first object (ChannelObject saved):
     the moment a client renames or removes files while the poller walks the folder, made
-    deterministic (the folder's names are already listed, the next ones not yet looked at)."""
+    deterministic (the folder's names are already listed, the next ones not yet looked at).
+    The poll takes the listing one object at a time here: it looks up 1,000 listed names at
+    once in the history, and the walk of folders this small would be over before the first
+    object is noted."""
+    from partners.dropzones import services
+
     done: list[bool] = []
 
     def noted(sender: Any, instance: ChannelObject, created: bool, **kwargs: Any) -> None:
@@ -135,9 +140,11 @@ def _on_first_object_noted(act: Any) -> Iterator[None]:
             act(instance.path)
 
     post_save.connect(noted, sender=ChannelObject, weak=False)
+    chunk, services._HISTORY_CHUNK = services._HISTORY_CHUNK, 1
     try:
         yield
     finally:
+        services._HISTORY_CHUNK = chunk
         post_save.disconnect(noted, sender=ChannelObject)
 
 
