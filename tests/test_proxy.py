@@ -210,9 +210,10 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 @pytest.fixture
 def proxied(
-    settings: Any, tmp_path: Path, mailbox: tuple[Mailbox, int]
+    request: Any, settings: Any, tmp_path: Path, mailbox: tuple[Mailbox, int]
 ) -> Iterator[tuple[Nginx, Gunicorn]]:
-    """nginx (the README's block) in front of the portal pool and the ID-sync pool."""
+    """nginx (the README's block) in front of the portal pool and the ID-sync pool; more
+    environment for them by indirect parametrization."""
     if NGINX is None:
         pytest.skip("no nginx on this machine (apt-get install nginx-light; .ci/run does)")
     env = _environment(
@@ -224,6 +225,7 @@ def proxied(
         EMAIL_HOST="127.0.0.1",
         EMAIL_PORT=str(mailbox[1]),
         PASSWORD_RESET_RATE="5/h",
+        **getattr(request, "param", {}),
     )
     portal = Gunicorn("portal.wsgi", env)
     idsync = Gunicorn("portal.wsgi:idsync_application", {**env, "WEB_POOL": "idsync"})
@@ -334,6 +336,28 @@ def test_a_client_reaching_gunicorn_directly_is_counted_by_its_own_address(
     assert statuses[9:] == [429, 429]
     assert _attempts() == {("staff", DIRECT): 11}
     assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
+
+
+@pytest.mark.parametrize("proxied", [{"LOGIN_ADDRESS_FAILURE_LIMIT": "12"}], indirect=True)
+def test_a_stranger_flooding_the_office_address_does_not_lock_out_its_users(
+    proxied: tuple[Nginx, Gunicorn], staff: User
+) -> None:
+    """Before: LOGIN_ADDRESS_FAILURE_LIMIT failures from one address refused every login from
+    it, so a stranger behind the office's NAT address (here: the same source address)
+    trying many usernames locked out everyone there. A username that logged in from there
+    lately still does; one new to that address is paused."""
+    nginx, _ = proxied
+    newcomer = UserFactory.create(username="newcomer", is_staff=True)
+    newcomer.set_password(PASSWORD)
+    newcomer.save()
+    assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302  # the usual place
+    stranger = Browser(nginx.port, OWNER)
+    statuses = [stranger.log_in(f"user{n}", "guess") for n in range(14)]
+    assert statuses[:11] == [200] * 11
+    assert set(statuses[12:]) == {429}
+    assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
+    assert Browser(nginx.port, OWNER).log_in("newcomer", PASSWORD) == 429
+    assert Browser(nginx.port, STRANGER).log_in("newcomer", PASSWORD) == 302  # elsewhere
 
 
 def _reset(browser: Browser, email: str) -> int:
