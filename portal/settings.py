@@ -89,6 +89,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A NUL in the path or query (which PostgreSQL text cannot hold) answers 400, not 500.
+    "portal.middleware.NulRefusedMiddleware",
     # Last, as django-axes asks: it turns a lockout into the portal's "too many attempts" page.
     "axes.middleware.AxesMiddleware",
     # Turns a password-reset rate limit into its page (RATELIMIT_VIEW).
