@@ -89,7 +89,12 @@ def test_twenty_password_resets_send_five_e_mails_at_most(
     assert statuses == [302] * 5 + [429] * 15
     assert len(mailoutbox) == (5 if address == "acme@partner.test" else 0)
     page = client.post("/portal/password-reset/", {"email": address}).content.decode()
-    assert "too many password reset requests" in page
+    # Before: "... for this address from your network, or from your network."
+    assert (
+        "<p>There were too many password reset requests from your network, for this e-mail"
+        " address or for all addresses together. Try again in an hour; a link sent earlier"
+        " still works.</p>"
+    ) in page
     # Another address from another network is not held back by these.
     assert (
         Client(REMOTE_ADDR="10.1.2.3")
