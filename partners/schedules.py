@@ -62,6 +62,24 @@ def receipts_sweep_run() -> str:
     return receipt_deliveries_sweep().summary()
 
 
+# The purge's summary names this many of the files it could not delete (the log has all).
+PURGE_REASONS_SHOWN = 5
+
+
+def _reasons(items: list[tuple[str, str]]) -> str:
+    """The first few (path, why) in words; how many more."""
+    text = "; ".join(f"{path!r}: {why}" for path, why in items[:PURGE_REASONS_SHOWN])
+    if len(items) > PURGE_REASONS_SHOWN:
+        text += f"; {len(items) - PURGE_REASONS_SHOWN} more in the log"
+    return text
+
+
+def _not_deleted(failed: list[tuple[str, str]]) -> str:
+    if not failed:
+        return ""
+    return f", {len(failed)} not deleted (tried again at the next purge: {_reasons(failed)})"
+
+
 def retention_purge_run() -> str:
     result = dropzones.inbound_purge()
     outbound = outbound_purge()
@@ -72,12 +90,17 @@ def retention_purge_run() -> str:
     gone = f"{result.missing} already gone"
     if result.refused:
         gone += f", {result.refused} behind a symbolic link left alone"
+    if result.not_files:
+        gone += (
+            f", {len(result.not_files)} not files any more and left alone"
+            f" ({_reasons(result.not_files)})"
+        )
     return (
         f"{counted(result.deleted, 'file', 'files')} older than"
-        f" {settings.INBOUND_RETENTION_DAYS} days deleted, {gone},"
+        f" {settings.INBOUND_RETENTION_DAYS} days deleted, {gone}{_not_deleted(result.failed)},"
         f" {counted(result.unclaimed, 'unclaimed upload', 'unclaimed uploads')} deleted;"
-        f" {counted(outbound, 'outbound file', 'outbound files')} older than"
-        f" {settings.OUTBOUND_RETENTION_DAYS} days deleted;"
+        f" {counted(outbound.deleted, 'outbound file', 'outbound files')} older than"
+        f" {settings.OUTBOUND_RETENTION_DAYS} days deleted{_not_deleted(outbound.failed)};"
         f" {counted(pruned, 'old schedule run record', 'old schedule run records')} pruned;"
         f" {counted(changes, 'membership change', 'membership changes')} older than"
         f" {settings.SEGMENT_CHANGES_RETENTION_DAYS} days pruned"

@@ -6,15 +6,18 @@ import functools
 import ipaddress
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from axes.attempts import get_cool_off_threshold
 from axes.backends import AxesStandaloneBackend
 from axes.handlers.database import AxesDatabaseHandler
-from axes.models import AccessAttempt
+from axes.helpers import get_client_username
+from axes.models import AccessAttempt, AccessLog
 from django.conf import settings
 from django.db.models import Sum
 from django.http import HttpRequest
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +132,9 @@ class LoginAttemptsHandler(AxesDatabaseHandler):
     lock the owner out at their own address. On top, a much higher limit per address alone
     (LOGIN_ADDRESS_FAILURE_LIMIT failures within the cool-off, whatever the usernames) stops
     one address from trying a few passwords on each of many accounts; it pauses the logins
-    of that address only. A success resets its own pair's count, never the address's."""
+    of that address only, and not those of a username that logged in from that address
+    lately (its owner, behind the same office NAT as the one failing). A success resets its
+    own pair's count, never the address's."""
 
     def address_failures(self, request: HttpRequest) -> int:
         address = getattr(request, "axes_ip_address", "") or ""
@@ -140,12 +145,33 @@ class LoginAttemptsHandler(AxesDatabaseHandler):
         ).aggregate(total=Sum("failures_since_start"))["total"]
         return int(failures or 0)
 
-    def address_locked(self, request: HttpRequest) -> bool:
+    def known_here(self, request: HttpRequest, credentials: dict[str, Any] | None) -> bool:
+        """Whether the username tried logged in from this client address within
+        LOGIN_KNOWN_ADDRESS_DAYS (django-axes' AccessLog of successful logins): its owner at
+        their usual address (an office behind one NAT address) is not paused by what others
+        there fail. Only its own pair's limit applies to it."""
+        days = settings.LOGIN_KNOWN_ADDRESS_DAYS
+        address = getattr(request, "axes_ip_address", "") or ""
+        username = get_client_username(request, credentials)
+        if not (days and address and username):
+            return False
+        since = timezone.now() - timedelta(days=days)
+        return AccessLog.objects.filter(
+            username=username, ip_address=address, attempt_time__gte=since
+        ).exists()
+
+    def address_locked(
+        self, request: HttpRequest, credentials: dict[str, Any] | None = None
+    ) -> bool:
+        """Past LOGIN_ADDRESS_FAILURE_LIMIT failures from this address, for a username not
+        known here (:meth:`known_here`)."""
         limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT
-        return bool(limit) and self.address_failures(request) >= limit
+        if not limit or self.address_failures(request) < limit:
+            return False
+        return not self.known_here(request, credentials)
 
     def is_locked(self, request: HttpRequest, credentials: dict[str, Any] | None = None) -> bool:
-        return super().is_locked(request, credentials) or self.address_locked(request)
+        return super().is_locked(request, credentials) or self.address_locked(request, credentials)
 
     def user_login_failed(
         self,
@@ -160,7 +186,7 @@ class LoginAttemptsHandler(AxesDatabaseHandler):
         if (
             request is not None
             and not getattr(request, "axes_locked_out", False)
-            and self.address_locked(request)
+            and self.address_locked(request, credentials)
         ):
             request.axes_locked_out = True  # type: ignore[attr-defined]
             request.axes_credentials = credentials  # type: ignore[attr-defined]
@@ -197,5 +223,6 @@ def lockout_response(request: HttpRequest, response: Any = None, credentials: An
         "failure_limit": settings.AXES_FAILURE_LIMIT,
         "address_limit": settings.LOGIN_ADDRESS_FAILURE_LIMIT,
         "address_locked": getattr(request, "login_locked_for_address", False),
+        "known_days": settings.LOGIN_KNOWN_ADDRESS_DAYS,
     }
     return render(request, "portal/locked.html", context, status=429)

@@ -89,6 +89,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A NUL in the path or query (which PostgreSQL text cannot hold) answers 400, not 500.
+    "portal.middleware.NulRefusedMiddleware",
     # Last, as django-axes asks: it turns a lockout into the portal's "too many attempts" page.
     "axes.middleware.AxesMiddleware",
     # Turns a password-reset rate limit into its page (RATELIMIT_VIEW).
@@ -256,6 +258,10 @@ AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, never the username alone
 LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("LOGIN_ADDRESS_FAILURE_LIMIT", "100"))
+# ... except for a username that logged in from that address within this many days (its
+# owner, behind the same office NAT as whoever fails there; 0: none is): only its own
+# pair's limit applies. Read from django-axes' log of successful logins (AccessLog).
+LOGIN_KNOWN_ADDRESS_DAYS = int(os.environ.get("LOGIN_KNOWN_ADDRESS_DAYS", "30"))
 AXES_HANDLER = "portal.auth.LoginAttemptsHandler"  # adds the per-address limit
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"

@@ -9,6 +9,7 @@ default; a client that connects to gunicorn directly comes from another address.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -22,14 +23,23 @@ from urllib.parse import urlencode
 import pytest
 from axes.models import AccessAttempt
 from django.contrib.auth.models import User
+from django.core.management import call_command
 
+from partners.models import InboundFile
+from partners.portal.api import api_token_rotate
 from tests.conftest import port_wait
 from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
+from tests.partners.inbound.conftest import World
 from tests.test_production_web import Gunicorn, _environment, _free_port
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 PASSWORD = "the-staff-password-42"
+
+# The stock http block includes the types of file names (Debian: /etc/nginx/mime.types).
+MIME_TYPES = Path("/etc/nginx/mime.types")
+# STATIC_ROOT as .env.example sets it, where the README's block serves /static/ from.
+README_STATIC_ROOT = "/var/lib/s2s-portal/static/"
 
 STRANGER, OWNER, ROTATOR, DIRECT = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
 
@@ -59,14 +69,16 @@ class Nginx:
     """nginx in the foreground with its own prefix, configuration, pid file and temporary
     folders (none of the system's), the README's block in its server."""
 
-    def __init__(self, folder: Path, portal_port: int, idsync_port: int) -> None:
+    def __init__(self, folder: Path, portal_port: int, idsync_port: int, static_root: Path) -> None:
         assert NGINX is not None
         self.port = _free_port()
         block = readme_proxy_block()
         assert "127.0.0.1:8000" in block, block
         assert "127.0.0.1:8001" in block, block
+        assert README_STATIC_ROOT in block, block
         block = block.replace("127.0.0.1:8000", f"127.0.0.1:{portal_port}")
         block = block.replace("127.0.0.1:8001", f"127.0.0.1:{idsync_port}")
+        block = block.replace(README_STATIC_ROOT, f"{static_root}/")
         for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (folder / name).mkdir(parents=True, exist_ok=True)
         # As root the workers would switch to "nobody", who cannot use these folders.
@@ -78,6 +90,7 @@ pid {folder}/nginx.pid;
 error_log {folder}/error.log warn;
 events {{ worker_connections 64; }}
 http {{
+    {f"include {MIME_TYPES};" if MIME_TYPES.exists() else ""}
     access_log off;
     client_body_temp_path {folder}/body;
     proxy_temp_path {folder}/proxy;
@@ -94,6 +107,7 @@ http {{
 """
         )
         self.folder = folder
+        self.static_root = static_root
         self.process = subprocess.Popen(
             [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", "stderr"],
             stdout=subprocess.DEVNULL,
@@ -196,9 +210,10 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 @pytest.fixture
 def proxied(
-    settings: Any, tmp_path: Path, mailbox: tuple[Mailbox, int]
+    request: Any, settings: Any, tmp_path: Path, mailbox: tuple[Mailbox, int]
 ) -> Iterator[tuple[Nginx, Gunicorn]]:
-    """nginx (the README's block) in front of the portal pool and the ID-sync pool."""
+    """nginx (the README's block) in front of the portal pool and the ID-sync pool; more
+    environment for them by indirect parametrization."""
     if NGINX is None:
         pytest.skip("no nginx on this machine (apt-get install nginx-light; .ci/run does)")
     env = _environment(
@@ -210,10 +225,13 @@ def proxied(
         EMAIL_HOST="127.0.0.1",
         EMAIL_PORT=str(mailbox[1]),
         PASSWORD_RESET_RATE="5/h",
+        **getattr(request, "param", {}),
     )
     portal = Gunicorn("portal.wsgi", env)
     idsync = Gunicorn("portal.wsgi:idsync_application", {**env, "WEB_POOL": "idsync"})
-    nginx = Nginx(tmp_path / "nginx", portal.port, idsync.port)
+    static_root = tmp_path / "static"
+    static_root.mkdir()
+    nginx = Nginx(tmp_path / "nginx", portal.port, idsync.port, static_root)
     yield nginx, portal
     nginx.stop()
     portal.stop()
@@ -320,6 +338,28 @@ def test_a_client_reaching_gunicorn_directly_is_counted_by_its_own_address(
     assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
 
 
+@pytest.mark.parametrize("proxied", [{"LOGIN_ADDRESS_FAILURE_LIMIT": "12"}], indirect=True)
+def test_a_stranger_flooding_the_office_address_does_not_lock_out_its_users(
+    proxied: tuple[Nginx, Gunicorn], staff: User
+) -> None:
+    """Before: LOGIN_ADDRESS_FAILURE_LIMIT failures from one address refused every login from
+    it, so a stranger behind the office's NAT address (here: the same source address)
+    trying many usernames locked out everyone there. A username that logged in from there
+    lately still does; one new to that address is paused."""
+    nginx, _ = proxied
+    newcomer = UserFactory.create(username="newcomer", is_staff=True)
+    newcomer.set_password(PASSWORD)
+    newcomer.save()
+    assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302  # the usual place
+    stranger = Browser(nginx.port, OWNER)
+    statuses = [stranger.log_in(f"user{n}", "guess") for n in range(14)]
+    assert statuses[:11] == [200] * 11
+    assert set(statuses[12:]) == {429}
+    assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
+    assert Browser(nginx.port, OWNER).log_in("newcomer", PASSWORD) == 429
+    assert Browser(nginx.port, STRANGER).log_in("newcomer", PASSWORD) == 302  # elsewhere
+
+
 def _reset(browser: Browser, email: str) -> int:
     status, _, _ = browser.post_form("/portal/password-reset/", {"email": email})
     return status
@@ -355,3 +395,51 @@ def test_an_ipv6_client_is_counted_by_its_own_address_too(
     assert statuses[9:] == [429, 429]
     assert _attempts() == {("staff", "::"): 11}
     assert Browser(nginx.port, OWNER).log_in("staff", PASSWORD) == 302
+
+
+def test_the_admin_and_portal_css_and_js_load_through_the_proxy(
+    proxied: tuple[Nginx, Gunicorn], settings: Any
+) -> None:
+    """Before: the README's block had no /static/ location and the app (DEBUG off) serves
+    none, so every stylesheet and script of the admin and the portal answered 404."""
+    nginx, _ = proxied
+    settings.STATIC_ROOT = nginx.static_root
+    call_command("collectstatic", interactive=False, verbosity=0)
+    browser = Browser(nginx.port, OWNER)
+    linked: list[str] = []
+    for page_path in ("/portal/login/", "/admin/login/"):
+        status, page, _ = browser.request("GET", page_path)
+        assert status == 200
+        linked += re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
+    assert "/static/partners/portal.css" in linked
+    assert "/static/admin/css/base.css" in linked
+    assert "/static/partners/admin.css" in linked
+    types = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml"}
+    for path in [*linked, "/static/admin/js/core.js", "/static/partners/onboarding_report.js"]:
+        status, body, headers = browser.request("GET", path)
+        assert status == 200, path
+        expected = types[Path(path).suffix]
+        assert headers["Content-Type"].split(";")[0] == expected, (path, headers)
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert body == (nginx.static_root / path.removeprefix("/static/")).read_text()
+
+
+def test_the_api_next_link_keeps_the_host_and_port_the_client_used(
+    proxied: tuple[Nginx, Gunicorn],
+) -> None:
+    """Before: the block passed ``Host $host`` (no port), so behind a proxy on any port but
+    the scheme's own the API's ``next`` link pointed at the wrong address."""
+    nginx, _ = proxied
+    world = World()
+    token = api_token_rotate(partner=world.partner, by="test")
+    for n in range(3):
+        InboundFile.objects.create(
+            partner=world.partner, name=f"ftp_dpm_21_170000000{n}.sync", path="x", size=1
+        )
+    api = Browser(nginx.port, OWNER, {"Authorization": f"Bearer {token}"})
+    status, body, _ = api.request("GET", "/api/v1/files?limit=2")
+    assert status == 200, body
+    next_url = json.loads(body)["next"]
+    assert next_url.startswith(f"http://127.0.0.1:{nginx.port}/api/v1/files?cursor="), next_url
+    status, body, _ = api.request("GET", next_url.removeprefix(f"http://127.0.0.1:{nginx.port}"))
+    assert (status, len(json.loads(body)["files"])) == (200, 1)

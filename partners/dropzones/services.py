@@ -28,6 +28,7 @@ from partners.inbound.registration import inbound_files_register
 from partners.models import ChannelObject, InboundChannel, InboundFile
 from partners.rq_jobs import LIVE_JOB_STATUSES
 from partners.storage import (
+    STORAGE_ERRORS,
     UPLOAD_STORAGE,
     ListedObject,
     StorageReadError,
@@ -372,40 +373,85 @@ class PurgeResult:
     missing: int = 0
     unclaimed: int = 0  # checked in the portal, never processed
     refused: int = 0  # a link on its way now: left alone
+    # (path, why): no longer a file where it was stored (a folder in its place, a file in
+    # place of a folder on its way); nothing of ours is left there to delete, so left alone.
+    not_files: list[tuple[str, str]] = field(default_factory=list)
+    # (path, why): the storage failed (unreachable, permission denied): tried again next time.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Why a stored path is no longer a file, in words for staff reading the purge's summary.
+FOLDER_IN_ITS_PLACE = "a folder stands where the file was"
+FILE_ON_ITS_WAY = "a folder on its way is now a file"
 
 
 def inbound_purge(*, now: datetime | None = None) -> PurgeResult:
     """Delete delivered files older than ``INBOUND_RETENTION_DAYS`` from the drop zones and
-    the upload storage (SPEC §3.6); their records (files, batches, receipts) stay, marked."""
+    the upload storage (SPEC §3.6); their records (files, batches, receipts) stay, marked.
+    One file that cannot be deleted never stops the others: it is counted with its reason
+    (and logged), and tried again at the next purge when the storage itself failed."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     result = PurgeResult()
-    old = InboundFile.objects.filter(received_at__lt=cutoff, purged_at__isnull=True).exclude(
-        storage=""
+    old = (
+        InboundFile.objects.filter(received_at__lt=cutoff, purged_at__isnull=True)
+        .exclude(storage="")
+        .order_by("pk")
     )
-    opened: dict[str, Storage] = {}  # one connection per drop zone, not one per file
+    opened: dict[str, Storage | str] = {}  # one connection per drop zone; or why none
     with contextlib.ExitStack() as stack:
         for file in old.iterator():
             if file.storage not in opened:
-                opened[file.storage] = stack.enter_context(
-                    storage_opened(storage_get(file.storage))
-                )
-            try:  # the entry itself: never through a link on its way, nor a normalized key
-                if storage_delete(opened[file.storage], file.path):
-                    result.deleted += 1
-                else:
-                    result.missing += 1
-            except StorageRefused as exc:
-                logger.warning("purge: %r not deleted: %s", file.path, exc)
-                result.refused += 1
-            InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
-            ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
-    result.unclaimed = _unclaimed_uploads_purge(cutoff)
+                try:
+                    opened[file.storage] = stack.enter_context(
+                        storage_opened(storage_get(file.storage))
+                    )
+                except InboundChannel.DoesNotExist:
+                    opened[file.storage] = "its drop-zone channel no longer exists"
+                except STORAGE_ERRORS as exc:
+                    opened[file.storage] = f"its storage cannot be reached ({exc})"
+            storage = opened[file.storage]
+            if isinstance(storage, str):
+                _purge_failed(result, file.path, storage)
+                continue
+            if _inbound_file_delete(result, storage, file.path):
+                InboundFile.objects.filter(pk=file.pk).update(purged_at=now)
+                ChannelObject.objects.filter(file=file).update(state=ChannelObject.State.PURGED)
+    result.unclaimed = _unclaimed_uploads_purge(cutoff, result)
     return result
 
 
-def _unclaimed_uploads_purge(cutoff: datetime) -> int:
-    """Files uploaded to be checked and never processed: uploads/<PID>/<token>/<name>."""
+def _inbound_file_delete(result: PurgeResult, storage: Storage, path: str) -> bool:
+    """Delete one delivered file and count how it went; False when it is to be tried again
+    (the storage failed), True when there is nothing more to do."""
+    try:  # the entry itself: never through a link on its way, nor a normalized key
+        if storage_delete(storage, path):
+            result.deleted += 1
+        else:
+            result.missing += 1
+    except StorageRefused as exc:
+        logger.warning("purge: %r not deleted: %s", path, exc)
+        result.refused += 1
+    except IsADirectoryError:  # never a folder: it is not ours (nor, maybe, empty)
+        logger.warning("purge: %r left alone: %s", path, FOLDER_IN_ITS_PLACE)
+        result.not_files.append((path, FOLDER_IN_ITS_PLACE))
+    except NotADirectoryError:  # the file cannot be there any more
+        logger.warning("purge: %r left alone: %s", path, FILE_ON_ITS_WAY)
+        result.not_files.append((path, FILE_ON_ITS_WAY))
+    except STORAGE_ERRORS as exc:
+        _purge_failed(result, path, f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def _purge_failed(result: PurgeResult, path: str, why: str) -> None:
+    logger.warning("purge: %r not deleted, tried again at the next purge: %s", path, why)
+    result.failed.append((path, why))
+
+
+def _unclaimed_uploads_purge(cutoff: datetime, result: PurgeResult) -> int:
+    """Files uploaded to be checked and never processed: uploads/<PID>/<token>/<name>. What
+    cannot be listed or deleted is counted in ``result.failed``, the others still go."""
     storage = storage_get(UPLOAD_STORAGE)
     claimed = set(InboundFile.objects.filter(storage=UPLOAD_STORAGE).values_list("path", flat=True))
     deleted = 0
@@ -414,12 +460,26 @@ def _unclaimed_uploads_purge(cutoff: datetime) -> int:
     except FileNotFoundError:  # nothing was ever uploaded here
         return 0
     for partner in partners:
-        tokens, _ = storage.listdir(f"uploads/{partner}")
+        try:
+            tokens, _ = storage.listdir(f"uploads/{partner}")
+        except STORAGE_ERRORS as exc:
+            _purge_failed(result, f"uploads/{partner}", f"{type(exc).__name__}: {exc}")
+            continue
         for token in tokens:
-            _, names = storage.listdir(f"uploads/{partner}/{token}")
+            folder = f"uploads/{partner}/{token}"
+            try:
+                _, names = storage.listdir(folder)
+            except STORAGE_ERRORS as exc:
+                _purge_failed(result, folder, f"{type(exc).__name__}: {exc}")
+                continue
             for name in names:
-                path = f"uploads/{partner}/{token}/{name}"
-                if path not in claimed and storage.get_modified_time(path) < cutoff:
-                    storage.delete(path)
-                    deleted += 1
+                path = f"{folder}/{name}"
+                try:
+                    if path not in claimed and storage.get_modified_time(path) < cutoff:
+                        storage.delete(path)
+                        deleted += 1
+                except FileNotFoundError:  # gone meanwhile
+                    continue
+                except STORAGE_ERRORS as exc:
+                    _purge_failed(result, path, f"{type(exc).__name__}: {exc}")
     return deleted

@@ -12,12 +12,15 @@ which dies with its worker's connection, so the next run knows a "running" run w
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import django_rq
 from django.conf import settings
+from django.core.files.storage import Storage
 from django.db.models import Q
 from django.utils import timezone
 
@@ -28,8 +31,16 @@ from partners.outbound import jobs
 from partners.outbound.delivery import delivery_folder_checked, killed_run_leftovers, parts_deliver
 from partners.outbound.parts import parts_render
 from partners.receipts.alerts import outbound_failure_alert
-from partners.storage import StorageRefused, channel_storage, storage_delete, storage_opened
+from partners.storage import (
+    STORAGE_ERRORS,
+    StorageRefused,
+    channel_storage,
+    storage_delete,
+    storage_opened,
+)
 from segments.services import membership_changes_horizon
+
+logger = logging.getLogger(__name__)
 
 # A run may export millions of members to a slow SFTP server.
 OUTBOUND_JOB_TIMEOUT = 4 * 3600
@@ -195,24 +206,48 @@ def _failure_alert_claim(destination: Destination, *, now: datetime) -> bool:
     return claimed == 1
 
 
-def outbound_purge(*, now: datetime | None = None) -> int:
+@dataclass
+class OutboundPurgeResult:
+    deleted: int = 0
+    # (path, why): not deleted; its run is tried again at the next purge.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def outbound_purge(*, now: datetime | None = None) -> OutboundPurgeResult:
     """Delete the files of runs older than ``OUTBOUND_RETENTION_DAYS`` (8) from the channels;
-    the runs and their figures stay. Returns how many files went."""
+    the runs and their figures stay. A file (or a channel) that fails is counted with its
+    reason, and never stops the others; its run is tried again at the next purge."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.OUTBOUND_RETENTION_DAYS)
-    deleted = 0
-    old = OutboundRun.objects.filter(started_at__lt=cutoff, purged_at__isnull=True)
+    result = OutboundPurgeResult()
+    old = OutboundRun.objects.filter(started_at__lt=cutoff, purged_at__isnull=True).order_by("pk")
     for run in old.select_related("destination__partner", "destination__channel"):
         destination = run.destination
         target = destination.delivery_folder
         names = [*run.files.values_list("name", flat=True), run.info_name]
-        with storage_opened(channel_storage(destination.channel)) as storage:
-            for name in filter(None, names):
-                with contextlib.suppress(StorageRefused):  # a link on its way: left alone
-                    if storage_delete(storage, f"{target}/{name}"):
-                        deleted += 1
+        failed = len(result.failed)
+        try:
+            with storage_opened(channel_storage(destination.channel)) as storage:
+                for name in filter(None, names):
+                    _outbound_file_delete(result, storage, f"{target}/{name}")
+        except STORAGE_ERRORS as exc:  # the channel itself (unreachable, refused)
+            result.failed.append((target, f"{type(exc).__name__}: {exc}"))
+        if len(result.failed) > failed:
+            for path, why in result.failed[failed:]:
+                logger.warning("outbound purge: %r not deleted: %s", path, why)
+            continue
         OutboundRun.objects.filter(pk=run.pk).update(purged_at=now)
-    return deleted
+    return result
+
+
+def _outbound_file_delete(result: OutboundPurgeResult, storage: Storage, path: str) -> None:
+    try:
+        if storage_delete(storage, path):
+            result.deleted += 1
+    except (StorageRefused, IsADirectoryError, NotADirectoryError):
+        pass  # a link on its way, a folder in its place: not ours to delete, left alone
+    except STORAGE_ERRORS as exc:
+        result.failed.append((path, f"{type(exc).__name__}: {exc}"))
 
 
 def outbound_run_resend(*, run: OutboundRun) -> OutboundRun:

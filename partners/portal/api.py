@@ -10,7 +10,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -165,9 +165,9 @@ FILES_PAGE_MAX = 500
 def _limit_read(raw: str | None) -> int:
     if raw is None or raw == "":
         return FILES_PAGE
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or int(raw) == 0:
-        raise ValueError(raw)
-    return min(int(raw), FILES_PAGE_MAX)
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= FILES_PAGE_MAX:
+        raise ValueError(raw)  # past the most a page holds: said, never quietly fewer
+    return int(raw)
 
 
 def _cursor_make(file: InboundFile) -> str:
@@ -185,11 +185,18 @@ def _cursor_read(raw: str | None) -> tuple[datetime, int] | None:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         stamp, _, pk = text.partition("|")
         received = datetime.fromisoformat(stamp)
-    except (ValueError, binascii.Error) as exc:
+        # In UTC, as we make them: PostgreSQL takes offsets of less than 16 hours only
+        # (Python up to 24), and a time at either end of the calendar may not fit in UTC.
+        if received.tzinfo is not None:
+            received = received.astimezone(UTC)
+    except (ValueError, binascii.Error, OverflowError) as exc:
         raise ValueError(raw) from exc
-    if received.tzinfo is None or not pk.isdigit() or len(pk) > 19:
+    if received.tzinfo is None or not (pk.isascii() and pk.isdigit()) or int(pk) > BIGINT_MAX:
         raise ValueError(raw)
     return received, int(pk)
+
+
+BIGINT_MAX = 2**63 - 1  # the largest ID PostgreSQL holds
 
 
 def _registration_answer(registration: Registration) -> dict[str, Any]:

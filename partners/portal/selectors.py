@@ -339,8 +339,8 @@ def api_examples(partner: Partner, *, base_url: str) -> list[APIExample]:
             curl(f"{api}/files"),
             '{"files": [{"name", "status", "status_label", "status_detail", "progress",'
             ' "via", "batch", "receipt", "error", …}, …], "next": <the next page\'s link, or'
-            ' null>} — 100 a page (?limit= up to 500), newest first; "progress" is the'
-            " percent done while it is processed",
+            " null>} — 100 a page (?limit= 1 to 500; more answers 400), newest first;"
+            ' "progress" is the percent done while it is processed',
         ),
         APIExample(
             "A receipt",

@@ -258,9 +258,9 @@ def reset_rate_limited(view: Callable[..., Any]) -> Callable[..., Any]:
 def rate_limited_view(request: HttpRequest, exception: Exception) -> HttpResponse:
     """RATELIMIT_VIEW: a request over its rate limit (password resets)."""
     message = (
-        "There were too many password reset requests for this address from your network, or"
-        " from your network."
-        " Try again in an hour; a link sent earlier still works."
+        "There were too many password reset requests from your network, for this e-mail"
+        " address or for all addresses together. Try again in an hour; a link sent earlier"
+        " still works."
     )
     return render(request, "portal/message.html", {"message": message}, status=429)
 

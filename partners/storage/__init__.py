@@ -16,6 +16,7 @@ from typing import IO
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.storage import Storage, storages
+from paramiko import SSHException
 
 from partners.models import InboundChannel
 from partners.storage.base import (
@@ -34,6 +35,7 @@ from partners.storage.sftp import SFTPBackend
 
 __all__ = [
     "LOCAL",
+    "STORAGE_ERRORS",
     "UPLOAD_STORAGE",
     "ListedObject",
     "StorageReadError",
@@ -49,6 +51,16 @@ __all__ = [
     "storage_walk",
     "stored_file_open",
 ]
+
+# What a storage raises when it fails (a file system's OSError: a folder where a file was,
+# permission denied; SFTP's; S3's), for work that must go on past one failed file.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SSHException,
+    ClientError,
+    BotoCoreError,
+    StorageReadError,
+)
 
 _BACKENDS = (S3Backend(), SFTPBackend(), FileSystemBackend())
 _GENERIC = StorageBackend()

@@ -82,6 +82,9 @@ def _taxonomy_page(request: HttpRequest, handler: WorkbookUploadHandler) -> Http
             refused = TaxonomyImportError(
                 [f"the workbook is larger than {limit:,} bytes (TAXONOMY_MAX_BYTES)"]
             )
+            # The upload was stopped, so the bound form would add "This field is required."
+            # beside the one true reason.
+            form = TaxonomyImportForm()
         elif form.is_valid():
             try:
                 result = taxonomy_import(workbook=form.cleaned_data["workbook"], user=request.user)

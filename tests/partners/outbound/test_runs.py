@@ -354,7 +354,7 @@ def test_files_of_runs_older_than_eight_days_are_purged(
     new = outbound_run(destination=destination)
     OutboundRun.objects.filter(pk=old.pk).update(started_at=timezone.now() - timedelta(days=9))
     assert len(_files(tmp_path)) == 4
-    assert outbound_purge() == 2  # the old run's data file and its .info
+    assert outbound_purge().deleted == 2  # the old run's data file and its .info
     assert set(_files(tmp_path)) == {new.files.get().name, new.info_name}
     old.refresh_from_db()
     assert old.purged_at is not None

@@ -4,12 +4,14 @@ parts (here, missing) is bounded whatever the part numbers, the same on every pa
 
 from __future__ import annotations
 
+import base64
 import html
 import random
 import statistics
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as timezone_of
 from pathlib import Path
 from typing import Any
 
@@ -339,5 +341,75 @@ def test_the_api_pages_files_with_a_cursor(client: Client, token: str, world: Wo
         assert answer.status_code == 400, bad
         [error] = answer.json()["errors"]
         assert error["field"] in ("cursor", "limit")
-    capped = client.get("/api/v1/files?limit=100000", headers=_bearer(token)).json()
-    assert len(capped["files"]) == 251  # at most 500 a page
+    assert len(client.get("/api/v1/files?limit=500", headers=_bearer(token)).json()["files"]) == 251
+
+
+@pytest.mark.parametrize("limit", ["501", "100000", "0", "9" * 30, "\u0665"])
+def test_a_limit_past_a_page_is_refused_not_cut(client: Client, token: str, limit: str) -> None:
+    """Before: limit=501 (or 100000) answered a page of 500, silently fewer than asked."""
+    answer = client.get("/api/v1/files", {"limit": limit}, headers=_bearer(token))
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "errors": [{"msg": "limit is a number of files, 1 to 500", "field": "limit"}]
+    }
+
+
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "9999-12-31T23:59:59-05:00|7",  # past the calendar's end in UTC
+        "0001-01-01T00:00:00+05:45|7",  # before its start
+        "2024-01-01T00:00:00+99:00|7",
+        "2024-01-01T00:00:00+00:00|9223372036854775808",  # past PostgreSQL's largest ID
+        "2024-01-01T00:00:00+00:00|\u0667",  # a digit, not an ASCII one
+        "2024-01-01T00:00:00|7",  # no offset
+        "garbage|7",
+    ],
+)
+def test_an_odd_cursor_is_answered_400_in_the_api_shape(
+    client: Client, token: str, world: World, stamp: str
+) -> None:
+    """Before: a cursor whose time overflowed in UTC, or whose ID was past bigint, reached
+    the database and answered 500 (and one that was not a time at all, 400, as now)."""
+    _files(world, 3)
+    answer = client.get("/api/v1/files", {"cursor": _cursor(stamp)}, headers=_bearer(token))
+    assert answer.status_code == 400, answer.content[:300]
+    assert answer.json() == {
+        "errors": [
+            {
+                "msg": "this cursor is not one we gave: follow the 'next' link",
+                "field": "cursor",
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize("offset", ["+05:45", "-09:30", "+00:00:30", "+23:59", "-16:00"])
+def test_a_cursor_with_any_offset_pages_on_from_the_same_moment(
+    client: Client, token: str, world: World, offset: str
+) -> None:
+    """The same moment written in another time zone names the same place in the list.
+    Before: offsets of 16 hours or more (Python takes up to 24, PostgreSQL less than 16)
+    reached the database as they were and answered 500."""
+    _files(world, 5)
+    first = client.get("/api/v1/files?limit=2", headers=_bearer(token)).json()
+    stamp, _, pk = (
+        base64.urlsafe_b64decode(first["next"].split("cursor=")[1].split("&")[0] + "==")
+        .decode()
+        .partition("|")
+    )
+    hours, _, rest = offset[1:].partition(":")
+    minutes, _, seconds = rest.partition(":")
+    shift = timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds or 0))
+    zone = timezone_of(shift if offset[0] == "+" else -shift)
+    moved = datetime.fromisoformat(stamp).astimezone(zone).isoformat()
+    answer = client.get(
+        "/api/v1/files", {"cursor": _cursor(f"{moved}|{pk}"), "limit": "2"}, headers=_bearer(token)
+    )
+    assert answer.status_code == 200, answer.content[:300]
+    again = client.get(first["next"].removeprefix("http://testserver"), headers=_bearer(token))
+    assert answer.json()["files"] == again.json()["files"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from tests.factories import PartnerFactory, PartnerUserFactory, UserFactory
 
@@ -88,7 +89,12 @@ def test_twenty_password_resets_send_five_e_mails_at_most(
     assert statuses == [302] * 5 + [429] * 15
     assert len(mailoutbox) == (5 if address == "acme@partner.test" else 0)
     page = client.post("/portal/password-reset/", {"email": address}).content.decode()
-    assert "too many password reset requests" in page
+    # Before: "... for this address from your network, or from your network."
+    assert (
+        "<p>There were too many password reset requests from your network, for this e-mail"
+        " address or for all addresses together. Try again in an hour; a link sent earlier"
+        " still works.</p>"
+    ) in page
     # Another address from another network is not held back by these.
     assert (
         Client(REMOTE_ADDR="10.1.2.3")
@@ -123,8 +129,11 @@ def test_one_address_failing_on_many_accounts_is_stopped_at_its_own_limit(
     )
 
 
-def test_a_success_resets_its_own_pair_only(partner_user: Any, settings: Any) -> None:
-    """An attacker holding one account cannot wipe its address's count by logging in."""
+def test_a_success_resets_its_own_pair_only(
+    partner_user: Any, staff_user: Any, settings: Any
+) -> None:
+    """An attacker holding one account cannot wipe its address's count by logging in: the
+    other usernames stay paused from there (its own, known there now, is not)."""
     settings.LOGIN_ADDRESS_FAILURE_LIMIT = 6
     client = Client(REMOTE_ADDR="10.6.6.7")
     for n in range(5):
@@ -134,8 +143,65 @@ def test_a_success_resets_its_own_pair_only(partner_user: Any, settings: Any) ->
     )
     client.logout()
     client.post("/portal/login/", {"username": "victim99", "password": "guess"})
+    for username in ("victim0", "victim99", "boss"):
+        assert (
+            client.post("/portal/login/", {"username": username, "password": PASSWORD}).status_code
+            == 429
+        ), username
+
+
+def test_a_flood_from_the_owners_own_address_does_not_lock_the_owner_out(
+    partner_user: Any, staff_user: Any, settings: Any
+) -> None:
+    """Before: LOGIN_ADDRESS_FAILURE_LIMIT failures from one address (a stranger behind the
+    office's NAT address, trying many usernames) refused every login from it, its usual
+    users' included. A username that logged in from that address within
+    LOGIN_KNOWN_ADDRESS_DAYS is not paused by the address's limit (its pair's still
+    holds); a username new to it is."""
+    from axes.models import AccessLog
+
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 15
+    office = "10.4.4.4"
+    owner = Client(REMOTE_ADDR=office)
     assert (
-        client.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 429
+        owner.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 302
+    )
+    owner.logout()
+    stranger = Client(REMOTE_ADDR=office)
+    statuses = [
+        stranger.post("/portal/login/", {"username": f"user{n}", "password": "guess"}).status_code
+        for n in range(18)
+    ]
+    assert set(statuses[15:]) == {429}
+    # The owner, at their usual address: in.
+    assert (
+        owner.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 302
+    )
+    owner.logout()
+    # A username that never logged in from here, right password or not: paused.
+    response = stranger.post("/portal/login/", {"username": "boss", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "for accounts that have not logged in from it in the last 30 days" in (
+        response.content.decode()
+    )
+    # The owner's own typos still count on the pair's limit, as anywhere.
+    for _ in range(10):
+        owner.post("/portal/login/", {"username": "acme", "password": "typo"})
+    assert (
+        owner.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 429
+    )
+    # Known too long ago (or LOGIN_KNOWN_ADDRESS_DAYS=0): paused like any other username.
+    from axes.models import AccessAttempt
+
+    AccessAttempt.objects.filter(username="acme").delete()
+    AccessLog.objects.update(attempt_time=timezone.now() - timedelta(days=31))
+    assert (
+        owner.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 429
+    )
+    AccessLog.objects.update(attempt_time=timezone.now())
+    settings.LOGIN_KNOWN_ADDRESS_DAYS = 0
+    assert (
+        owner.post("/portal/login/", {"username": "acme", "password": PASSWORD}).status_code == 429
     )
 
 

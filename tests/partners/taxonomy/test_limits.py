@@ -137,6 +137,8 @@ def test_the_admin_stops_an_oversized_upload_while_it_arrives(
     page = admin_client.post(reverse("admin:taxonomy"), {"workbook": upload}).content.decode()
     assert "1 problem. Nothing was changed." in page
     assert "the workbook is larger than 10,000 bytes (TAXONOMY_MAX_BYTES)" in page
+    assert "This field is required." not in page  # before: beside the size, as if unsent
+    assert page.count('class="errorlist') == 1
     assert not Partner.objects.filter(pid=5001).exists()
 
 
