@@ -28,6 +28,7 @@ from partners.models import ScheduleRun
 from partners.outbound.runs import OUTBOUND_JOB_TIMEOUT, outbound_purge, outbound_runs_due
 from partners.receipts.alerts import silent_data_sources_alert
 from partners.receipts.sweep import receipt_deliveries_sweep
+from portal.auth import login_records_prune
 from segments.membership import segment_memberships_rebuild
 from segments.services import membership_changes_prune
 
@@ -87,6 +88,7 @@ def retention_purge_run() -> str:
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     pruned, _ = ScheduleRun.objects.filter(started_at__lt=cutoff).delete()
     changes = membership_changes_prune()
+    logins = login_records_prune()
     gone = f"{result.missing} already gone"
     if result.refused:
         gone += f", {result.refused} behind a symbolic link left alone"
@@ -103,7 +105,10 @@ def retention_purge_run() -> str:
         f" {settings.OUTBOUND_RETENTION_DAYS} days deleted{_not_deleted(outbound.failed)};"
         f" {counted(pruned, 'old schedule run record', 'old schedule run records')} pruned;"
         f" {counted(changes, 'membership change', 'membership changes')} older than"
-        f" {settings.SEGMENT_CHANGES_RETENTION_DAYS} days pruned"
+        f" {settings.SEGMENT_CHANGES_RETENTION_DAYS} days pruned;"
+        f" {counted(logins, 'login record', 'login records')} older than"
+        f" {max(settings.LOGIN_RECORDS_RETENTION_DAYS, settings.LOGIN_KNOWN_ADDRESS_DAYS)}"
+        " days pruned"
     )
 
 

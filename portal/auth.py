@@ -226,3 +226,12 @@ def lockout_response(request: HttpRequest, response: Any = None, credentials: An
         "known_days": settings.LOGIN_KNOWN_ADDRESS_DAYS,
     }
     return render(request, "portal/locked.html", context, status=429)
+
+
+def login_records_prune() -> int:
+    """Delete django-axes' records of past logins (AccessLog, AccessFailureLog) older than
+    LOGIN_RECORDS_RETENTION_DAYS, and never younger than LOGIN_KNOWN_ADDRESS_DAYS (which
+    reads them); how many. Without it they grow with every login, for ever."""
+    days = max(settings.LOGIN_RECORDS_RETENTION_DAYS, settings.LOGIN_KNOWN_ADDRESS_DAYS)
+    handler = AxesDatabaseHandler()
+    return handler.reset_logs(age_days=days) + handler.reset_failure_logs(age_days=days)

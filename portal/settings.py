@@ -262,6 +262,8 @@ LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("LOGIN_ADDRESS_FAILURE_LIMIT", 
 # owner, behind the same office NAT as whoever fails there; 0: none is): only its own
 # pair's limit applies. Read from django-axes' log of successful logins (AccessLog).
 LOGIN_KNOWN_ADDRESS_DAYS = int(os.environ.get("LOGIN_KNOWN_ADDRESS_DAYS", "30"))
+# django-axes' records of past logins are pruned by the retention purge after this many days.
+LOGIN_RECORDS_RETENTION_DAYS = int(os.environ.get("LOGIN_RECORDS_RETENTION_DAYS", "90"))
 AXES_HANDLER = "portal.auth.LoginAttemptsHandler"  # adds the per-address limit
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from axes.models import AccessLog
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -330,3 +333,37 @@ def test_trusted_proxies_are_addresses_networks_or_anyone(settings: Any) -> None
     assert client_address_of({"REMOTE_ADDR": "127.0.0.1", **told}) == "127.0.0.1"
     settings.TRUSTED_PROXIES = ["*"]
     assert client_address_of({"REMOTE_ADDR": "192.0.2.1", **told}) == "198.51.100.7"
+
+
+def test_the_retention_purge_prunes_old_login_records_and_keeps_recent_ones(
+    partner_user: Any, settings: Any
+) -> None:
+    """django-axes logs every login; the daily purge keeps LOGIN_RECORDS_RETENTION_DAYS of
+    them (never fewer than LOGIN_KNOWN_ADDRESS_DAYS, which reads them)."""
+
+    settings.LOGIN_RECORDS_RETENTION_DAYS = 10
+    settings.LOGIN_KNOWN_ADDRESS_DAYS = 30
+    Client().post("/portal/login/", {"username": "acme", "password": "wrong"})
+    Client().post("/portal/login/", {"username": "acme", "password": PASSWORD})
+    assert AccessLog.objects.count() == 1
+    for agent, days in (("old", 31), ("kept", 20)):
+        record = AccessLog.objects.create(
+            username="acme",
+            ip_address="127.0.0.9",
+            user_agent=agent,
+            http_accept="*/*",
+            path_info="/portal/login/",
+        )
+        # attempt_time is set on creation: backdate it.
+        AccessLog.objects.filter(pk=record.pk).update(
+            attempt_time=timezone.now() - timedelta(days=days)
+        )
+
+    out = io.StringIO()
+    call_command("retention_purge", stdout=out)
+
+    assert "1 login record older than 30 days pruned" in out.getvalue()
+    kept = set(AccessLog.objects.values_list("user_agent", flat=True))
+    assert "old" not in kept
+    assert "kept" in kept
+    assert len(kept) == 2
