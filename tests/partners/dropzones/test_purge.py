@@ -56,7 +56,8 @@ def test_old_uploads_go_checked_ones_never_processed_too_records_stay(
     assert result == (
         "1 file older than 30 days deleted, 0 already gone, 1 unclaimed upload deleted;"
         " 0 outbound files older than 8 days deleted; 1 old schedule run record pruned;"
-        " 1 membership change older than 30 days pruned"
+        " 1 membership change older than 30 days pruned;"
+        " 0 login records older than 90 days pruned"
     )
     assert SegmentMembershipChange.objects.get().at > timezone.now() - timedelta(days=30)
     assert not default_storage.exists(checked.path)
@@ -113,7 +114,8 @@ def test_a_folder_where_a_file_was_does_not_stop_the_purge(
         f" {file_on_its_way.path!r}: a folder on its way is now a file), 1 not deleted"
         " (tried again at the next purge: 'x/y.sync': its drop-zone channel no longer"
         " exists), 0 unclaimed uploads deleted; 0 outbound files older than 8 days deleted;"
-        " 1 old schedule run record pruned; 0 membership changes older than 30 days pruned"
+        " 1 old schedule run record pruned; 0 membership changes older than 30 days pruned;"
+        " 0 login records older than 90 days pruned"
     )
     assert not default_storage.exists(plain.path)
     assert Path(default_storage.path(folder_now.path), "kept.txt").read_text() == "not ours"
