@@ -16,7 +16,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -189,17 +189,41 @@ def new_uuid() -> str:
     return str(secrets.randbelow(9 * 10**37) + 10**37)
 
 
+# The migration whose application marks when this database's cookies are signed.
+SIGNED_COOKIES_MIGRATION = ("partners", "0027_idsync_signed_cookies")
+_signed_since: datetime | None = None
+
+
+def _plain_cookies_before() -> datetime | None:
+    """Profiles made before this time may still hold a plain cookie: IDSYNC_PLAIN_COOKIES_BEFORE,
+    else the time the marker migration was applied (read once per process); None (no plain
+    cookie is taken) while it is not applied."""
+    global _signed_since
+    if settings.IDSYNC_PLAIN_COOKIES_BEFORE is not None:
+        return settings.IDSYNC_PLAIN_COOKIES_BEFORE
+    if _signed_since is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT applied FROM django_migrations WHERE app = %s AND name = %s",
+                list(SIGNED_COOKIES_MIGRATION),
+            )
+            row = cursor.fetchone()
+        _signed_since = row[0] if row else None
+    return _signed_since
+
+
 def _plain_cookie_taken(uuid: str) -> bool:
     """Whether a plain cookie (issued before cookies were signed) is still taken: its
-    profile exists and was made before IDSYNC_PLAIN_COOKIES_BEFORE, which is not older than
-    IDSYNC_COOKIE_MAX_AGE (past that, every plain cookie has expired)."""
-    before = settings.IDSYNC_PLAIN_COOKIES_BEFORE
-    profiles = Profile.objects.filter(uuid=uuid)
-    if before is not None:
-        if timezone.now() > before + timedelta(seconds=settings.IDSYNC_COOKIE_MAX_AGE):
-            return False
-        profiles = profiles.filter(created_at__lt=before)
-    return profiles.exists()
+    profile exists and was made before cookies were signed here (_plain_cookies_before),
+    which is not older than IDSYNC_COOKIE_MAX_AGE (past that, every plain cookie has
+    expired). A profile made since was never given a plain cookie: a bare UUID for it is
+    guessed or leaked, not a visitor's cookie."""
+    before = _plain_cookies_before()
+    if before is None:
+        return False
+    if timezone.now() > before + timedelta(seconds=settings.IDSYNC_COOKIE_MAX_AGE):
+        return False
+    return Profile.objects.filter(uuid=uuid, created_at__lt=before).exists()
 
 
 def _cookie_visitor(environ: dict[str, Any]) -> tuple[str | None, bool]:

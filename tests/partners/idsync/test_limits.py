@@ -14,6 +14,7 @@ import redis
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
+from django.db.migrations.recorder import MigrationRecorder
 from django.urls import reverse
 from django.utils import timezone
 
@@ -147,6 +148,8 @@ def test_a_plain_cookie_of_a_profile_from_before_is_kept_and_issued_again_signed
     settings: Any,
 ) -> None:
     old = ProfileFactory.create()
+    Profile.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
+    old.refresh_from_db()  # from before the cookies were signed
     answer = get("/ibs:dpid=21&dpuuid=p1", raw_cookie=f"dd_uuid={old.uuid}")
     assert answer.uuid == old.uuid  # the same UUID, now signed
     assert _mapped("p1") == [old.uuid]
@@ -167,6 +170,38 @@ def test_a_plain_cookie_of_a_profile_from_before_is_kept_and_issued_again_signed
     out = get("/idsync/out/21", raw_cookie=f"dd_uuid={old.uuid}")
     assert out.uuid == old.uuid
     assert out.headers["Location"].endswith(old.uuid)
+
+
+def test_with_the_setting_unset_a_plain_cookie_is_taken_only_for_a_profile_from_before_signing(
+    settings: Any,
+) -> None:
+    """Before, with IDSYNC_PLAIN_COOKIES_BEFORE unset, the bare UUID of any profile was
+    taken: one made since cookies are signed (its UUID guessed, or leaked by a partner)
+    passed for its visitor. Now the time the marker migration was applied is the cutoff."""
+    settings.IDSYNC_PLAIN_COOKIES_BEFORE = None
+    recent = ProfileFactory.create()  # made now: since the cookies are signed
+    answer = get("/ibs:dpid=21&dpuuid=guessed", raw_cookie=f"dd_uuid={recent.uuid}")
+    assert answer.status == 200
+    assert answer.uuid != recent.uuid  # a new visitor, in a signed cookie
+    assert _mapped("guessed") == [answer.uuid]
+    assert not IDMapping.objects.filter(profile=recent).exists()
+    optout = get("/optout?d_cid=21%01guessed", raw_cookie=f"dd_uuid={recent.uuid}")
+    assert json.loads(optout.body) == {"opted_out": 0}
+    assert get("/idsync/out/21", raw_cookie=f"dd_uuid={recent.uuid}").uuid != recent.uuid
+
+    signed_since = MigrationRecorder.Migration.objects.get(
+        app="partners", name="0027_idsync_signed_cookies"
+    ).applied
+    before = ProfileFactory.create()
+    Profile.objects.filter(pk=before.pk).update(created_at=signed_since - timedelta(seconds=1))
+    answer = get("/ibs:dpid=21&dpuuid=legacy", raw_cookie=f"dd_uuid={before.uuid}")
+    assert answer.uuid == before.uuid  # taken, and issued again signed
+    assert _mapped("legacy") == [before.uuid]
+    Profile.objects.filter(pk=before.pk).update(created_at=signed_since + timedelta(seconds=1))
+    assert get("/ibs:dpid=21&dpuuid=x", raw_cookie=f"dd_uuid={before.uuid}").uuid != before.uuid
+    # The setting still decides when set.
+    settings.IDSYNC_PLAIN_COOKIES_BEFORE = timezone.now() + timedelta(minutes=1)
+    assert get("/ibs:dpid=21&dpuuid=y", raw_cookie=f"dd_uuid={recent.uuid}").uuid == recent.uuid
 
 
 def test_the_opt_out_acts_for_the_verified_cookie_only(settings: Any) -> None:
