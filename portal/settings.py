@@ -400,10 +400,15 @@ IDSYNC_MAPPING_TTL_DAYS = int(os.environ.get("IDSYNC_MAPPING_TTL_DAYS", "120"))
 # (README "HTTP ID sync"): past either, a call answers as usual but writes nothing.
 IDSYNC_NEW_PER_ADDRESS = env_rate("IDSYNC_NEW_PER_ADDRESS", "600/10m")
 IDSYNC_NEW_PER_DPID = env_rate("IDSYNC_NEW_PER_DPID", "200000/10m")
+# How long an ID-sync call's write may wait for a row another transaction holds (a batch
+# writing the same profile or mapping) before it is given up: the call answers as usual and
+# writes nothing (README "HTTP ID sync").
+IDSYNC_LOCK_TIMEOUT_MS = int(os.environ.get("IDSYNC_LOCK_TIMEOUT_MS", "20"))
 # Cookies issued before they were signed hold the bare UUID: one is still taken (and issued
 # again, signed) when its profile exists and was made before this time; set it to the time
-# of the upgrade. Unset: any existing profile. Once IDSYNC_COOKIE_MAX_AGE has passed since
-# it, no plain cookie is taken (every one has expired).
+# of the upgrade that first signed them. Unset: the time migration
+# partners/0027_idsync_signed_cookies was applied. Once IDSYNC_COOKIE_MAX_AGE has passed
+# since it, no plain cookie is taken (every one has expired).
 IDSYNC_PLAIN_COOKIES_BEFORE = env_datetime("IDSYNC_PLAIN_COOKIES_BEFORE")
 
 # --- Security behind a proxy ------------------------------------------------------------------

@@ -8,7 +8,8 @@ do, does not make their cookie. A cookie that does not verify is no cookie: the 
 a new UUID, and nothing is written for the one sent.
 
 Cookies issued before signing hold the bare UUID ("plain"): the endpoint takes one only when
-its profile exists (and was made before ``IDSYNC_PLAIN_COOKIES_BEFORE``), and issues it again,
+its profile exists and was made before the cookies were signed (``IDSYNC_PLAIN_COOKIES_BEFORE``,
+by default the time the marker migration partners/0027 was applied), and issues it again,
 signed. Pure apart from reading the settings.
 """
 

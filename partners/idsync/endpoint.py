@@ -8,13 +8,15 @@ Everything else goes on to Django.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -42,6 +44,8 @@ from portal.auth import told_client_address
 from portal.health import health_report, healthy
 from segments.models import Profile
 from segments.realizations import PROFILE_OF_UUID_CTES
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -185,17 +189,41 @@ def new_uuid() -> str:
     return str(secrets.randbelow(9 * 10**37) + 10**37)
 
 
+# The migration whose application marks when this database's cookies are signed.
+SIGNED_COOKIES_MIGRATION = ("partners", "0027_idsync_signed_cookies")
+_signed_since: datetime | None = None
+
+
+def _plain_cookies_before() -> datetime | None:
+    """Profiles made before this time may still hold a plain cookie: IDSYNC_PLAIN_COOKIES_BEFORE,
+    else the time the marker migration was applied (read once per process); None (no plain
+    cookie is taken) while it is not applied."""
+    global _signed_since
+    if settings.IDSYNC_PLAIN_COOKIES_BEFORE is not None:
+        return settings.IDSYNC_PLAIN_COOKIES_BEFORE
+    if _signed_since is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT applied FROM django_migrations WHERE app = %s AND name = %s",
+                list(SIGNED_COOKIES_MIGRATION),
+            )
+            row = cursor.fetchone()
+        _signed_since = row[0] if row else None
+    return _signed_since
+
+
 def _plain_cookie_taken(uuid: str) -> bool:
     """Whether a plain cookie (issued before cookies were signed) is still taken: its
-    profile exists and was made before IDSYNC_PLAIN_COOKIES_BEFORE, which is not older than
-    IDSYNC_COOKIE_MAX_AGE (past that, every plain cookie has expired)."""
-    before = settings.IDSYNC_PLAIN_COOKIES_BEFORE
-    profiles = Profile.objects.filter(uuid=uuid)
-    if before is not None:
-        if timezone.now() > before + timedelta(seconds=settings.IDSYNC_COOKIE_MAX_AGE):
-            return False
-        profiles = profiles.filter(created_at__lt=before)
-    return profiles.exists()
+    profile exists and was made before cookies were signed here (_plain_cookies_before),
+    which is not older than IDSYNC_COOKIE_MAX_AGE (past that, every plain cookie has
+    expired). A profile made since was never given a plain cookie: a bare UUID for it is
+    guessed or leaked, not a visitor's cookie."""
+    before = _plain_cookies_before()
+    if before is None:
+        return False
+    if timezone.now() > before + timedelta(seconds=settings.IDSYNC_COOKIE_MAX_AGE):
+        return False
+    return Profile.objects.filter(uuid=uuid, created_at__lt=before).exists()
 
 
 def _cookie_visitor(environ: dict[str, Any]) -> tuple[str | None, bool]:
@@ -331,6 +359,62 @@ def _connection_refreshed() -> None:
         connection.close_if_unusable_or_obsolete()
 
 
+# The database connections whose session has the endpoint's lock_timeout (see
+# _lock_waits_bounded). A weak set, as _sessions_ready below.
+_lock_waits_bounded: weakref.WeakSet[Any] = weakref.WeakSet()
+_busy_logged_at = -60.0
+
+
+def _lock_waits_bound(raw: Any) -> None:
+    """Let the endpoint's statements wait IDSYNC_LOCK_TIMEOUT_MS at most for a row lock.
+
+    A batch applied by a worker (an ID-sync file: partners/idsync/files.py) writes its
+    profiles and mappings in one transaction that lasts as long as the file (minutes for a
+    big one). A call writing one of the same rows (the UUID of a profile the file is making,
+    a mapping the file is creating, refreshing or evicting) would wait, in PostgreSQL, for
+    that transaction to end: the endpoint's INSERT waits on the file's uncommitted entry in
+    the unique index (segments_profile.uuid, or the mapping's (DPID, DPUUID, UUID)), or on
+    the row the file locked. Past the timeout the statement fails, and the call answers as
+    usual without writing (_written): the file is writing those very rows, and the browser
+    syncs again on its next page view. Set once per connection, in its session; in a process
+    where Django uses the connection as well, the application sets it back after each call
+    (_lock_waits_unbound)."""
+    if raw not in _lock_waits_bounded:
+        raw.execute(
+            "SELECT set_config('lock_timeout', %s, false)",
+            [f"{settings.IDSYNC_LOCK_TIMEOUT_MS}ms"],
+        )
+        _lock_waits_bounded.add(raw)
+
+
+def _lock_waits_unbound() -> None:
+    """Give the connection back to Django with its own lock_timeout (no bound: PostgreSQL's
+    default or the server's), when the endpoint set one on it."""
+    raw = connection.connection
+    if raw is not None and raw in _lock_waits_bounded:
+        _lock_waits_bounded.discard(raw)
+        with contextlib.suppress(psycopg.Error):  # broken: Django replaces it anyway
+            raw.execute("SET lock_timeout TO DEFAULT")
+
+
+def _written(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list[int]] | None:
+    """_sync_write, or None when a row it needed stayed locked past the lock_timeout (a
+    batch writing the same rows): nothing written, said in the log at most once a minute."""
+    global _busy_logged_at
+    try:
+        return _sync_write(params, may_create=may_create)
+    except psycopg.errors.LockNotAvailable:
+        now = time.monotonic()
+        if now - _busy_logged_at >= 60:
+            _busy_logged_at = now
+            log.info(
+                "ID sync: a call's rows were locked for more than %d ms (a batch writing the"
+                " same profile or mapping): answered, not written; the browser syncs again",
+                settings.IDSYNC_LOCK_TIMEOUT_MS,
+            )
+        return None
+
+
 # The database connections already set up for SYNC_SQL. A weak set: a connection closed and
 # collected leaves it (an id() could be reused by its successor); each gthread thread has its
 # own connection, so membership is per connection, not per process.
@@ -357,6 +441,7 @@ def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list
         # and never use them); this endpoint's one statement is prepared explicitly.
         raw.prepare_threshold = 1_000_000
         _sessions_ready.add(raw)
+    _lock_waits_bound(raw)
     # A server-side-binding cursor: Django's own bind client-side, which cannot prepare.
     with psycopg.Cursor(raw) as cursor:
         cursor.execute(SYNC_SQL, {**params, "may_create": may_create}, prepare=True)
@@ -378,7 +463,10 @@ def _sync(environ: dict[str, Any], visitor: Visitor, ids: list[tuple[int, str]])
         "per_profile": MAX_DPUUIDS_PER_PROFILE,
     }
     if visitor.known:
-        has_profile, unmapped = _sync_write(params, may_create=False)
+        found = _written(params, may_create=False)
+        if found is None:
+            return
+        has_profile, unmapped = found
         if has_profile and not unmapped:
             return
     else:  # a new UUID: no profile, nothing mapped yet
@@ -388,7 +476,7 @@ def _sync(environ: dict[str, Any], visitor: Visitor, ids: list[tuple[int, str]])
         rows_per_dpid.update({dpid: 1 for dpid, _ in ids})
     rows = len(unmapped) + (0 if has_profile else 1)
     if limits.admit(address=told_client_address(environ), rows=rows, rows_per_dpid=rows_per_dpid):
-        _sync_write(params, may_create=True)
+        _written(params, may_create=True)
 
 
 def ibs_answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -461,6 +549,11 @@ def optout_answer(environ: dict[str, Any], start_response: StartResponse) -> lis
 
 
 def _visitor_opt_out(params: dict[str, Any]) -> Any:
+    """Record the visitor's opt-out. A mapping locked by a batch past the lock_timeout fails
+    the statement, so nothing changes and the visitor is answered 503 "try again" (an
+    opt-out is not dropped as a sync may be)."""
+    connection.ensure_connection()
+    _lock_waits_bound(connection.connection)
     with connection.cursor() as cursor:
         cursor.execute(VISITOR_OPT_OUT_SQL, params)
         return cursor.fetchone()
@@ -504,6 +597,9 @@ def idsync_only(environ: dict[str, Any], start_response: StartResponse) -> list[
 
 def with_idsync_endpoints(django_app: WSGIApp) -> WSGIApp:
     """The WSGI application: the ID-sync paths answered here, the rest by Django."""
+    # The ID-sync pool's processes (idsync_only) use their connections for these endpoints
+    # only: the lock_timeout stays in the session. Elsewhere Django's requests share them.
+    shared_with_django = django_app is not idsync_only
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -516,6 +612,10 @@ def with_idsync_endpoints(django_app: WSGIApp) -> WSGIApp:
         else:
             return django_app(environ, start_response)
         _connection_refreshed()
-        return answer(environ, start_response)
+        try:
+            return answer(environ, start_response)
+        finally:
+            if shared_with_django:
+                _lock_waits_unbound()
 
     return application

@@ -5,10 +5,13 @@ opt-out), per client address (``IDSYNC_NEW_PER_ADDRESS``; the address as the por
 limits count it, :func:`portal.auth.told_client_address`: an IPv6 address by its /64) and
 per data source (``IDSYNC_NEW_PER_DPID``), in fixed windows. The counters live in Redis, so
 every process of every host of the pool shares them; a call that would write pays one
-round trip (INCRBY and EXPIRE per key), a returning visitor who writes nothing pays none.
-Past a limit the call answers as usual and writes nothing; it is counted per data source
-and day (shown on the data source's admin page), and the first call past a limit in a
-window logs a warning naming the address or the data source. When Redis cannot be reached
+round trip (a small Lua script, :data:`ADMIT_LUA`), a returning visitor who writes nothing
+pays none. The script checks every limit that applies before it counts anything: a call
+past a limit consumes nothing, so a flood from one address that its own limit stops does
+not eat its data sources' budgets (their other visitors still sync). Past a limit the call
+answers as usual and writes nothing; it is counted per data source and day (shown on the
+data source's admin page), and the first call past a limit in a window logs a warning
+naming the address or the data source. When Redis cannot be reached
 the limits are not applied (ID sync goes on, and the process says so in its log, at most
 once a minute).
 """
@@ -25,7 +28,8 @@ from typing import Any, NamedTuple
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -56,9 +60,13 @@ class _Redis:
         self._url = ""
         self._down_until = 0.0
         self._down_logged_at = -REDIS_DOWN_LOG_SECONDS
+        self._scripts: dict[str, Script] = {}
 
-    def execute(self, commands: list[tuple[Any, ...]]) -> list[Any] | None:
-        """The replies to ``commands``, sent together; None when Redis cannot be reached."""
+    def execute(
+        self, commands: list[tuple[Any, ...]], *, missing_script: bool = False
+    ) -> list[Any] | None:
+        """The replies to ``commands``, sent together; None when Redis cannot be reached.
+        With ``missing_script``, Redis's NOSCRIPT answer is a reply (the error itself)."""
         made_for = (settings.REDIS_URL, os.getpid())  # a forked child makes its own
         if getattr(self._local, "made_for", None) != made_for:
             client = redis.Redis.from_url(
@@ -77,6 +85,10 @@ class _Redis:
         try:
             connection.send_packed_command(connection.pack_commands(commands), check_health=False)
             return [connection.read_response() for _ in commands]
+        except NoScriptError as exc:
+            if not missing_script or len(commands) != 1:
+                raise
+            return [exc]  # the reply was read: the connection goes on
         except (RedisError, OSError) as exc:
             connection.disconnect()  # replies may be left unread: start afresh next time
             self._failed(exc)
@@ -92,6 +104,24 @@ class _Redis:
                 " until it answers again",
                 type(exc).__name__,
             )
+
+    def script(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """The reply of a Lua ``script`` (by its SHA, loaded when Redis does not know it
+        yet); None when Redis cannot be reached."""
+        registered = self._scripts.get(script)
+        if registered is None:
+            # register_script only hashes the text here (the client never connects): the
+            # commands go down this thread's connection, as execute's do.
+            registered = redis.Redis().register_script(script)
+            self._scripts[script] = registered
+        replies = self.execute(
+            [("EVALSHA", registered.sha, len(keys), *keys, *args)], missing_script=True
+        )
+        if replies is None:
+            return None
+        if isinstance(replies[0], NoScriptError):  # a new Redis, or one restarted
+            replies = self.execute([("EVAL", registered.script, len(keys), *keys, *args)])
+        return None if replies is None else replies[0]
 
 
 _redis = _Redis()
@@ -160,39 +190,66 @@ def _proxy_without_header() -> None:
         )
 
 
+# Every counter is checked before any is counted: a call past a limit consumes nothing.
+# KEYS: the n counters, then each counter's "went past in this window" flag, then the
+# refused tallies (a hash per data source and day). ARGV: n, then per counter its rows to
+# add, limit, window (seconds) and the name of its limit in the tallies ("address" or
+# "data_source"), then how long a tally is kept (seconds).
+# Returns {0} when admitted; else {i, total, first}: the first counter i (1-based) past its
+# limit, its count, and 1 when this is the first call refused for it in its window.
+ADMIT_LUA = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+    local add, limit = tonumber(ARGV[4 * i - 2]), tonumber(ARGV[4 * i - 1])
+    local total = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if total + add > limit then
+        for r = 2 * n + 1, #KEYS do
+            redis.call('HINCRBY', KEYS[r], ARGV[4 * i + 1], 1)
+            redis.call('EXPIRE', KEYS[r], ARGV[4 * n + 2])
+        end
+        local first = redis.call('SET', KEYS[n + i], 1, 'NX', 'EX', ARGV[4 * i])
+        return {i, total, first and 1 or 0}
+    end
+end
+for i = 1, n do
+    local add = tonumber(ARGV[4 * i - 2])
+    if redis.call('INCRBY', KEYS[i], add) == add then
+        redis.call('EXPIRE', KEYS[i], ARGV[4 * i])
+    end
+end
+return {0}
+"""
+
+
 def admit(*, address: str | None, rows: int, rows_per_dpid: dict[int, int]) -> bool:
-    """Count ``rows`` new rows for ``address`` and ``rows_per_dpid`` for each data source;
-    whether they are within the limits (True as well when Redis cannot be reached). A call
-    refused is counted for each of its data sources."""
+    """Whether ``rows`` new rows for ``address`` and ``rows_per_dpid`` for each data source
+    are within every limit, and if so count them (True as well when Redis cannot be
+    reached). A call refused counts nothing against any limit; it is tallied for each of
+    its data sources under the first limit it is past."""
     now = time.time()
     counted = _counted(address, rows, rows_per_dpid, now)
-    commands: list[tuple[Any, ...]] = []
-    for c in counted:
-        commands += [("INCRBY", c.key, c.add), ("EXPIRE", c.key, c.period)]
-    replies = _redis.execute(commands)
-    if replies is None:
-        return True
-    totals = [int(total) for total in replies[::2]]
-    over = [c for c, total in zip(counted, totals, strict=True) if total > c.limit]
-    if not over:
-        return True
-    for c, total in zip(counted, totals, strict=True):
-        if total - c.add <= c.limit < total:  # this call went past: once per window and key
-            log.warning(
-                "ID sync: %s went past %s (%d new profiles and mappings per %d s): what it"
-                " sends is not written until the window ends",
-                c.who if c.setting == "IDSYNC_NEW_PER_DPID" else f"client address {c.who}",
-                c.setting,
-                c.limit,
-                c.period,
-            )
     day = _day(now)
-    reason = "address" if over[0].setting == "IDSYNC_NEW_PER_ADDRESS" else "data_source"
-    refused: list[tuple[Any, ...]] = []
-    for dpid in rows_per_dpid:
-        key = refused_key(dpid, day)
-        refused += [("HINCRBY", key, reason, 1), ("EXPIRE", key, REFUSED_KEEP_DAYS * 86400)]
-    _redis.execute(refused)
+    keys = [c.key for c in counted]
+    keys += [c.key.replace(f"{KEY_PREFIX}new:", f"{KEY_PREFIX}over:", 1) for c in counted]
+    keys += [refused_key(dpid, day) for dpid in rows_per_dpid]
+    args: list[Any] = [len(counted)]
+    for c in counted:
+        reason = "address" if c.setting == "IDSYNC_NEW_PER_ADDRESS" else "data_source"
+        args += [c.add, c.limit, c.period, reason]
+    args.append(REFUSED_KEEP_DAYS * 86400)
+    reply = _redis.script(ADMIT_LUA, keys, args)
+    if reply is None or int(reply[0]) == 0:
+        return True
+    over, first = counted[int(reply[0]) - 1], int(reply[2])
+    if first:  # the first call refused for this counter in its window
+        log.warning(
+            "ID sync: %s went past %s (%d new profiles and mappings per %d s): what it"
+            " sends is not written until the window ends",
+            over.who if over.setting == "IDSYNC_NEW_PER_DPID" else f"client address {over.who}",
+            over.setting,
+            over.limit,
+            over.period,
+        )
     return False
 
 

@@ -12,10 +12,17 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from partners.idsync.cookies import signed_value
-from partners.idsync.endpoint import PIXEL, sources, with_idsync_endpoints
+from partners.idsync.endpoint import (
+    PIXEL,
+    _lock_waits_unbound,
+    idsync_only,
+    sources,
+    with_idsync_endpoints,
+)
 from partners.models import DataSource, IDMapping, IDSyncOptOut
 from segments.models import Profile
 from tests.factories import DataSourceFactory, IDMappingFactory, PartnerFactory, ProfileFactory
@@ -305,3 +312,45 @@ def test_outbound_sync_sends_the_visitor_to_the_partner() -> None:
 def test_other_paths_go_to_django() -> None:
     assert get("/admin/").body == b"django"
     assert get("/ibsx").body == b"django"
+
+
+def _lock_timeout() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        row = cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_writes_wait_briefly_for_a_lock_and_django_keeps_its_own_lock_timeout(
+    settings: Any,
+) -> None:
+    """The endpoint bounds its own lock waits (IDSYNC_LOCK_TIMEOUT_MS); where Django shares
+    the connection (this application, as the portal pool runs it), Django's requests get
+    the connection back unbounded. The ID-sync pool keeps the bound in the session."""
+    settings.IDSYNC_LOCK_TIMEOUT_MS = 35
+    default = _lock_timeout()
+    seen: list[str] = []
+
+    def _peek(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(_lock_timeout())
+        return _django(environ, start_response)
+
+    peeking = with_idsync_endpoints(_peek)
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(PATH_INFO="/ibs:dpid=21&dpuuid=lt", RAW_URI="/ibs:dpid=21&dpuuid=lt")
+    b"".join(peeking(environ, lambda *a: None))
+    assert IDMapping.objects.filter(dpuuid="lt").exists()
+    assert _lock_timeout() == default
+    environ.update(PATH_INFO="/admin/")
+    b"".join(peeking(environ, lambda *a: None))
+    assert seen == [default]
+    pool = with_idsync_endpoints(idsync_only)  # the ID-sync pool's application
+    environ.update(PATH_INFO="/ibs:dpid=21&dpuuid=lt2", RAW_URI="/ibs:dpid=21&dpuuid=lt2")
+    try:
+        b"".join(pool(environ, lambda *a: None))
+        assert _lock_timeout() == "35ms"
+    finally:
+        _lock_waits_unbound()
+    assert _lock_timeout() == default

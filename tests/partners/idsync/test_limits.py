@@ -14,11 +14,13 @@ import redis
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
+from django.db.migrations.recorder import MigrationRecorder
 from django.urls import reverse
 from django.utils import timezone
 
 from partners.idsync import limits
 from partners.idsync.cookies import signed_value
+from partners.idsync.endpoint import PIXEL
 from partners.idsync.limits import KEY_PREFIX, refused_by_day
 from partners.models import DataSource, IDMapping, IDSyncOptOut
 from portal.auth import told_client_address
@@ -146,6 +148,8 @@ def test_a_plain_cookie_of_a_profile_from_before_is_kept_and_issued_again_signed
     settings: Any,
 ) -> None:
     old = ProfileFactory.create()
+    Profile.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
+    old.refresh_from_db()  # from before the cookies were signed
     answer = get("/ibs:dpid=21&dpuuid=p1", raw_cookie=f"dd_uuid={old.uuid}")
     assert answer.uuid == old.uuid  # the same UUID, now signed
     assert _mapped("p1") == [old.uuid]
@@ -166,6 +170,38 @@ def test_a_plain_cookie_of_a_profile_from_before_is_kept_and_issued_again_signed
     out = get("/idsync/out/21", raw_cookie=f"dd_uuid={old.uuid}")
     assert out.uuid == old.uuid
     assert out.headers["Location"].endswith(old.uuid)
+
+
+def test_with_the_setting_unset_a_plain_cookie_is_taken_only_for_a_profile_from_before_signing(
+    settings: Any,
+) -> None:
+    """Before, with IDSYNC_PLAIN_COOKIES_BEFORE unset, the bare UUID of any profile was
+    taken: one made since cookies are signed (its UUID guessed, or leaked by a partner)
+    passed for its visitor. Now the time the marker migration was applied is the cutoff."""
+    settings.IDSYNC_PLAIN_COOKIES_BEFORE = None
+    recent = ProfileFactory.create()  # made now: since the cookies are signed
+    answer = get("/ibs:dpid=21&dpuuid=guessed", raw_cookie=f"dd_uuid={recent.uuid}")
+    assert answer.status == 200
+    assert answer.uuid != recent.uuid  # a new visitor, in a signed cookie
+    assert _mapped("guessed") == [answer.uuid]
+    assert not IDMapping.objects.filter(profile=recent).exists()
+    optout = get("/optout?d_cid=21%01guessed", raw_cookie=f"dd_uuid={recent.uuid}")
+    assert json.loads(optout.body) == {"opted_out": 0}
+    assert get("/idsync/out/21", raw_cookie=f"dd_uuid={recent.uuid}").uuid != recent.uuid
+
+    signed_since = MigrationRecorder.Migration.objects.get(
+        app="partners", name="0027_idsync_signed_cookies"
+    ).applied
+    before = ProfileFactory.create()
+    Profile.objects.filter(pk=before.pk).update(created_at=signed_since - timedelta(seconds=1))
+    answer = get("/ibs:dpid=21&dpuuid=legacy", raw_cookie=f"dd_uuid={before.uuid}")
+    assert answer.uuid == before.uuid  # taken, and issued again signed
+    assert _mapped("legacy") == [before.uuid]
+    Profile.objects.filter(pk=before.pk).update(created_at=signed_since + timedelta(seconds=1))
+    assert get("/ibs:dpid=21&dpuuid=x", raw_cookie=f"dd_uuid={before.uuid}").uuid != before.uuid
+    # The setting still decides when set.
+    settings.IDSYNC_PLAIN_COOKIES_BEFORE = timezone.now() + timedelta(minutes=1)
+    assert get("/ibs:dpid=21&dpuuid=y", raw_cookie=f"dd_uuid={recent.uuid}").uuid == recent.uuid
 
 
 def test_the_opt_out_acts_for_the_verified_cookie_only(settings: Any) -> None:
@@ -264,6 +300,48 @@ def test_the_data_source_limit_holds_across_addresses(settings: Any) -> None:
     assert refused_by_day(dpid=21, days=1)[0].over_data_source_limit == 2
     assert get("/ibs:dpid=22&dpuuid=free", REMOTE_ADDR="10.1.0.9").status == 200
     assert _mapped("free")
+
+
+def test_a_flood_refused_by_its_address_limit_leaves_the_data_source_budget_whole(
+    settings: Any,
+) -> None:
+    """Before, every call was counted and then checked: a flood from one address, refused
+    by the address's limit, still ate the data source's budget and locked out its other
+    visitors."""
+    settings.IDSYNC_NEW_PER_ADDRESS = (4, DAY)
+    settings.IDSYNC_NEW_PER_DPID = (10, DAY)
+    for n in range(2):  # a profile and a mapping each: the address is at its limit
+        get(f"/ibs:dpid=21&dpuuid=mine{n}", REMOTE_ADDR="10.9.0.1")
+    before = _counters()
+    assert sorted(before.values()) == [4, 4]  # the address; data source 21
+    for n in range(50):
+        answer = get(f"/ibs:dpid=21&dpuuid=flood{n}", REMOTE_ADDR="10.9.0.1")
+        assert (answer.status, answer.body) == (200, PIXEL)
+    assert _counters() == before  # refused: nothing counted, anywhere
+    assert not IDMapping.objects.filter(dpuuid__startswith="flood").exists()
+    assert refused_by_day(dpid=21, days=1)[0].over_address_limit == 50
+    # Other visitors of the data source use the rest of its budget: 3 calls of 2 rows.
+    for n in range(3):
+        get(f"/ibs:dpid=21&dpuuid=other{n}", REMOTE_ADDR=f"10.9.1.{n}")
+        assert _mapped(f"other{n}"), n
+    # A call too big for what is left is refused whole; a smaller one still fits.
+    settings.IDSYNC_NEW_PER_DPID = (13, DAY)
+    three = "/ibs:d_cid=21%01big1&d_cid=21%01big2&d_cid=21%01big3"  # a profile and 3 IDs
+    get(three, REMOTE_ADDR="10.9.2.1")
+    assert _mapped("big1") == []
+    get("/ibs:dpid=21&dpuuid=small", REMOTE_ADDR="10.9.2.2")
+    assert _mapped("small")
+
+
+def test_the_limits_script_is_loaded_again_when_redis_forgot_it(settings: Any) -> None:
+    settings.IDSYNC_NEW_PER_ADDRESS = (2, DAY)
+    get("/ibs:dpid=21&dpuuid=s1", REMOTE_ADDR="10.9.3.1")
+    redis.Redis.from_url(settings.REDIS_URL).script_flush()  # as a restarted Redis
+    get("/ibs:dpid=21&dpuuid=s2", REMOTE_ADDR="10.9.3.1")
+    assert _mapped("s1")
+    assert not _mapped("s2")  # counted and refused as before the flush
+    get("/ibs:dpid=21&dpuuid=s3", REMOTE_ADDR="10.9.3.2")
+    assert _mapped("s3")
 
 
 def test_rotating_data_sources_share_the_address_limit(settings: Any) -> None:
