@@ -12,6 +12,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from partners.jobs import schedule_run_request
 from partners.models import DataSource
 from partners.reports import (
     REPORT_COUNTERS,
@@ -19,12 +20,7 @@ from partners.reports import (
     onboarding_report_rows,
     onboarding_report_xlsx,
 )
-from partners.schedules import (
-    schedule_get,
-    schedule_last_runs,
-    schedule_run_request,
-    schedules,
-)
+from partners.schedules import schedule_get, schedule_last_runs, schedules
 
 MAX_DAYS = 366
 

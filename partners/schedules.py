@@ -12,16 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-import django_rq
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import ngettext
 
-# The module, not its names: the schedules' job runs a schedule, so the two import each
-# other.
-from partners import jobs
 from partners.dropzones import services as dropzones
+from partners.dropzones.queueing import inbound_polls_queue
 from partners.idsync.mappings import id_mappings_expire
 from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import ScheduleRun
@@ -52,7 +49,7 @@ class Schedule:
 def inbound_poll_run(*, channel_id: int | None = None) -> str:
     """Queue a poll job per channel (each channel's result is on the channel)."""
     channel_ids = None if channel_id is None else [channel_id]
-    return dropzones.inbound_polls_queue(channel_ids=channel_ids).summary()
+    return inbound_polls_queue(channel_ids=channel_ids).summary()
 
 
 def inbound_sweep_run() -> str:
@@ -232,10 +229,3 @@ def schedule_last_runs() -> dict[str, ScheduleRun]:
         "name"
     )
     return {run.name: run for run in runs}
-
-
-def schedule_run_request(*, schedule: Schedule) -> None:
-    """Queue the schedule to run now, on its own queue (the admin's *Run now*)."""
-    django_rq.get_queue(schedule.queue).enqueue(
-        jobs.schedule_job, schedule.name, job_timeout=schedule.timeout
-    )

@@ -9,13 +9,13 @@ from django.utils.html import format_html, format_html_join
 
 from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin, when_column
 from segments.models import Profile, Segment, SegmentMembership, Trait
+from segments.queueing import segment_memberships_rebuild_enqueue
 from segments.selectors import (
     profile_live_traits,
     segment_population_expression,
     segment_population_trend,
     trait_live_population_expression,
 )
-from segments.services import segment_memberships_rebuild_enqueue
 
 
 class MembershipInline(ViewOnlyAdminMixin, admin.TabularInline):

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
-from partners.dropzones.services import inbound_polls_queue
+from partners.dropzones.queueing import inbound_polls_queue
 from partners.models import (
     ChannelObject,
     InboundChannel,

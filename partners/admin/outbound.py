@@ -23,7 +23,7 @@ from partners.models import (
     OutboundRun,
 )
 from partners.outbound.preview import destination_preview
-from partners.outbound.runs import outbound_resends_request, outbound_runs_request
+from partners.outbound.queueing import outbound_resends_request, outbound_runs_request
 from portal.admin_site import (
     ViewOnlyAdminMixin,
     when_column,

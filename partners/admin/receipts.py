@@ -24,12 +24,9 @@ from partners.models import (
     ReceiptDelivery,
     ReceiptRecipient,
 )
+from partners.receipts.queueing import receipt_delivery_request
 from partners.receipts.render import receipt_context, receipt_failure
-from partners.receipts.services import (
-    receipt_delivery_request,
-    receipt_recipients,
-    receipt_subject,
-)
+from partners.receipts.services import receipt_recipients, receipt_subject
 from partners.receipts.workbook import receipt_workbook_response
 from portal.admin_site import (
     ViewOnlyAdminMixin,

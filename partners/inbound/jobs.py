@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from django.conf import settings
 from rq import Retry, get_current_job
-from rq.job import Job
 
-# Modules, not names: queueing enqueues these jobs by reference and imports this module, so
-# either may be imported first.
-from partners.inbound import processing, queueing
-from partners.inbound.errors import PROCESSING_FAILED, DataSourceBusy, InboundRejected
+from partners.inbound import processing, split_parts
+from partners.inbound.errors import DataSourceBusy, InboundRejected
 from partners.models import InboundBatch
 from partners.outages import later, waits_out_database_outages
 
 logger = logging.getLogger(__name__)
+
+# Set on a batch's job that found its data source busy (another batch applying to it): RQ
+# tries it again later, and the batch ending ahead of it queues it again at once instead.
+WAITS_FOR_ITS_TURN = "waits_for_its_turn"
 
 
 def _job_progress(percent: int) -> None:
@@ -35,7 +35,8 @@ def _job_progress(percent: int) -> None:
 @waits_out_database_outages
 def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
     """Process one batch; returns its receipt id. Runs on the ``inbound`` queue. Once the
-    batch has ended, the next batch of its partner is queued."""
+    batch has ended, its success callback (:mod:`partners.inbound.queueing`) queues the next
+    batches."""
     if not InboundBatch.objects.filter(pk=batch_id).exists():
         return None
     try:
@@ -50,8 +51,7 @@ def inbound_batch_process_job(batch_id: int) -> int | Retry | None:
         # The batch is marked failed with the reason; retrying cannot help.
         logger.warning("inbound batch %s rejected: %s", batch_id, exc)
         receipt_id = None
-    queueing.inbound_turns_after(batch_id=batch_id)  # the data source's and partner's next
-    return receipt_id
+    return receipt_id  # the next batches go: queueing's success callback
 
 
 def _waits_for_its_turn() -> None:
@@ -59,27 +59,14 @@ def _waits_for_its_turn() -> None:
     rather than it waiting out RQ's retry interval."""
     job = get_current_job()
     if job is not None:
-        job.meta[queueing.WAITS_FOR_ITS_TURN] = True
+        job.meta[WAITS_FOR_ITS_TURN] = True
         job.save_meta()
 
 
-def inbound_batch_job_failed(job: Job, connection: Any, *exc_info: Any) -> None:
-    """RQ's failure callback of a batch job (raised, or abandoned by a dead worker): once no
-    retry is left, the batch ends failed with a receipt rather than staying processing, and
-    the partner's next batch is queued."""
-    if job.retries_left:
-        return  # RQ queues it again
-    logger.error(
-        "inbound batch job %s failed for good: %s", job.id, exc_info[1] if exc_info else ""
-    )
-    batch_id = int(job.args[0])
-    processing.inbound_batch_fail(batch_id=batch_id, reason=PROCESSING_FAILED)
-    queueing.inbound_turns_after(batch_id=batch_id)
-
-
-def inbound_waiting_batches_release_job() -> int:
-    """Queue the split batches whose parts are all here (or waited long enough)."""
-    return len(queueing.inbound_waiting_batches_release())
+def inbound_waiting_batches_release_job() -> list[int]:
+    """Mark queued the split batches whose parts are all here (or waited long enough);
+    returns their partners, whose turns queueing's success callback dispatches."""
+    return sorted({b.partner_id for b in split_parts.split_batches_ready_mark()})
 
 
 @waits_out_database_outages

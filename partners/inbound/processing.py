@@ -19,7 +19,7 @@ from partners.locks import INBOUND_TURN_LOCK, session_lock
 from partners.models import InboundBatch, InboundFile, Receipt, StagedPart
 from partners.receipts.alerts import receipt_failure_alert
 from partners.receipts.build import failure_receipt_create
-from partners.receipts.services import receipt_delivery_request
+from partners.receipts.queueing import receipt_delivery_request
 
 # The states a batch ends in: nothing more happens to it.
 INBOUND_BATCH_ENDED = (

@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import django_rq
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, IntegerField, Min, Value, When
-from django.utils import timezone
 from redis import Redis
 from rq import Callback, Retry
 from rq.exceptions import InvalidJobOperation
@@ -33,8 +33,10 @@ from rq.job import Dependency, Job, JobStatus
 from rq.queue import Queue
 
 from partners.inbound import jobs
+from partners.inbound.errors import PROCESSING_FAILED
+from partners.inbound.processing import inbound_batch_fail
 from partners.inbound.registration import Registration
-from partners.inbound.split_parts import split_parts_last_received, split_parts_summaries
+from partners.inbound.split_parts import split_batches_ready_mark
 from partners.models import InboundBatch
 from partners.rq_jobs import LIVE_JOB_STATUSES
 
@@ -77,40 +79,26 @@ def _release_check_schedule(batch_id: int) -> None:
         timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS + 1),
         jobs.inbound_waiting_batches_release_job,
         job_id=inbound_release_check_job_id(batch_id),
+        on_success=Callback(inbound_released_batches_dispatch),
         description="Queue the split batches whose parts are all here",
     )
 
 
 def inbound_waiting_batches_release(*, now: datetime | None = None) -> list[InboundBatch]:
-    """Queue the waiting batches of split parts that are ready (SPEC §3.6), and return them.
-
-    A batch is ready once no part arrived for ``INBOUND_PARTS_SETTLE_SECONDS`` and its parts
-    run from the first (0 or 1) to the highest without a gap; or, gaps or not, once it has
-    waited ``INBOUND_PARTS_MAX_WAIT_SECONDS``: it is then processed with the parts it has,
-    and its receipt names the missing ones (in bounded words: :class:`PartsSummary`). Safe
-    to run from several places at once. Reads two aggregates per batch, never every part.
-    """
-    now = now or timezone.now()
-    settle = timedelta(seconds=settings.INBOUND_PARTS_SETTLE_SECONDS)
-    max_wait = timedelta(seconds=settings.INBOUND_PARTS_MAX_WAIT_SECONDS)
-    released: list[InboundBatch] = []
-    with transaction.atomic():
-        waiting = InboundBatch.objects.filter(status=InboundBatch.Status.WAITING)
-        batches = {b.pk: b for b in waiting.select_for_update(skip_locked=True)}
-        summaries = split_parts_summaries(batches.keys())
-        last_received = split_parts_last_received(summaries.keys())
-        for batch_id, summary in summaries.items():
-            batch = batches[batch_id]
-            if now - last_received[batch_id] < settle or (
-                summary.missing and now - batch.created_at < max_wait
-            ):
-                continue
-            batch.status = InboundBatch.Status.QUEUED
-            batch.missing_parts = summary.missing_text
-            batch.save(update_fields=["status", "missing_parts"])
-            _batch_enqueue_on_commit(batch)
-            released.append(batch)
+    """Queue the waiting batches of split parts that are ready
+    (:func:`partners.inbound.split_parts.split_batches_ready_mark`), and return them. Safe to
+    run from several places at once."""
+    released = split_batches_ready_mark(now=now)
+    for batch in released:
+        _batch_enqueue_on_commit(batch)
     return released
+
+
+def inbound_released_batches_dispatch(job: Job, connection: Redis, result: Any) -> None:
+    """RQ's success callback of the release check: queue the batches it marked ready (the
+    job returns their partners)."""
+    for partner_id in result or []:
+        inbound_turn_dispatch(partner_id=partner_id)
 
 
 def inbound_batch_job_id(batch_id: int) -> str:
@@ -141,11 +129,6 @@ def inbound_batch_enqueue(*, batch: InboundBatch) -> None:
         inbound_turn_dispatch(partner_id=partner_id)
 
     transaction.on_commit(dispatch, robust=True)
-
-
-# Set on a batch's job that found its data source busy (another batch applying to it): RQ
-# tries it again later, and the batch ending ahead of it queues it again at once instead.
-WAITS_FOR_ITS_TURN = "waits_for_its_turn"
 
 
 def inbound_turns(*, partner_id: int, connection: Redis) -> list[InboundBatch]:
@@ -222,15 +205,15 @@ def inbound_turn_dispatch(*, partner_id: int) -> list[InboundBatch]:
     queued = []
     with queue.connection.lock(f"s2s:inbound-turn:{partner_id}", timeout=60, blocking_timeout=30):
         turns = inbound_turns(partner_id=partner_id, connection=queue.connection)
-        jobs = Job.fetch_many(
+        found = Job.fetch_many(
             [inbound_batch_job_id(b.pk) for b in turns], connection=queue.connection
         )
-        for batch, job in zip(turns, jobs, strict=True):
+        for batch, job in zip(turns, found, strict=True):
             status = job.get_status(refresh=False) if job is not None else None
             if (
                 status == JobStatus.SCHEDULED
                 and job is not None
-                and job.meta.get(WAITS_FOR_ITS_TURN)
+                and job.meta.get(jobs.WAITS_FOR_ITS_TURN)
             ):
                 _waiting_job_requeue(queue, job)
                 continue
@@ -304,7 +287,28 @@ def _batch_jobs_enqueue(queue: Queue, batch: InboundBatch) -> None:
         retry=retry,
         # Once RQ gives up (no retry left, or abandoned for good), the batch fails with a
         # receipt instead of staying "processing".
-        on_failure=Callback(jobs.inbound_batch_job_failed),
+        on_success=Callback(inbound_batch_job_ended),
+        on_failure=Callback(inbound_batch_job_failed),
         depends_on=depends_on,
         description=f"Process inbound batch {batch.key} (#{batch.pk})",
     )
+
+
+def inbound_batch_job_ended(job: Job, connection: Redis, result: Any) -> None:
+    """RQ's success callback of a batch job (processed, rejected, or gone; not a job that
+    waits for its turn, which returns a retry): the next batches go."""
+    inbound_turns_after(batch_id=int(job.args[0]))
+
+
+def inbound_batch_job_failed(job: Job, connection: Redis, *exc_info: Any) -> None:
+    """RQ's failure callback of a batch job (raised, or abandoned by a dead worker): once no
+    retry is left, the batch ends failed with a receipt rather than staying processing, and
+    the next batches go."""
+    if job.retries_left:
+        return  # RQ queues it again
+    logger.error(
+        "inbound batch job %s failed for good: %s", job.id, exc_info[1] if exc_info else ""
+    )
+    batch_id = int(job.args[0])
+    inbound_batch_fail(batch_id=batch_id, reason=PROCESSING_FAILED)
+    inbound_turns_after(batch_id=batch_id)

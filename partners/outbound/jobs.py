@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from partners.models import Destination, OutboundRun
 from partners.outages import waits_out_database_outages
-
-# The module, not its names: runs enqueues these jobs by reference and imports this module.
 from partners.outbound import runs
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import django_rq
 from django.conf import settings
 from django.core.files.storage import Storage
 from django.db.models import Q
@@ -27,7 +26,6 @@ from django.utils import timezone
 from partners.locks import OUTBOUND_RUN_LOCK, session_lock
 from partners.models import Destination, OutboundRun
 from partners.outages import connections_drop, database_unavailable
-from partners.outbound import jobs
 from partners.outbound.delivery import delivery_folder_checked, killed_run_leftovers, parts_deliver
 from partners.outbound.parts import parts_render
 from partners.receipts.alerts import outbound_failure_alert
@@ -44,20 +42,6 @@ logger = logging.getLogger(__name__)
 
 # A run may export millions of members to a slow SFTP server.
 OUTBOUND_JOB_TIMEOUT = 4 * 3600
-
-
-def outbound_runs_request(*, destination_ids: list[int]) -> None:
-    """Queue a run of each destination now, in the outbound workers (admin *Run now*)."""
-    queue = django_rq.get_queue("outbound")
-    for pk in destination_ids:
-        queue.enqueue(jobs.outbound_run_job, pk, job_timeout=OUTBOUND_JOB_TIMEOUT)
-
-
-def outbound_resends_request(*, run_ids: list[int]) -> None:
-    """Queue each past run to be sent again, the same mode and window (admin *Send again*)."""
-    queue = django_rq.get_queue("outbound")
-    for pk in run_ids:
-        queue.enqueue(jobs.outbound_run_resend_job, pk, job_timeout=OUTBOUND_JOB_TIMEOUT)
 
 
 class OutboundRunInProgress(Exception):

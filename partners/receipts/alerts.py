@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from partners.models import DataSource, InboundBatch, OutboundRun, Receipt
-from partners.receipts.services import notify_enqueue
+from partners.receipts.queueing import notify_enqueue
 
 ALERT_PREFIX = "[S2S ALERT]"
 

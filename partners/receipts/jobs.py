@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from partners.models import ReceiptDelivery
 from partners.outages import waits_out_database_outages
-
-# The module, not the name: services enqueues this job by reference and imports this module.
 from partners.receipts import services
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
@@ -14,10 +11,8 @@ from django.db.models import F, Func, Q, Value
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from rq import Retry
 
 from partners.models import Receipt, ReceiptDelivery, ReceiptRecipient
-from partners.receipts import jobs
 from partners.receipts.render import receipt_context
 from partners.receipts.workbook import receipt_workbook_name, receipt_workbook_write
 
@@ -101,46 +96,15 @@ def receipt_email_build(
     return message
 
 
-def receipt_delivery_request(
+def receipt_delivery_record(
     *, receipt: Receipt, recipients: list[str] | None = None, requested_by: str = ""
 ) -> ReceiptDelivery:
-    """Record a sending of the receipt and queue it for an RQ worker once the current
-    transaction commits (a rolled-back batch sends nothing)."""
-    delivery = ReceiptDelivery.objects.create(
+    """Record a sending of the receipt (pending), to its recipients unless others are given;
+    :func:`partners.receipts.queueing.receipt_delivery_request` records and queues it."""
+    return ReceiptDelivery.objects.create(
         receipt=receipt,
         recipients=recipients or receipt_recipients(receipt),
         requested_by=requested_by,
-    )
-    # robust: Redis being down must not fail the committed batch; the delivery stays pending
-    # on the receipt page, where it can be re-sent.
-    transaction.on_commit(lambda: _delivery_enqueue(delivery.pk), robust=True)
-    return delivery
-
-
-def notify_enqueue(func: Callable[..., Any], *args: Any, description: str, **kwargs: Any) -> None:
-    """Queue an e-mail job on the ``notify`` queue with RQ's retries (``NOTIFY_RETRY_*``).
-    RQ reads its own options (``job_id``, ...) from ``kwargs``; the rest go to ``func``."""
-    django_rq.get_queue("notify").enqueue(
-        func,
-        *args,
-        retry=Retry(max=settings.NOTIFY_RETRY_MAX, interval=settings.NOTIFY_RETRY_INTERVALS),
-        description=description[:200],
-        **kwargs,
-    )
-
-
-def receipt_delivery_job_id(delivery_id: int) -> str:
-    """The delivery's RQ job ID: one job per delivery, so a live one is found by its ID (the
-    sweep looks)."""
-    return f"receipt-delivery-{delivery_id}"
-
-
-def _delivery_enqueue(delivery_id: int) -> None:
-    notify_enqueue(
-        jobs.receipt_delivery_send_job,
-        delivery_id,
-        job_id=receipt_delivery_job_id(delivery_id),
-        description=f"Send receipt e-mail #{delivery_id}",
     )
 
 

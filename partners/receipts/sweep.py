@@ -26,8 +26,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from partners.models import ReceiptDelivery
-from partners.receipts import jobs as receipt_jobs
-from partners.receipts.services import notify_enqueue, receipt_delivery_job_id
+from partners.receipts.queueing import receipt_delivery_enqueue, receipt_delivery_job_id
 from partners.rq_jobs import LIVE_JOB_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -109,10 +108,8 @@ def receipt_deliveries_sweep(*, now: datetime | None = None) -> ReceiptSweepResu
         if job is not None:  # failed, finished, stopped or canceled: a new job of that ID
             job.delete()
         logger.warning("receipt delivery %s: no live job (%s), queued again", delivery.pk, status)
-        notify_enqueue(
-            receipt_jobs.receipt_delivery_send_job,
+        receipt_delivery_enqueue(
             delivery.pk,
-            job_id=receipt_delivery_job_id(delivery.pk),
             description=f"Send receipt e-mail #{delivery.pk} (queued again by the sweep)",
         )
         result.requeued.append(delivery.pk)

@@ -34,7 +34,7 @@ from partners.taxonomy.sheets import (
     Traits,
 )
 from segments.models import Segment
-from segments.services import segment_memberships_rebuild_enqueue
+from segments.queueing import segment_memberships_rebuild_enqueue
 
 # In the order of their references: a sheet refers only to those before it.
 SHEETS: tuple[Resource, ...] = (

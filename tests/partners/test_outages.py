@@ -30,7 +30,7 @@ from partners.inbound.queueing import inbound_batch_enqueue
 from partners.inbound.registration import inbound_files_register
 from partners.inbound.sweep import inbound_batches_sweep
 from partners.models import InboundBatch, OutboundRun, ReceiptDelivery
-from partners.outbound.runs import outbound_runs_request
+from partners.outbound.queueing import outbound_runs_request
 from tests.conftest import queue_wipe
 from tests.factories import ReceiptRecipientFactory
 from tests.partners.inbound.conftest import World

@@ -149,9 +149,9 @@ def test_a_failing_smtp_server_loses_nothing_and_rq_retries(
     settings.NOTIFY_RETRY_INTERVALS = [600]
     delivery = receipt.deliveries.get()
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        from partners.receipts.services import _delivery_enqueue
+        from partners.receipts.queueing import receipt_delivery_enqueue
 
-        _delivery_enqueue(delivery.pk)
+        receipt_delivery_enqueue(delivery.pk)
     job = Job.fetch(f"receipt-delivery-{delivery.pk}", connection=queue.connection)
     SimpleWorker([queue], connection=queue.connection).work(burst=True)
     delivery.refresh_from_db()
