@@ -18,7 +18,7 @@ from django.utils import timezone
 from partners.idsync.cookies import signed_value
 from partners.idsync.endpoint import (
     PIXEL,
-    _lock_waits_unbound,
+    _session_given_back,
     idsync_only,
     sources,
     with_idsync_endpoints,
@@ -352,7 +352,7 @@ def test_writes_wait_briefly_for_a_lock_and_django_keeps_its_own_lock_timeout(
         b"".join(pool(environ, lambda *a: None))
         assert _lock_timeout() == "35ms"
     finally:
-        _lock_waits_unbound()
+        _session_given_back()
     assert _lock_timeout() == default
 
 
