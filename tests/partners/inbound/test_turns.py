@@ -340,3 +340,28 @@ def test_a_partner_sending_to_a_shared_data_source_waits_one_batch_not_the_owner
     order = InboundBatch.objects.filter(partner=owner).order_by("finished_at")
     assert list(order.values_list("pk", flat=True)) == [b.pk for b in backlog]
     assert set(InboundBatch.objects.values_list("status", flat=True)) == {"processed"}
+
+
+def test_a_data_source_shared_by_three_partners_takes_one_batch_of_each_in_turn(
+    tmp_path: Path, inbound_queue: Any, settings: Any
+) -> None:
+    """The owner and two guests, four, four and two files for one data source, sent in
+    that order: each partner's next batch waits one batch of each other partner, never
+    another's whole backlog (before: the second guest's files went last, after all eight
+    of the others, ABABABABCC, since the partner whose queued batch is oldest always went
+    next)."""
+    settings.INBOUND_TURN_RETRY_INTERVALS = [600]  # queued by the turns, not by a retry
+    owner, guest, third = (PartnerFactory.create() for _ in range(3))
+    shared = DataSourceFactory.create(dpid=31, partner=owner, inbound_id_type="uuid")
+    shared.shared_with.add(guest, third)
+    TraitFactory.create(sid=40, data_source=shared)
+    letters = {owner.pk: "A", guest.pk: "B", third.pk: "C"}
+    for n, partner in enumerate([owner] * 4 + [guest] * 4 + [third] * 2):
+        path = _file(tmp_path, 31, 1700000000 + n, [f"{random_uuid()}\td_sid=40"])
+        inbound_batch_enqueue(
+            batch=inbound_files_register(paths=[path], partner=partner).batches[0]
+        )
+    SimpleWorker([inbound_queue], connection=inbound_queue.connection).work(burst=True)
+    finished = InboundBatch.objects.order_by("finished_at").values_list("partner_id", "status")
+    assert [status for _, status in finished] == ["processed"] * 10
+    assert "".join(letters[partner_id] for partner_id, _ in finished) == "ABCABCABAB"
