@@ -365,3 +365,33 @@ def test_a_data_source_shared_by_three_partners_takes_one_batch_of_each_in_turn(
     finished = InboundBatch.objects.order_by("finished_at").values_list("partner_id", "status")
     assert [status for _, status in finished] == ["processed"] * 10
     assert "".join(letters[partner_id] for partner_id, _ in finished) == "ABCABCABAB"
+
+
+def test_a_guests_batch_queued_before_the_data_source_stops_being_shared_is_refused(
+    tmp_path: Path, inbound_queue: Any
+) -> None:
+    """Staff stop sharing a data source while a guest's file waits in line: the file is
+    refused with the words of a refused upload, the owner's still applies (before: the
+    guest's batch wrote into the owner's data source all the same)."""
+    owner, guest = PartnerFactory.create(), PartnerFactory.create()
+    shared = DataSourceFactory.create(dpid=31, partner=owner, inbound_id_type="uuid")
+    shared.shared_with.add(guest)
+    TraitFactory.create(sid=40, data_source=shared)
+    owners = inbound_files_register(
+        paths=[_file(tmp_path, 31, 1700000000, [f"{random_uuid()}\td_sid=40"])]
+    ).batches[0]
+    guests = inbound_files_register(
+        paths=[_file(tmp_path, 31, 1700000001, [f"{random_uuid()}\td_sid=40"])], partner=guest
+    ).batches[0]
+    shared.shared_with.remove(guest)
+    for batch in (owners, guests):
+        inbound_batch_enqueue(batch=batch)
+    SimpleWorker([inbound_queue], connection=inbound_queue.connection).work(burst=True)
+
+    owners.refresh_from_db()
+    guests.refresh_from_db()
+    assert owners.status == "processed"
+    assert guests.status == "failed"
+    assert guests.error == "data source 31 belongs to another partner"
+    assert guests.receipt.stored_records == 0
+    assert guests.files.get().status == "failed"
