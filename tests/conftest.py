@@ -25,7 +25,10 @@ def queue_wipe(queue: Any) -> Any:
     ):
         for job_id in registry.get_job_ids():
             if (job := queue.fetch_job(job_id)) is not None:
-                job.delete()
+                try:
+                    job.delete()
+                except ValueError:  # RQ lists an execution whose record expired already
+                    queue.connection.delete(job.key, job.execution_registry.key)
         queue.connection.delete(registry.key)
     return queue
 

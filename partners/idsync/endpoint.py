@@ -378,7 +378,7 @@ def _lock_waits_bound(raw: Any) -> None:
     usual without writing (_written): the file is writing those very rows, and the browser
     syncs again on its next page view. Set once per connection, in its session; in a process
     where Django uses the connection as well, the application sets it back after each call
-    (_lock_waits_unbound)."""
+    (_session_given_back)."""
     if raw not in _lock_waits_bounded:
         raw.execute(
             "SELECT set_config('lock_timeout', %s, false)",
@@ -387,14 +387,17 @@ def _lock_waits_bound(raw: Any) -> None:
         _lock_waits_bounded.add(raw)
 
 
-def _lock_waits_unbound() -> None:
-    """Give the connection back to Django with its own lock_timeout (no bound: PostgreSQL's
-    default or the server's), when the endpoint set one on it."""
+def _session_given_back() -> None:
+    """Give the connection back to Django with its own session, when the endpoint set up
+    its own on it (_sync_write, _lock_waits_bound): its lock_timeout (no bound: PostgreSQL's
+    default or the server's), and its synchronous commits (a portal upload answered must
+    survive a crash of PostgreSQL) and planning. The next call sets them up again."""
     raw = connection.connection
-    if raw is not None and raw in _lock_waits_bounded:
+    if raw is not None and (raw in _lock_waits_bounded or raw in _sessions_ready):
         _lock_waits_bounded.discard(raw)
+        _sessions_ready.discard(raw)
         with contextlib.suppress(psycopg.Error):  # broken: Django replaces it anyway
-            raw.execute("SET lock_timeout TO DEFAULT")
+            raw.execute("RESET lock_timeout; RESET synchronous_commit; RESET plan_cache_mode")
 
 
 def _written(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list[int]] | None:
@@ -616,6 +619,6 @@ def with_idsync_endpoints(django_app: WSGIApp) -> WSGIApp:
             return answer(environ, start_response)
         finally:
             if shared_with_django:
-                _lock_waits_unbound()
+                _session_given_back()
 
     return application

@@ -12,6 +12,8 @@ from django.utils import timezone
 
 from partners.idsync.files import idsync_batch_apply
 from partners.inbound.errors import ALREADY_PROCESSED, DataSourceBusy, InboundRejected
+from partners.inbound.name_checks import idsync_name_check, traits_name_check
+from partners.inbound.names import FileKind, parse_inbound_file_name
 from partners.inbound.sources import UnreadableFileError
 from partners.inbound.stage import Progress
 from partners.inbound.traits import trait_batch_receipt, trait_part_stage
@@ -52,11 +54,16 @@ def inbound_batch_process(
     (a worker never sits waiting on another batch's lock: the batch waits its turn, queued),
     or with ``wait`` (the ``ingest`` command) waits for it.
     """
-    batch = InboundBatch.objects.select_related("data_source", "target").get(pk=batch_id)
+    batch = InboundBatch.objects.select_related("data_source", "target", "partner").get(pk=batch_id)
     if batch.status == InboundBatch.Status.PROCESSED:
         return batch.receipt
     if batch.status in INBOUND_BATCH_ENDED:  # failed or a duplicate: it has ended
         raise InboundRejected(batch.key, batch.error or ALREADY_PROCESSED)
+    try:
+        _sender_still_allowed(batch)
+    except InboundRejected as exc:
+        inbound_batch_fail(batch_id=batch.pk, reason=exc.reason)
+        raise
     # An advisory lock, not a lock on the data source's row: a row lock (FOR UPDATE) would
     # also stop everything that only references the data source (each new ID mapping of
     # /ibs: takes FOR KEY SHARE on it) for as long as the batch runs. Held for the session,
@@ -65,6 +72,19 @@ def inbound_batch_process(
         if not had:
             raise DataSourceBusy(batch.key)
         return _batch_apply(batch, progress)
+
+
+def _sender_still_allowed(batch: InboundBatch) -> None:
+    """Check the batch's file name again as its registration did (the data sources it names
+    exist, are active, and are its partner's own or shared with it): staff may have
+    deactivated a data source, or stopped sharing it, since the file came. Raises
+    :class:`InboundRejected` with the same words as a refused upload; nothing is applied."""
+    first = batch.files.order_by("split", "name").values_list("name", flat=True).first()
+    if first is None:
+        return
+    parsed = parse_inbound_file_name(first)
+    check = idsync_name_check if parsed.kind is FileKind.ID_SYNC else traits_name_check
+    check(parsed, batch.partner)
 
 
 def _batch_apply(batch: InboundBatch, progress: Progress | None) -> Receipt:

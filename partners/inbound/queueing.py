@@ -25,7 +25,7 @@ from typing import Any
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, IntegerField, Min, Value, When
+from django.db.models import Case, IntegerField, Value, When
 from redis import Redis
 from rq import Callback, Retry
 from rq.exceptions import InvalidJobOperation
@@ -235,19 +235,21 @@ def _waiting_job_requeue(queue: Queue, job: Job) -> None:
 def inbound_turns_after(*, batch_id: int) -> None:
     """Once a batch has ended: the next batches of its data source's line go, another
     partner's first (a data source shared by several partners takes their batches in turn),
-    then its own partner's next."""
+    then its own partner's next. The other partners go round in the order of their IDs,
+    starting after the partner whose batch ended: with three or more, each waits one batch
+    of each other partner (had the one with the oldest queued batch always gone next, two
+    partners would alternate and a third wait for both backlogs)."""
     batch = InboundBatch.objects.filter(pk=batch_id).values("partner_id", "target_id").first()
     if batch is None:
         return
+    ended_for = batch["partner_id"]
     others = (
         InboundBatch.objects.filter(target_id=batch["target_id"], status=InboundBatch.Status.QUEUED)
-        .exclude(partner_id=batch["partner_id"])
-        .values("partner_id")
-        .annotate(first=Min("pk"))
-        .order_by("first")
+        .exclude(partner_id=ended_for)
         .values_list("partner_id", flat=True)
+        .distinct()
     )
-    for partner_id in list(others):
+    for partner_id in sorted(set(others), key=lambda pk: (pk < ended_for, pk)):
         inbound_turn_dispatch(partner_id=partner_id)
     inbound_turn_dispatch(partner_id=batch["partner_id"])
 

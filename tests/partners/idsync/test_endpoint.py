@@ -18,7 +18,7 @@ from django.utils import timezone
 from partners.idsync.cookies import signed_value
 from partners.idsync.endpoint import (
     PIXEL,
-    _lock_waits_unbound,
+    _session_given_back,
     idsync_only,
     sources,
     with_idsync_endpoints,
@@ -352,5 +352,42 @@ def test_writes_wait_briefly_for_a_lock_and_django_keeps_its_own_lock_timeout(
         b"".join(pool(environ, lambda *a: None))
         assert _lock_timeout() == "35ms"
     finally:
-        _lock_waits_unbound()
+        _session_given_back()
     assert _lock_timeout() == default
+
+
+def _session_settings_changed() -> dict[str, str]:
+    """The settings of the endpoint's session that differ from the session's start."""
+    names = ["synchronous_commit", "plan_cache_mode", "lock_timeout"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
+            " AND setting IS DISTINCT FROM reset_val",
+            [names],
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in production: SETs are kept
+def test_django_gets_its_own_session_back_after_an_id_sync_call_on_the_portal_pool() -> None:
+    """Where Django shares the connection (the portal pool, which answers /ibs: too), an
+    ID-sync call leaves none of its session settings behind: before, Django's own requests
+    on that thread's connection then committed with synchronous_commit off (an upload
+    answered 201 could be lost by a PostgreSQL crash) and planned generically."""
+    connection.close()  # a connection of its own (others' SETs were rolled back with them)
+    seen: list[dict[str, str]] = []
+
+    def _peek(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(_session_settings_changed())
+        return _django(environ, start_response)
+
+    portal = with_idsync_endpoints(_peek)
+    for target in ("/ibs:dpid=21&dpuuid=s1", "/ibs:dpid=21&dpuuid=s2"):  # set up, then reused
+        environ: dict[str, Any] = {}
+        setup_testing_defaults(environ)
+        environ.update(PATH_INFO=target, RAW_URI=target)
+        b"".join(portal(environ, lambda *a: None))
+        environ.update(PATH_INFO="/admin/")
+        b"".join(portal(environ, lambda *a: None))
+    assert IDMapping.objects.filter(dpuuid__in=["s1", "s2"]).count() == 2
+    assert seen == [{}, {}]

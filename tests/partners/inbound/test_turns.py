@@ -340,3 +340,58 @@ def test_a_partner_sending_to_a_shared_data_source_waits_one_batch_not_the_owner
     order = InboundBatch.objects.filter(partner=owner).order_by("finished_at")
     assert list(order.values_list("pk", flat=True)) == [b.pk for b in backlog]
     assert set(InboundBatch.objects.values_list("status", flat=True)) == {"processed"}
+
+
+def test_a_data_source_shared_by_three_partners_takes_one_batch_of_each_in_turn(
+    tmp_path: Path, inbound_queue: Any, settings: Any
+) -> None:
+    """The owner and two guests, four, four and two files for one data source, sent in
+    that order: each partner's next batch waits one batch of each other partner, never
+    another's whole backlog (before: the second guest's files went last, after all eight
+    of the others, ABABABABCC, since the partner whose queued batch is oldest always went
+    next)."""
+    settings.INBOUND_TURN_RETRY_INTERVALS = [600]  # queued by the turns, not by a retry
+    owner, guest, third = (PartnerFactory.create() for _ in range(3))
+    shared = DataSourceFactory.create(dpid=31, partner=owner, inbound_id_type="uuid")
+    shared.shared_with.add(guest, third)
+    TraitFactory.create(sid=40, data_source=shared)
+    letters = {owner.pk: "A", guest.pk: "B", third.pk: "C"}
+    for n, partner in enumerate([owner] * 4 + [guest] * 4 + [third] * 2):
+        path = _file(tmp_path, 31, 1700000000 + n, [f"{random_uuid()}\td_sid=40"])
+        inbound_batch_enqueue(
+            batch=inbound_files_register(paths=[path], partner=partner).batches[0]
+        )
+    SimpleWorker([inbound_queue], connection=inbound_queue.connection).work(burst=True)
+    finished = InboundBatch.objects.order_by("finished_at").values_list("partner_id", "status")
+    assert [status for _, status in finished] == ["processed"] * 10
+    assert "".join(letters[partner_id] for partner_id, _ in finished) == "ABCABCABAB"
+
+
+def test_a_guests_batch_queued_before_the_data_source_stops_being_shared_is_refused(
+    tmp_path: Path, inbound_queue: Any
+) -> None:
+    """Staff stop sharing a data source while a guest's file waits in line: the file is
+    refused with the words of a refused upload, the owner's still applies (before: the
+    guest's batch wrote into the owner's data source all the same)."""
+    owner, guest = PartnerFactory.create(), PartnerFactory.create()
+    shared = DataSourceFactory.create(dpid=31, partner=owner, inbound_id_type="uuid")
+    shared.shared_with.add(guest)
+    TraitFactory.create(sid=40, data_source=shared)
+    owners = inbound_files_register(
+        paths=[_file(tmp_path, 31, 1700000000, [f"{random_uuid()}\td_sid=40"])]
+    ).batches[0]
+    guests = inbound_files_register(
+        paths=[_file(tmp_path, 31, 1700000001, [f"{random_uuid()}\td_sid=40"])], partner=guest
+    ).batches[0]
+    shared.shared_with.remove(guest)
+    for batch in (owners, guests):
+        inbound_batch_enqueue(batch=batch)
+    SimpleWorker([inbound_queue], connection=inbound_queue.connection).work(burst=True)
+
+    owners.refresh_from_db()
+    guests.refresh_from_db()
+    assert owners.status == "processed"
+    assert guests.status == "failed"
+    assert guests.error == "data source 31 belongs to another partner"
+    assert guests.receipt.stored_records == 0
+    assert guests.files.get().status == "failed"
