@@ -91,6 +91,11 @@ def apply_staged_batch(
     cross-device data source are kept until their mapping arrives. ``by_trait``: also count
     realizations and removals per trait, and the distinct user IDs matched (the check shows
     them; a batch of millions of lines does not need them).
+
+    The steps, as the README's Architecture names them: the line cap, IDs resolved, each
+    line's outcome counted, traits realized / removed (realizations only; or in line order
+    with the removals; or ``.overwrite``), pending records kept. Each step is a function
+    holding its SQL; each reads the temporary tables the steps before it made.
     """
     result = ApplyResult()
     p: dict[str, Any] = {
@@ -99,11 +104,39 @@ def apply_staged_batch(
         "batch": batch_id,
         "cap": MAX_LINES_PER_USER,
     }
+    _session_prepare()
+    _line_cap_apply(p)
+    _ids_resolve(platform_uuids=platform_uuids)
+    has_removals = _line_outcomes_count(result)
+    if by_trait:
+        _by_trait_count(result)
+    if not overwrite and not has_removals:
+        _realizations_only_apply(result, p)
+        return _pending_keep(result, p, keep_pending=keep_pending)
 
+    _operations_list(result)
+    _stored_state_read(p)
+    if overwrite:
+        _overwrite_maps_build(result, p)
+    else:
+        _ordered_maps_build(result, p)
+    if by_trait:
+        result.removed_by_trait = _sid_counts("SELECT sid, count(*) FROM removal GROUP BY sid")
+    trait_maps_replace(
+        maps_sql="SELECT profile_id, %(target)s AS data_source_id, realized FROM newmap", params=p
+    )
+    return _pending_keep(result, p, keep_pending=keep_pending and not overwrite)
+
+
+def _session_prepare() -> None:
     # Sorts and hashes over millions of staged rows: give this transaction room for them.
     sql_run("SET LOCAL work_mem = '256MB'")
     # Temporary tables are never auto-analyzed; without statistics the planner guesses badly.
     sql_run("ANALYZE stage_line")
+
+
+def _line_cap_apply(p: dict[str, Any]) -> None:
+    """``line``: the staged lines, each marked ``examined`` or not (over the cap)."""
     # The 200-lines-per-user cap: later lines of a user ID are not examined. Numbering every
     # line costs a sort of the batch, so it is done only when some user ID goes over.
     (over_cap,) = _one(
@@ -127,6 +160,9 @@ def apply_staged_batch(
     else:
         sql_run("CREATE TEMP VIEW line AS SELECT s.*, true AS examined FROM stage_line s")
 
+
+def _ids_resolve(*, platform_uuids: bool) -> None:
+    """``hit``: one row per (line, profile); ``unresolved``: the valid lines with none."""
     # ID resolution: one row per (line, profile); a DPUUID mapped to N profiles fans out.
     # A line's SIDs travel with its hits: the realizations read ``hit`` alone.
     if platform_uuids:
@@ -167,6 +203,11 @@ def apply_staged_batch(
         )
         sql_run("TRUNCATE unresolved")
     sql_run("ANALYZE hit")
+
+
+def _line_outcomes_count(result: ApplyResult) -> bool:
+    """``line_outcome``: each line and whether it resolved; the receipt's line counters.
+    Returns whether any line removes a trait (else the realizations need no order)."""
     sql_run(
         """
         CREATE TEMP VIEW line_outcome AS
@@ -200,14 +241,11 @@ def apply_staged_batch(
         FROM line_outcome
         """
     )
+    return bool(has_removals)
 
-    if by_trait:
-        _by_trait_count(result)
-    if not overwrite and not has_removals:
-        _realizations_only_apply(result, p)
-        return _pending_keep(result, p, keep_pending=keep_pending)
 
-    # Every realization and removal, per profile, in batch order.
+def _operations_list(result: ApplyResult) -> None:
+    """``op``: every realization and removal, per profile, in batch order."""
     sql_run(
         """
         CREATE TEMP TABLE op ON COMMIT DROP AS
@@ -220,6 +258,11 @@ def apply_staged_batch(
     )
     sql_run("ANALYZE op")
     (result.total_realized_traits,) = _one("SELECT count(*) FROM op WHERE is_add")
+
+
+def _stored_state_read(p: dict[str, Any]) -> None:
+    """``old``: the stored trait maps of the profiles ``op`` touches; ``ttl``: the target's
+    traits' TTLs (whether a stored realization is still held)."""
     sql_run(
         """
         CREATE TEMP TABLE old ON COMMIT DROP AS
@@ -236,95 +279,99 @@ def apply_staged_batch(
         """,
         p,
     )
-    # A trait is held when the stored realization is younger than the trait's TTL.
-    held = (
-        "(o.realized ? {sid}::text AND (t.ttl_days = 0"
-        " OR (o.realized->>{sid}::text)::bigint >= %(now)s - t.ttl_days::bigint * 86400))"
+
+
+# A trait is held when the stored realization is younger than the trait's TTL.
+_HELD = (
+    "(o.realized ? {sid}::text AND (t.ttl_days = 0"
+    " OR (o.realized->>{sid}::text)::bigint >= %(now)s - t.ttl_days::bigint * 86400))"
+)
+
+
+def _overwrite_maps_build(result: ApplyResult, p: dict[str, Any]) -> None:
+    """``.overwrite``: ``newmap`` and ``removal`` when the listed traits replace all of a
+    profile's traits of the target data source."""
+    # The listed traits replace all of the user's traits of the target data source.
+    sql_run(
+        f"""
+        CREATE TEMP TABLE newmap ON COMMIT DROP AS
+        SELECT profile_id, {_trait_map("sid")} AS realized
+        FROM op WHERE is_add GROUP BY profile_id
+        """,
+        p,
     )
-    if overwrite:
-        # The listed traits replace all of the user's traits of the target data source.
-        sql_run(
-            f"""
-            CREATE TEMP TABLE newmap ON COMMIT DROP AS
-            SELECT profile_id, {_trait_map("sid")} AS realized
-            FROM op WHERE is_add GROUP BY profile_id
-            """,
-            p,
-        )
-        # The removals, as the other path lists them: (profile, SID) held and not listed.
-        sql_run(
-            f"""
-            CREATE TEMP TABLE removal ON COMMIT DROP AS
-            SELECT o.profile_id, t.sid FROM old o JOIN newmap n USING (profile_id)
-            CROSS JOIN LATERAL jsonb_object_keys(o.realized) AS k(sid)
-            JOIN ttl t ON t.sid::text = k.sid
-            WHERE NOT n.realized ? k.sid AND {held.format(sid="k.sid")}
-            """,
-            p,
-        )
-        (result.total_removed_traits,) = _one("SELECT count(*) FROM removal")
-        (result.total_devices,) = _one("SELECT count(*) FROM newmap")
-    else:
-        # Per (profile, trait): is the last operation a realization? Most pairs only see
-        # realizations; only pairs with a removal need the operations in order.
-        sql_run(
-            """
-            CREATE TEMP TABLE pair ON COMMIT DROP AS
-            SELECT profile_id, sid,
-                   coalesce(max(ord) FILTER (WHERE is_add), -1)
-                       > coalesce(max(ord) FILTER (WHERE NOT is_add), -1) AS last_add,
-                   bool_or(NOT is_add) AS has_removal
-            FROM op GROUP BY profile_id, sid
-            """
-        )
-        # A removal counts when the profile held the trait just before it: the previous
-        # operation on the pair was a realization, or (for the first) the stored state.
-        sql_run(
-            f"""
-            CREATE TEMP TABLE removal ON COMMIT DROP AS
-            SELECT q.profile_id, q.sid FROM (
-                SELECT op.profile_id, op.sid, op.is_add,
-                       coalesce(lag(op.is_add) OVER w, coalesce({held.format(sid="op.sid")}, false))
-                           AS held_before
-                FROM op
-                JOIN pair USING (profile_id, sid)
-                LEFT JOIN old o ON o.profile_id = op.profile_id
-                LEFT JOIN ttl t ON t.sid = op.sid
-                WHERE pair.has_removal
-                WINDOW w AS (PARTITION BY op.profile_id, op.sid ORDER BY op.ord)
-            ) q WHERE NOT q.is_add AND q.held_before
-            """,
-            p,
-        )
-        (result.total_removed_traits,) = _one("SELECT count(*) FROM removal")
-        (result.total_devices,) = _one(
-            """
-            SELECT count(*) FROM (
-                SELECT DISTINCT profile_id FROM op WHERE is_add
-                UNION SELECT profile_id FROM removal
-            ) d
-            """
-        )
-        sql_run(
-            f"""
-            CREATE TEMP TABLE newmap ON COMMIT DROP AS
-            WITH final AS (
-                SELECT profile_id,
-                       coalesce(array_agg(sid::text) FILTER (WHERE NOT last_add), '{{}}') AS gone,
-                       {_trait_map("sid", "last_add")} AS added
-                FROM pair GROUP BY profile_id
-            )
-            SELECT f.profile_id, (coalesce(o.realized, '{{}}') - f.gone) || f.added AS realized
-            FROM final f LEFT JOIN old o USING (profile_id)
-            """,
-            p,
-        )
-    if by_trait:
-        result.removed_by_trait = _sid_counts("SELECT sid, count(*) FROM removal GROUP BY sid")
-    trait_maps_replace(
-        maps_sql="SELECT profile_id, %(target)s AS data_source_id, realized FROM newmap", params=p
+    # The removals, as the other path lists them: (profile, SID) held and not listed.
+    sql_run(
+        f"""
+        CREATE TEMP TABLE removal ON COMMIT DROP AS
+        SELECT o.profile_id, t.sid FROM old o JOIN newmap n USING (profile_id)
+        CROSS JOIN LATERAL jsonb_object_keys(o.realized) AS k(sid)
+        JOIN ttl t ON t.sid::text = k.sid
+        WHERE NOT n.realized ? k.sid AND {_HELD.format(sid="k.sid")}
+        """,
+        p,
     )
-    return _pending_keep(result, p, keep_pending=keep_pending and not overwrite)
+    (result.total_removed_traits,) = _one("SELECT count(*) FROM removal")
+    (result.total_devices,) = _one("SELECT count(*) FROM newmap")
+
+
+def _ordered_maps_build(result: ApplyResult, p: dict[str, Any]) -> None:
+    """Realizations and removals in line order: ``removal`` (those that count) and
+    ``newmap`` (each touched profile's map once the batch is applied)."""
+    # Per (profile, trait): is the last operation a realization? Most pairs only see
+    # realizations; only pairs with a removal need the operations in order.
+    sql_run(
+        """
+        CREATE TEMP TABLE pair ON COMMIT DROP AS
+        SELECT profile_id, sid,
+               coalesce(max(ord) FILTER (WHERE is_add), -1)
+                   > coalesce(max(ord) FILTER (WHERE NOT is_add), -1) AS last_add,
+               bool_or(NOT is_add) AS has_removal
+        FROM op GROUP BY profile_id, sid
+        """
+    )
+    # A removal counts when the profile held the trait just before it: the previous
+    # operation on the pair was a realization, or (for the first) the stored state.
+    sql_run(
+        f"""
+        CREATE TEMP TABLE removal ON COMMIT DROP AS
+        SELECT q.profile_id, q.sid FROM (
+            SELECT op.profile_id, op.sid, op.is_add,
+                   coalesce(lag(op.is_add) OVER w, coalesce({_HELD.format(sid="op.sid")}, false))
+                       AS held_before
+            FROM op
+            JOIN pair USING (profile_id, sid)
+            LEFT JOIN old o ON o.profile_id = op.profile_id
+            LEFT JOIN ttl t ON t.sid = op.sid
+            WHERE pair.has_removal
+            WINDOW w AS (PARTITION BY op.profile_id, op.sid ORDER BY op.ord)
+        ) q WHERE NOT q.is_add AND q.held_before
+        """,
+        p,
+    )
+    (result.total_removed_traits,) = _one("SELECT count(*) FROM removal")
+    (result.total_devices,) = _one(
+        """
+        SELECT count(*) FROM (
+            SELECT DISTINCT profile_id FROM op WHERE is_add
+            UNION SELECT profile_id FROM removal
+        ) d
+        """
+    )
+    sql_run(
+        f"""
+        CREATE TEMP TABLE newmap ON COMMIT DROP AS
+        WITH final AS (
+            SELECT profile_id,
+                   coalesce(array_agg(sid::text) FILTER (WHERE NOT last_add), '{{}}') AS gone,
+                   {_trait_map("sid", "last_add")} AS added
+            FROM pair GROUP BY profile_id
+        )
+        SELECT f.profile_id, (coalesce(o.realized, '{{}}') - f.gone) || f.added AS realized
+        FROM final f LEFT JOIN old o USING (profile_id)
+        """,
+        p,
+    )
 
 
 def _sid_counts(sql: str) -> dict[int, int]:
