@@ -23,7 +23,7 @@ from partners.inbound.names import parse_inbound_file_name
 from partners.inbound.parse import ParseTally
 from partners.inbound.proportion import LineCounts
 from partners.inbound.stage import Progress, files_stage, sql_run
-from partners.models import DataSource, InboundBatch, Receipt
+from partners.models import DataSource, InboundBatch, InboundFile, Receipt
 from partners.receipts.build import idsync_receipt_create
 from segments.membership import segment_memberships_refresh
 from segments.realizations import profiles_ensure, trait_maps_merge
@@ -88,17 +88,52 @@ def _rows(
 def idsync_batch_apply(
     batch: InboundBatch, *, started: datetime, progress: Progress | None = None
 ) -> Receipt:
-    """Apply an ID-sync batch inside the caller's transaction (see inbound_batch_process)."""
+    """Apply an ID-sync batch inside the caller's transaction (see inbound_batch_process):
+    stage the rows, find each master ID's profiles, map the other columns' IDs to them
+    (the caps enforced), then realize the pending records the new mappings match."""
     files = list(batch.files.order_by("split", "name"))
-    parsed = parse_inbound_file_name(files[0].name)
+    columns = _columns_of(files[0].name)
+    master_dpid, master_type, _ = columns[0]
+    tally = _rows_stage(files, columns=columns, progress=progress)
+    now = timezone.now()
+    params: dict[str, Any] = {"master": master_dpid, "now": now, "batch": batch.pk}
+    unmatched = _masters_resolve(params, master_type=master_type)
+    created, refreshed = _mappings_upsert(params)
+    id_mappings_enforce_caps(touched_table="idsync_fresh")
+    _pending_apply(now=int(now.timestamp()))
+
+    sample = line_errors_persist(
+        batch_id=batch.pk, file_names=[f.name for f in files], errors_table="idsync_error"
+    )
+    return idsync_receipt_create(
+        batch=batch,
+        received=tally.received,
+        created=created,
+        refreshed=refreshed,
+        rejected=tally.rejected + unmatched,
+        started=started,
+        errors_sample=sample,
+    )
+
+
+def _columns_of(name: str) -> list[tuple[int, str, str]]:
+    """(DPID, inbound ID type, device ID format) of each column the file name lists,
+    master first (DPID 0: platform UUIDs)."""
+    parsed = parse_inbound_file_name(name)
     sources = DataSource.objects.in_bulk([d for d in parsed.column_dpids if d])
-    columns = [
+    return [
         (dpid, "uuid", "")
         if dpid == 0
         else (dpid, sources[dpid].inbound_id_type, sources[dpid].device_id_format)
         for dpid in parsed.column_dpids
     ]
-    master_dpid, master_type, _ = columns[0]
+
+
+def _rows_stage(
+    files: list[InboundFile], *, columns: list[tuple[int, str, str]], progress: Progress | None
+) -> ParseTally:
+    """``idsync_stage``: one row per (line, mapped column); ``idsync_error``: the lines
+    rejected while reading."""
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {IDSYNC_TABLES}")
         cursor.execute(
@@ -122,9 +157,12 @@ def idsync_batch_apply(
         errors_table="idsync_error",
         progress=progress,
     )
+    return tally
 
-    now = timezone.now()
-    params: dict[str, Any] = {"master": master_dpid, "now": now, "batch": batch.pk}
+
+def _masters_resolve(params: dict[str, Any], *, master_type: str) -> int:
+    """``idsync_master``: each staged row with a profile of its master ID; the lines whose
+    master ID has none go to ``idsync_error``. Returns how many lines went there."""
     if master_type == DataSource.InboundIDType.UUID:
         profiles_ensure(uuids_sql="SELECT master_id FROM idsync_stage")
         master_join = "JOIN segments_profile p ON p.uuid = s.master_id"
@@ -143,7 +181,7 @@ def idsync_batch_apply(
         params,
     )
     # Lines whose master ID maps to no profile (a chained sync of an unknown ID).
-    unmatched = sql_run(
+    return sql_run(
         """
         INSERT INTO idsync_error (file_no, line_no, kind, reason, line_start)
         SELECT DISTINCT s.file_no, s.line_no, 'no_matching_id',
@@ -155,6 +193,10 @@ def idsync_batch_apply(
         """,
         params,
     )
+
+
+def _mappings_upsert(params: dict[str, Any]) -> tuple[int, int]:
+    """``idsync_fresh``: the mappings made or seen again; returns (created, refreshed)."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -181,21 +223,7 @@ def idsync_batch_apply(
             " FROM idsync_fresh"
         )
         created, refreshed = cursor.fetchone() or (0, 0)
-    id_mappings_enforce_caps(touched_table="idsync_fresh")
-    _pending_apply(now=int(now.timestamp()))
-
-    sample = line_errors_persist(
-        batch_id=batch.pk, file_names=[f.name for f in files], errors_table="idsync_error"
-    )
-    return idsync_receipt_create(
-        batch=batch,
-        received=tally.received,
-        created=created,
-        refreshed=refreshed,
-        rejected=tally.rejected + unmatched,
-        started=started,
-        errors_sample=sample,
-    )
+    return created, refreshed
 
 
 def _pending_apply(*, now: int) -> None:

@@ -17,11 +17,11 @@ from psycopg import errors as pg_errors
 from partners.inbound.errors import InboundRejected
 from partners.inbound.lines import MAX_LINE_BYTES
 from partners.inbound.name_checks import traits_name_check
-from partners.inbound.names import FileKind, parse_inbound_file_name
+from partners.inbound.names import FileKind, InboundFileName, parse_inbound_file_name
 from partners.inbound.sources import ReadMeter, ReadStopped, UnreadableFileError
-from partners.inbound.stage import NoRecordsError
+from partners.inbound.stage import NoRecordsError, StreamWrap
 from partners.inbound.traits import TraitBatchResult, trait_batch_apply
-from partners.models import InboundBatch, InboundFile, Partner, Receipt
+from partners.models import DataSource, InboundBatch, InboundFile, Partner, Receipt
 from partners.receipts.render import receipt_counter_rows, receipt_error_rows
 from partners.reports import success_percent
 from partners.storage import StoredFile
@@ -217,45 +217,17 @@ def inbound_dry_run(
         bounds.append((bound, meter))
         return io.BufferedReader(bound, 1 << 20)
 
-    run: TraitBatchResult | None = None
-    names: dict[int, str] = {}
     try:
-        with transaction.atomic():
-            with transaction.get_connection().cursor() as cursor:
-                cursor.execute(f"SET LOCAL lock_timeout = {CHECK_LOCK_WAIT_MS}")
-                # The reading stops at ``seconds``; no statement may run far past it either.
-                cursor.execute(f"SET LOCAL statement_timeout = {int(seconds * 1000) + 5000}")
-            batch = InboundBatch.objects.create(
-                key=parsed.batch_key,
-                partner=owner,
-                kind=parsed.kind.value,
-                data_source=ids,
-                target=target,
-                overwrite=parsed.overwrite,
-                status=InboundBatch.Status.PROCESSING,
-            )
-            InboundFile.objects.create(
-                batch=batch,
-                partner=owner,
-                name=parsed.name,
-                split=parsed.split,
-                storage=file.storage,
-                path=file.path,
-                size=file.size,
-                sha256=file.sha256 or "",
-            )
-            try:
-                run = trait_batch_apply(batch, started=timezone.now(), check_stream=bounded)
-            except NoRecordsError:
-                if not bounds or not bounds[0][0].stopped:
-                    raise  # the whole file was read: processing would fail it too
-            else:
-                names = dict(
-                    Trait.objects.filter(
-                        sid__in=[*run.applied.realized_by_trait, *run.applied.removed_by_trait]
-                    ).values_list("sid", "name")
-                )
-            transaction.set_rollback(True)  # a check keeps nothing
+        run, names = _check_rolled_back(
+            file,
+            parsed=parsed,
+            owner=owner,
+            ids=ids,
+            target=target,
+            seconds=seconds,
+            bounded=bounded,
+            bounds=bounds,
+        )
     except UnreadableFileError as exc:
         raise InboundRejected(file.name, str(exc).removeprefix(f"{file.name}: ")) from exc
     except OperationalError as exc:
@@ -287,3 +259,58 @@ def inbound_dry_run(
         max_bytes=max_bytes,
         max_seconds=seconds,
     )
+
+
+def _check_rolled_back(
+    file: StoredFile,
+    *,
+    parsed: InboundFileName,
+    owner: Partner,
+    ids: DataSource,
+    target: DataSource,
+    seconds: float,
+    bounded: StreamWrap,
+    bounds: list[tuple[_CheckBound, ReadMeter]],
+) -> tuple[TraitBatchResult | None, dict[int, str]]:
+    """The file as a batch of its own, processed through ``bounded`` streams in a
+    transaction rolled back; returns the run (None when no record came before the check
+    stopped) and the names of the traits it realized or removed."""
+    run: TraitBatchResult | None = None
+    names: dict[int, str] = {}
+    with transaction.atomic():
+        with transaction.get_connection().cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = {CHECK_LOCK_WAIT_MS}")
+            # The reading stops at ``seconds``; no statement may run far past it either.
+            cursor.execute(f"SET LOCAL statement_timeout = {int(seconds * 1000) + 5000}")
+        batch = InboundBatch.objects.create(
+            key=parsed.batch_key,
+            partner=owner,
+            kind=parsed.kind.value,
+            data_source=ids,
+            target=target,
+            overwrite=parsed.overwrite,
+            status=InboundBatch.Status.PROCESSING,
+        )
+        InboundFile.objects.create(
+            batch=batch,
+            partner=owner,
+            name=parsed.name,
+            split=parsed.split,
+            storage=file.storage,
+            path=file.path,
+            size=file.size,
+            sha256=file.sha256 or "",
+        )
+        try:
+            run = trait_batch_apply(batch, started=timezone.now(), check_stream=bounded)
+        except NoRecordsError:
+            if not bounds or not bounds[0][0].stopped:
+                raise  # the whole file was read: processing would fail it too
+        else:
+            names = dict(
+                Trait.objects.filter(
+                    sid__in=[*run.applied.realized_by_trait, *run.applied.removed_by_trait]
+                ).values_list("sid", "name")
+            )
+        transaction.set_rollback(True)  # a check keeps nothing
+    return run, names

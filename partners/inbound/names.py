@@ -113,8 +113,32 @@ def parse_inbound_file_name(name: str) -> InboundFileName:
     stem, dot, suffix = name[len(prefix) :].partition(".")
     if not dot:
         raise FileNameError(f"'{name}' has no .sync or .overwrite extension")
+    mode, split, compression = _extensions_parse(suffix, kind=kind, prefix=prefix)
 
-    # Extensions, left to right: mode, optional split number, optional compression.
+    fields = stem.split("_")
+    if len(fields) < 2 or not fields[-1]:
+        raise FileNameError(f"'{name}' has no timestamp: expected {_SHAPES[kind]}")
+    timestamp_text = fields.pop()
+    if not re.fullmatch(r"[0-9]{10}", timestamp_text):
+        raise FileNameError(f"'{timestamp_text}' is not a 10-digit timestamp")
+    dpid, target, columns = _dpids_parse(fields, kind=kind)
+    return InboundFileName(
+        name=name,
+        kind=kind,
+        dpid=dpid,
+        target_dpid=target,
+        column_dpids=columns,
+        timestamp=int(timestamp_text),
+        overwrite=mode == "overwrite",
+        split=split,
+        compression=compression,
+    )
+
+
+def _extensions_parse(
+    suffix: str, *, kind: FileKind, prefix: str
+) -> tuple[str, int | None, Compression]:
+    """The extensions, left to right: mode, optional split number, optional compression."""
     extensions = suffix.split(".")
     mode = extensions.pop(0)
     if mode not in ("sync", "overwrite"):
@@ -143,14 +167,11 @@ def parse_inbound_file_name(name: str) -> InboundFileName:
         if compression is Compression.PGP and extensions[0] == "gz":
             raise FileNameError("gzip and PGP together are not allowed (PGP already compresses)")
         raise FileNameError(f"unexpected '.{'.'.join(extensions)}' after '.{last}'")
+    return mode, split, compression
 
-    fields = stem.split("_")
-    if len(fields) < 2 or not fields[-1]:
-        raise FileNameError(f"'{name}' has no timestamp: expected {_SHAPES[kind]}")
-    timestamp_text = fields.pop()
-    if not re.fullmatch(r"[0-9]{10}", timestamp_text):
-        raise FileNameError(f"'{timestamp_text}' is not a 10-digit timestamp")
 
+def _dpids_parse(fields: list[str], *, kind: FileKind) -> tuple[int, int | None, tuple[int, ...]]:
+    """The DPIDs before the timestamp: (DPID, target DPID, the columns of an ID-sync file)."""
     target: int | None = None
     columns: tuple[int, ...] = ()
     if kind is FileKind.ID_SYNC:
@@ -173,17 +194,7 @@ def parse_inbound_file_name(name: str) -> InboundFileName:
         dpid = _dpid(fields[0], "DPID")
         if len(fields) == 2:
             target = _dpid(fields[1], "target DPID")
-    return InboundFileName(
-        name=name,
-        kind=kind,
-        dpid=dpid,
-        target_dpid=target,
-        column_dpids=columns,
-        timestamp=int(timestamp_text),
-        overwrite=mode == "overwrite",
-        split=split,
-        compression=compression,
-    )
+    return dpid, target, columns
 
 
 def parts_missing(parts: list[int]) -> list[int]:

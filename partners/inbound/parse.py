@@ -189,6 +189,36 @@ def line_parse(
     return user_id, source, catalog.match(signals, overwrite=context.overwrite), device_type
 
 
+def _line_staged(
+    out: list[str],
+    ord_: int,
+    file_no: int,
+    number: int,
+    source: IDSource,
+    user_id: str,
+    outcome: LineOutcome,
+    start: str,
+) -> str | None:
+    """Append a line within the per-user limit to ``out`` as a row of COPY text
+    (``stage_line``'s columns); return why its user ID is not valid (None: it is)."""
+    problem = user_id_problem(
+        user_id,
+        inbound_id_type=source.inbound_id_type,
+        device_id_format=source.device_id_format,
+    )
+    adds, removes, signal_count, unused, failed = outcome
+    # The hottest lines of the import: a line start always holds its tab, user IDs
+    # rarely need escaping, and removals are rare.
+    start = _copy_escaped(start) if "\\" in start or "\r" in start else start.replace("\t", "\\t")
+    out.append(
+        f"{ord_}\t{file_no}\t{number}\t{source.dpid}"
+        f"\t{_copy_escaped(user_id)}\t{_NULL if problem is None else problem}"
+        f"\t{signal_count}\t{unused}\t{failed}\t{{{','.join(map(str, adds))}}}"
+        f"\t{{{','.join(map(str, removes)) if removes else ''}}}\t{start}\n"
+    )
+    return problem
+
+
 def line_block_parse(
     block: LineBlock,
     *,
@@ -246,28 +276,13 @@ def line_block_parse(
             block_counts[user_id] = count + 1
         else:
             many[user_id] = count + 1
-        problem = user_id_problem(
-            user_id,
-            inbound_id_type=source.inbound_id_type,
-            device_id_format=source.device_id_format,
+        problem = _line_staged(
+            out, ord_base | number, file_no, number, source, user_id, outcome, start
         )
-        adds, removes, signal_count, unused, failed = outcome
         if problem is not None:
             invalid_ids += 1
-        elif not adds and not removes:
+        elif not outcome.adds and not outcome.removes:
             no_trait += 1
-        # The hottest lines of the import: a line start always holds its tab, user IDs
-        # rarely need escaping, and removals are rare.
-        if "\\" in start or "\r" in start:
-            start = _copy_escaped(start)
-        else:
-            start = start.replace("\t", "\\t")
-        out.append(
-            f"{ord_base | number}\t{file_no}\t{number}\t{source.dpid}"
-            f"\t{_copy_escaped(user_id)}\t{_NULL if problem is None else problem}"
-            f"\t{signal_count}\t{unused}\t{failed}\t{{{','.join(map(str, adds))}}}"
-            f"\t{{{','.join(map(str, removes)) if removes else ''}}}\t{start}\n"
-        )
     for dpid, counts in in_block.items():
         user_lines.block_counted(dpid, counts)
     return BlockResult(

@@ -76,6 +76,10 @@ def _duplicate_of(batch: InboundBatch, parsed: InboundFileName, sha: str) -> str
     return ""
 
 
+# A delivery once checked: its name parsed, its owner, the data source of its IDs and its target.
+_Checked = tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]
+
+
 def inbound_files_register(
     *,
     paths: Sequence[Path] = (),
@@ -99,81 +103,101 @@ def inbound_files_register(
     *My files*.
     """
     deliveries = [StoredFile.local(path) for path in paths] + list(files)
-    checked: list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]] = []
-    for delivery in deliveries:
-        try:
-            parsed = parse_inbound_file_name(delivery.name)
-        except FileNameError as exc:
-            raise InboundRejected(delivery.name, str(exc)) from exc
-        if delivery.storage == LOCAL and not Path(delivery.path).is_file():
-            raise InboundRejected(delivery.name, "no such file")
-        if delivery.size == 0:
-            raise InboundRejected(delivery.name, "the file is empty")
-        if parsed.kind is FileKind.ID_SYNC:
-            owner, ids, target = idsync_name_check(parsed, partner)
-        else:
-            owner, ids, target = traits_name_check(parsed, partner)
-        checked.append((delivery, parsed, owner, ids, target))
-
-    groups: dict[
-        tuple[int, str],
-        list[tuple[StoredFile, InboundFileName, Partner, DataSource | None, DataSource]],
-    ] = defaultdict(list)
+    checked = [_delivery_check(delivery, partner) for delivery in deliveries]
+    groups: dict[tuple[int, str], list[_Checked]] = defaultdict(list)
     for entry in checked:
         groups[(entry[2].pk, entry[1].batch_key)].append(entry)
 
-    batches: list[InboundBatch] = []
-    waiting: list[InboundBatch] = []
-    duplicates: list[InboundFile] = []
-    made: list[InboundFile] = []
-    parts_of: list[InboundBatch] = []
+    registration = Registration(batches=[], duplicates=[])
     with transaction.atomic():
         for (_, key), entries in groups.items():
-            entries.sort(key=lambda e: (e[1].split or 0, e[1].name))
-            _, first, owner, ids, target = entries[0]
-            fields: dict[str, Any] = {
-                "kind": first.kind.value,
-                "data_source": ids,
-                "target": target,
-                "overwrite": first.overwrite,
-            }
-            if complete or first.split is None:
-                batch = InboundBatch.objects.create(
-                    key=key, partner=owner, status=InboundBatch.Status.QUEUED, **fields
-                )
-            else:
-                batch = _waiting_batch_lock(owner=owner, key=key, fields=fields)
-            fresh = 0
-            for delivery, parsed, _, _, _ in entries:
-                sha = delivery.sha256 or _sha256(delivery)
-                error = _duplicate_of(batch, parsed, sha)
-                file = InboundFile.objects.create(
-                    batch=None if error else batch,
-                    partner=owner,
-                    name=parsed.name,
-                    split=parsed.split,
-                    storage=delivery.storage,
-                    path=delivery.path,
-                    via=via,
-                    size=delivery.size,
-                    sha256=sha,
-                    status=InboundFile.Status.DUPLICATE if error else InboundFile.Status.RECEIVED,
-                    error=error,
-                )
-                if error:
-                    duplicates.append(file)
-                else:
-                    fresh += 1
-                    made.append(file)
-            if batch.status == InboundBatch.Status.WAITING:
-                if fresh and batch not in waiting:
-                    waiting.append(batch)
-                if fresh or batch.files.exists():
-                    parts_of.append(batch)
-                else:
-                    batch.delete()
-            elif fresh:
-                batches.append(batch)
-            else:
-                batch.delete()
-    return Registration(batches, duplicates, waiting, made, parts_of)
+            _group_register(registration, key=key, entries=entries, complete=complete, via=via)
+    return registration
+
+
+def _delivery_check(delivery: StoredFile, partner: Partner | None) -> _Checked:
+    """A delivery's name, file and owner checked; raises :class:`InboundRejected`."""
+    try:
+        parsed = parse_inbound_file_name(delivery.name)
+    except FileNameError as exc:
+        raise InboundRejected(delivery.name, str(exc)) from exc
+    if delivery.storage == LOCAL and not Path(delivery.path).is_file():
+        raise InboundRejected(delivery.name, "no such file")
+    if delivery.size == 0:
+        raise InboundRejected(delivery.name, "the file is empty")
+    if parsed.kind is FileKind.ID_SYNC:
+        owner, ids, target = idsync_name_check(parsed, partner)
+    else:
+        owner, ids, target = traits_name_check(parsed, partner)
+    return delivery, parsed, owner, ids, target
+
+
+def _group_register(
+    registration: Registration,
+    *,
+    key: str,
+    entries: list[_Checked],
+    complete: bool,
+    via: str,
+) -> None:
+    """One batch's files (a partner's deliveries of one batch key) recorded, and the batch
+    added to ``registration`` as queued, waiting, or deleted when every file was a duplicate."""
+    entries.sort(key=lambda e: (e[1].split or 0, e[1].name))
+    _, first, owner, ids, target = entries[0]
+    fields: dict[str, Any] = {
+        "kind": first.kind.value,
+        "data_source": ids,
+        "target": target,
+        "overwrite": first.overwrite,
+    }
+    if complete or first.split is None:
+        batch = InboundBatch.objects.create(
+            key=key, partner=owner, status=InboundBatch.Status.QUEUED, **fields
+        )
+    else:
+        batch = _waiting_batch_lock(owner=owner, key=key, fields=fields)
+    fresh = 0
+    for delivery, parsed, _, _, _ in entries:
+        file = _file_record(batch, delivery=delivery, parsed=parsed, owner=owner, via=via)
+        if file.status == InboundFile.Status.DUPLICATE:
+            registration.duplicates.append(file)
+        else:
+            fresh += 1
+            registration.files.append(file)
+    if batch.status == InboundBatch.Status.WAITING:
+        if fresh and batch not in registration.waiting:
+            registration.waiting.append(batch)
+        if fresh or batch.files.exists():
+            registration.parts_of.append(batch)
+        else:
+            batch.delete()
+    elif fresh:
+        registration.batches.append(batch)
+    else:
+        batch.delete()
+
+
+def _file_record(
+    batch: InboundBatch,
+    *,
+    delivery: StoredFile,
+    parsed: InboundFileName,
+    owner: Partner,
+    via: str,
+) -> InboundFile:
+    """The delivery's InboundFile: in ``batch``, or a duplicate in none."""
+    sha = delivery.sha256 or _sha256(delivery)
+    error = _duplicate_of(batch, parsed, sha)
+    return InboundFile.objects.create(
+        batch=None if error else batch,
+        partner=owner,
+        name=parsed.name,
+        split=parsed.split,
+        storage=delivery.storage,
+        path=delivery.path,
+        via=via,
+        size=delivery.size,
+        sha256=sha,
+        status=InboundFile.Status.DUPLICATE if error else InboundFile.Status.RECEIVED,
+        error=error,
+    )
