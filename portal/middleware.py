@@ -42,4 +42,7 @@ class NulRefusedMiddleware:
         if request.path.startswith("/api/"):
             error = {"msg": NUL_REFUSED, **({"field": place} if place else {})}
             return JsonResponse({"errors": [error]}, status=400)
-        return render(request, "portal/message.html", {"message": NUL_REFUSED}, status=400)
+        # Back to the same page without its query (a staff member in an admin list, a
+        # partner on My files): the portal's login would be the wrong way for either.
+        back = {"back_url": request.path, "back_label": "Open the page without it"} if place else {}
+        return render(request, "portal/message.html", {"message": NUL_REFUSED, **back}, status=400)

@@ -81,3 +81,11 @@ def test_a_nul_in_the_portals_and_the_apis_parameters_answers_400() -> None:
     )
     assert answer.status_code == 400
     assert answer.json() == {"errors": [{"msg": NUL_REFUSED, "field": "cursor"}]}
+
+
+def test_the_nul_page_leads_back_to_the_page_without_its_query(admin_client: Client) -> None:
+    """A staff member in an admin list is led back to that list, not to the partners'
+    login."""
+    page = admin_client.get("/admin/partners/inboundbatch/?status__exact=%00").content.decode()
+    assert '<a href="/admin/partners/inboundbatch/">Open the page without it</a>' in page
+    assert "/portal/login/" not in page
