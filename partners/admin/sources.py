@@ -62,7 +62,8 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
     search_fields = ("=dpid", "name", "partner__name", "=partner__pid", "integration_code")
     autocomplete_fields = ("partner", "shared_with")
     immutable_fields = ("dpid",)
-    readonly_fields = (
+    # What the data source did, computed or stamped: shown, never edited.
+    activity_fields = (
         "mapping_count",
         "pending_count",
         "last_sync",
@@ -70,24 +71,13 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+    readonly_fields = activity_fields
     fieldsets = (
         (None, {"fields": ("dpid", "partner", "name", "active", "integration_code")}),
         ("IDs", {"fields": ("id_type", "inbound_id_type", "device_id_format")}),
         ("ID synchronization", {"fields": ("redirect_hosts", "idsync_url_template")}),
         ("Sharing", {"fields": ("shared_with",)}),
-        (
-            "Activity",
-            {
-                "fields": (
-                    "mapping_count",
-                    "pending_count",
-                    "last_sync",
-                    "idsync_refused",
-                    "created_at",
-                    "updated_at",
-                )
-            },
-        ),
+        ("Activity", {"fields": activity_fields}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DataSource]:
