@@ -12,6 +12,7 @@ from partners.models import (
     DataSource,
     IDMapping,
     InboundBatch,
+    InboundChannel,
     Partner,
     PartnerUser,
     Receipt,
@@ -172,3 +173,18 @@ class ReceiptFactory(factory.django.DjangoModelFactory[Receipt]):
     no_trait_realized = 0
     job_start = factory.LazyFunction(timezone.now)
     job_end = factory.SelfAttribute("job_start")
+
+
+class SftpChannelFactory(factory.django.DjangoModelFactory[InboundChannel]):
+    """A partner's SFTP drop zone on loopback; give the port of the test's server."""
+
+    class Meta:
+        model = InboundChannel
+
+    partner = factory.SubFactory(PartnerFactory)
+    name = "Acme SFTP"
+    kind = InboundChannel.Kind.SFTP
+    host = "127.0.0.1"
+    username = "acme"
+    prefix = "/in"
+    credentials_ref = "S2S_CREDENTIALS_ACME_SFTP"

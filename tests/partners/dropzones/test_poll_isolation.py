@@ -32,7 +32,7 @@ from partners.inbound.errors import InboundRejected
 from partners.inbound.processing import inbound_batch_process
 from partners.models import InboundBatch, InboundChannel, InboundFile
 from tests.conftest import queue_wipe
-from tests.factories import PartnerFactory
+from tests.factories import PartnerFactory, SftpChannelFactory
 from tests.partners.dropzones.conftest import ChrootSFTP, sftp_serving
 from tests.partners.inbound.conftest import World
 from tests.partners.inbound.test_jobs import BASE_DIR, worker_environment
@@ -142,14 +142,10 @@ def test_a_stalled_drop_zone_does_not_delay_another_channels_delivery(
     server = _silent_server() if case.stall == "silent" else _stalled_sftp(served, released)
     processes: list[subprocess.Popen[bytes]] = []
     with server as port:
-        stalled = InboundChannel.objects.create(
+        stalled = SftpChannelFactory.create(
             partner=stalled_partner,
             name="Aardvark SFTP",
-            kind=InboundChannel.Kind.SFTP,
-            host="127.0.0.1",
             port=port,
-            username="acme",
-            prefix="/in",
             credentials_ref="S2S_CREDENTIALS_STALLED_SFTP",
         )
         # The stalled channel comes first whichever way channels are taken (before: by
@@ -269,14 +265,9 @@ def test_a_drop_zone_that_stalls_in_the_middle_of_a_file_fails_its_batch_with_th
     (served / "in" / NAME).parent.mkdir(parents=True)
     (served / "in" / NAME).write_bytes(b"u1\td_sid=10\n" * 1000)
     with sftp_serving(served, ReadsHeld) as server:
-        channel = InboundChannel.objects.create(
+        channel = SftpChannelFactory.create(
             partner=world.partner,
-            name="Acme SFTP",
-            kind=InboundChannel.Kind.SFTP,
-            host="127.0.0.1",
             port=server.port,
-            username="acme",
-            prefix="/in",
             credentials_ref="S2S_CREDENTIALS_STALLED_SFTP",
         )
         inbound_poll(channel=channel)

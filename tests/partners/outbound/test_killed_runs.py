@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import pytest
 
-from partners.models import Destination, InboundChannel, OutboundRun
+from partners.models import Destination, OutboundRun
+from tests.factories import SftpChannelFactory
 from tests.partners.dropzones.conftest import ChrootSFTP, sftp_serving
 from tests.partners.inbound.conftest import Deliver, World
 from tests.partners.outbound.test_runs import _check_info, _destination
@@ -57,13 +58,9 @@ def test_a_run_killed_while_writing_the_info_leaves_no_partial_file(
     settings.S2S_CREDENTIALS_HELD_SFTP = "secret"
     settings.SFTP_KNOWN_HOST_FILE = str(tmp_path / "known_hosts")
     with sftp_serving(served, InfoWriteHeld) as server:
-        destination.channel = InboundChannel.objects.create(
+        destination.channel = SftpChannelFactory.create(
             partner=world.partner,
-            name="Acme SFTP",
-            kind=InboundChannel.Kind.SFTP,
-            host="127.0.0.1",
             port=server.port,
-            username="acme",
             prefix="/drop",
             credentials_ref="S2S_CREDENTIALS_HELD_SFTP",
         )
