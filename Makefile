@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # mypy's Django plugin imports the settings; lint never connects to these.
 LINT_ENV := DEBUG=1 DATABASE_URL=postgres://lint@localhost/lint REDIS_URL=redis://localhost:6379/0
 
-.PHONY: install demo demo-smoke test lint format lock clean bench-inbound bench-idsync bench-outbound
+.PHONY: install demo demo-smoke test test-citus lint format lock clean bench-inbound bench-idsync bench-outbound
 
 install: $(INSTALLED)
 
@@ -26,6 +26,19 @@ demo-smoke: $(INSTALLED)
 test: $(INSTALLED)
 	SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" \
 		$(BIN)/python -m portal.embedded run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The profile store on a private Citus cluster (README "Scaling out"): a coordinator and two
+# workers on loopback ports, Citus built first where it is missing (needs root), then the
+# tests of every path that touches the distributed tables, and the cluster's own tests.
+CITUS_INSTALL ?= $(firstword $(wildcard ../shared/citus/install.sh /work/shared/citus/install.sh))
+CITUS_TESTS ?= tests/citus tests/partners/inbound tests/partners/idsync tests/segments \
+	tests/partners/outbound
+
+test-citus: $(INSTALLED)
+	@test -n "$$(find /usr/lib/postgresql -name citus.so 2>/dev/null)" || bash $(CITUS_INSTALL)
+	SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" \
+		$(BIN)/python -m portal.citus_cluster run -- $(BIN)/python -m portal.embedded run -- \
+		$(BIN)/python -m pytest --reuse-db $(CITUS_TESTS) $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -204,12 +204,15 @@ def _mappings_upsert(params: dict[str, Any]) -> tuple[int, int]:
             WITH upserted AS (
                 INSERT INTO partners_idmapping
                     (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
-                SELECT DISTINCT dpid, id, profile_id, %(now)s::timestamptz, %(now)s::timestamptz
+                SELECT DISTINCT s.dpid, s.id, s.profile_id, %(now)s::timestamptz, %(now)s::timestamptz
                 FROM idsync_master s
                 -- an opted-out ID is never mapped again, by a file no more than by a browser
-                WHERE NOT EXISTS (SELECT 1 FROM partners_idsyncoptout o
-                                  WHERE o.data_source_id = s.dpid AND o.dpuuid = s.id
-                                    AND (o.profile_id IS NULL OR o.profile_id = s.profile_id))
+                -- (an anti-join rather than NOT EXISTS: on Citus the staged rows travel to
+                -- the opt-outs' shards, where a correlated subquery cannot)
+                LEFT JOIN partners_idsyncoptout o
+                    ON o.data_source_id = s.dpid AND o.dpuuid = s.id
+                   AND (o.profile_id IS NULL OR o.profile_id = s.profile_id)
+                WHERE o.dpuuid IS NULL
                 ON CONFLICT (data_source_id, dpuuid, profile_id)
                 DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
                 RETURNING data_source_id, dpuuid, profile_id, (xmax = 0) AS created
