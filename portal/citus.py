@@ -162,3 +162,29 @@ def _sequences_restore(cursor: Any, counters: dict[str, int]) -> None:
             " WHERE schemaname || '.' || sequencename = %s)))",
             [name, value, name],
         )
+
+
+def rows_per_worker(connection: Any, table: str) -> dict[str, int]:
+    """How the rows of a distributed table spread over the nodes (``host:port`` -> rows),
+    counted shard by shard on the workers."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT s.nodename || ':' || s.nodeport, sum(r.result::bigint)
+            FROM run_command_on_shards(%s, 'SELECT count(*) FROM %%s') r
+            JOIN citus_shards s USING (shardid)
+            WHERE r.success GROUP BY 1 ORDER BY 1
+            """,
+            [table],
+        )
+        return {node: int(rows) for node, rows in cursor.fetchall()}
+
+
+def distributed_tables(connection: Any) -> list[tuple[str, str, str]]:
+    """(table, kind, distribution column) of each table Citus distributes or replicates."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name::text, citus_table_type, distribution_column FROM citus_tables"
+            " ORDER BY 1"
+        )
+        return [tuple(row) for row in cursor.fetchall()]

@@ -9,6 +9,7 @@ Everything else goes on to Django.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -50,6 +51,8 @@ from partners.idsync.visitors import (
 from partners.inbound.lines import user_id_problem
 from portal.auth import told_client_address
 from portal.health import health_report, healthy
+
+log = logging.getLogger(__name__)
 
 # Imported by name from here (portal/wsgi.py, tests, tests/factories.py): they keep working.
 __all__ = [
@@ -170,7 +173,9 @@ def _source_errors(ids: list[tuple[int, str]]) -> list[CallError]:
 
 def _unavailable(start_response: StartResponse) -> list[bytes]:
     """The database cannot be reached: the documented 503, code 0; the connection is
-    dropped when broken, so the next call reconnects."""
+    dropped when broken, so the next call reconnects. Called in the ``except`` block: the
+    log says what failed."""
+    log.warning("ID sync: the database failed, answered 503 (try again)", exc_info=True)
     connection.close_if_unusable_or_obsolete()
     return _errors(start_response, [CallError(0, "try again")], status="503 Service Unavailable")
 

@@ -32,30 +32,42 @@ T = TypeVar("T")
 # mapped to it yet (so that a returning visitor is counted against the limits only when
 # something new would be written).
 SYNC_SQL = f"""
-WITH {PROFILE_OF_UUID_CTES}, ids AS (
-    SELECT v.dpid, v.dpuuid, EXISTS (
-        SELECT 1 FROM partners_idmapping m JOIN profile ON m.profile_id = profile.id
-        WHERE m.data_source_id = v.dpid AND m.dpuuid = v.dpuuid) AS known
+WITH {PROFILE_OF_UUID_CTES}, known AS (
+    -- The mappings and opt-outs of the call's IDs, each read apart and only by the IDs
+    -- named (on Citus: from the shards of these IDs alone, README "Scaling out"), then
+    -- matched to the IDs: no correlated subquery.
+    SELECT m.data_source_id, m.dpuuid FROM partners_idmapping m, profile
+    WHERE m.profile_id = profile.id AND m.dpuuid = ANY(%(dpuuids)s::text[])
+), blocked AS (
+    SELECT o.data_source_id, o.dpuuid FROM partners_idsyncoptout o
+    WHERE o.dpuuid = ANY(%(dpuuids)s::text[])
+      AND (o.profile_id IS NULL OR o.profile_id IN (SELECT id FROM profile))
+), ids AS (
+    SELECT v.dpid, v.dpuuid, (v.dpid, v.dpuuid) IN (SELECT * FROM known) AS known
     FROM unnest(%(dpids)s::int[], %(dpuuids)s::text[]) AS v(dpid, dpuuid)
-    WHERE NOT EXISTS (SELECT 1 FROM partners_idsyncoptout o
-                      WHERE o.data_source_id = v.dpid AND o.dpuuid = v.dpuuid
-                        AND (o.profile_id IS NULL OR o.profile_id IN (SELECT id FROM profile)))
+    WHERE (v.dpid, v.dpuuid) NOT IN (SELECT * FROM blocked)
 ), mapped AS (
     INSERT INTO partners_idmapping (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
     SELECT ids.dpid, ids.dpuuid, profile.id, now(), now()
     FROM profile, ids
     WHERE ids.known OR %(may_create)s
-    ON CONFLICT (data_source_id, dpuuid, profile_id) DO UPDATE SET last_seen_at = now()
+    -- EXCLUDED's time, not now(): Citus takes no volatile function in DO UPDATE
+    ON CONFLICT (data_source_id, dpuuid, profile_id)
+    DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
         -- a returning visitor syncs on every page view: refresh at most hourly (expiry
         -- counts days), so most of their calls write nothing at all
-        WHERE partners_idmapping.last_seen_at < now() - interval '1 hour'
-    RETURNING data_source_id, dpuuid, profile_id, xmax = 0 AS created
+        -- (a difference of times: timestamptz - interval is not IMMUTABLE, as Citus wants)
+        WHERE EXCLUDED.last_seen_at - partners_idmapping.last_seen_at > interval '1 hour'
+    RETURNING id, data_source_id, dpuuid, profile_id, xmax = 0 AS created
 ), over_cap AS (
+    -- The rows just made are left out of the ranks by name: PostgreSQL does not show them
+    -- to the other parts of the statement, Citus (which runs each part in turn) does.
     SELECT id FROM (
         SELECT m.id, row_number() OVER (PARTITION BY m.data_source_id, m.dpuuid
                                         ORDER BY m.last_seen_at DESC, m.id DESC) AS n
         FROM partners_idmapping m JOIN mapped ON mapped.created
          AND m.data_source_id = mapped.data_source_id AND m.dpuuid = mapped.dpuuid
+        WHERE m.id NOT IN (SELECT id FROM mapped WHERE created)
     ) r WHERE n >= %(per_dpuuid)s
     UNION
     SELECT id FROM (
@@ -63,6 +75,7 @@ WITH {PROFILE_OF_UUID_CTES}, ids AS (
                                         ORDER BY m.last_seen_at DESC, m.id DESC) AS n
         FROM partners_idmapping m JOIN mapped ON mapped.created
          AND m.profile_id = mapped.profile_id AND m.data_source_id = mapped.data_source_id
+        WHERE m.id NOT IN (SELECT id FROM mapped WHERE created)
     ) r WHERE n >= %(per_profile)s
 ), evicted AS (
     DELETE FROM partners_idmapping WHERE id IN (SELECT id FROM over_cap) RETURNING 1
@@ -201,7 +214,11 @@ def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list
         # call (0.5 ms: its generic plan is estimated dearer, the may_create switch being
         # unknown), though the generic plan runs as fast. Only prepared statements follow
         # this setting, and this is the only one on the connection.
-        raw.execute("SET plan_cache_mode = force_generic_plan")
+        # Not on Citus: it cannot plan a distributed statement with its parameters left
+        # open (it caches its own plans of single-shard statements).
+        citus = raw.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone()
+        if citus is None:
+            raw.execute("SET plan_cache_mode = force_generic_plan")
         # Django turns psycopg's prepared statements off (its own cursors bind client-side
         # and never use them); this endpoint's one statement is prepared explicitly.
         raw.prepare_threshold = 1_000_000
