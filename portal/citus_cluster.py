@@ -105,11 +105,9 @@ class Node:
         }
         with (self.folder / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        log = str(self.folder / "log")
         subprocess.run(
-            _as_server_user(
-                [pg_bin("pg_ctl"), "-D", str(self.folder), "-l", str(self.folder / "log"), "-w"]
-                + ["start"]
-            ),
+            _as_server_user([pg_bin("pg_ctl"), "-D", str(self.folder), "-l", log, "-w", "start"]),
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -204,7 +204,8 @@ def _mappings_upsert(params: dict[str, Any]) -> tuple[int, int]:
             WITH upserted AS (
                 INSERT INTO partners_idmapping
                     (data_source_id, dpuuid, profile_id, first_seen_at, last_seen_at)
-                SELECT DISTINCT s.dpid, s.id, s.profile_id, %(now)s::timestamptz, %(now)s::timestamptz
+                SELECT DISTINCT s.dpid, s.id, s.profile_id,
+                       %(now)s::timestamptz, %(now)s::timestamptz
                 FROM idsync_master s
                 -- an opted-out ID is never mapped again, by a file no more than by a browser
                 -- (an anti-join rather than NOT EXISTS: on Citus the staged rows travel to

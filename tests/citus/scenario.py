@@ -9,8 +9,9 @@ Every kind of file: ID-sync files (our UUIDs first, then a chained DPUUID file),
 with realizations, removals in line order, an overwrite, a user over the 200-line cap, a
 platform-UUID data source making profiles, a cross-device data source keeping pending
 records that a later ID-sync file realizes; then membership, a rebuild and the profile
-viewer (outbound full and iter runs with SCENARIO_EXPORTS set: plain PostgreSQL only yet). Times differ between two plays, so each is written as its
-step of the play that wrote it (the delivery, the rebuild).
+viewer (outbound full and iter runs with SCENARIO_EXPORTS set: plain PostgreSQL only yet).
+Times differ between two plays, so each is written as the step of the play that wrote it
+(the delivery, the rebuild).
 """
 
 from __future__ import annotations
@@ -51,9 +52,7 @@ def play(out: Path, folder: Path) -> None:
     deliveries = [
         # ID sync: our UUIDs to DPUUIDs of 21 and 22 (a cross-device ID left for later).
         {
-            f"adobe_id_0_21_{next(days)}.sync": "".join(
-                f"{UUIDS[n]}\tu{n}\n" for n in range(30)
-            )
+            f"adobe_id_0_21_{next(days)}.sync": "".join(f"{UUIDS[n]}\tu{n}\n" for n in range(30))
             + "1234\tbad-uuid\n"
         },
         {f"ftp_dpm_22_{next(days)}.sync": "c7\td_sid=90\nc8\td_sid=90\n"},  # pending
@@ -168,7 +167,10 @@ def _exports(partner: Any, folder: Path) -> dict[str, Any]:
         )
         for sid in (500, 501, 502, 503):
             DestinationSegment.objects.create(
-                destination=destination, segment_id=sid, value=f"s{sid}", start_date=date(2020, 1, 1)
+                destination=destination,
+                segment_id=sid,
+                value=f"s{sid}",
+                start_date=date(2020, 1, 1),
             )
         for mode in ("full", "iter"):
             run = outbound_run(destination=destination, mode=mode)

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +92,7 @@ def _scenario(url: str, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def plays(
-    tmp_path_factory: pytest.TempPathFactory, django_db_blocker: Any
-) -> Iterator[dict[str, object]]:
+def plays(tmp_path_factory: pytest.TempPathFactory, django_db_blocker: Any) -> dict[str, object]:
     found: dict[str, object] = {}
     with django_db_blocker.unblock():
         _nodes()  # the test database's cluster, read once
@@ -105,7 +102,7 @@ def plays(
         _scenario(url, str(folder / "written.json"), str(folder))
         found[kind] = json.loads((folder / "written.json").read_text())
         found[f"{kind}_url"] = url
-    yield found
+    return found
 
 
 def test_the_test_database_is_distributed(db: None) -> None:
@@ -126,9 +123,12 @@ def test_plain_postgresql_and_the_cluster_store_and_send_the_same(
     plays: dict[str, object],
 ) -> None:
     plain, citus = plays["plain"], plays["citus"]
-    assert isinstance(plain, dict) and isinstance(citus, dict)
+    assert isinstance(plain, dict)
+    assert isinstance(citus, dict)
     assert plain["receipts"], "the scenario processed nothing"
-    assert plain["memberships"] and plain["changes"] and plain["line_errors"]
+    assert plain["memberships"]
+    assert plain["changes"]
+    assert plain["line_errors"]
     for part in sorted(plain):
         assert citus[part] == plain[part], part
 
@@ -155,9 +155,7 @@ def _spread(url: str, table: str) -> dict[str, int]:
     return {node: int(n) for node, n in rows}
 
 
-def test_a_third_worker_joins_and_takes_its_share(
-    plays: dict[str, object], tmp_path: Path
-) -> None:
+def test_a_third_worker_joins_and_takes_its_share(plays: dict[str, object], tmp_path: Path) -> None:
     url = str(plays["citus_url"])
     spare = os.environ["CITUS_SPARE_WORKER"]
     _scenario(url, "dump", str(tmp_path / "before.json"))
