@@ -141,9 +141,8 @@ def schema_distribute(
         # an export's mapping by profile) is run by repartitioning both sides over the
         # workers: allowed for every new session of this database, and this one.
         for setting, value in SESSION_SETTINGS.items():
-            cursor.execute(
-                f"ALTER DATABASE {connection.settings_dict['NAME']} SET {setting} = {value}"
-            )
+            database = connection.ops.quote_name(connection.settings_dict["NAME"])
+            cursor.execute(f"ALTER DATABASE {database} SET {setting} = {value}")
             cursor.execute(f"SET {setting} = {value}")
 
 
@@ -168,7 +167,7 @@ def _sequences_restore(cursor: Any, counters: dict[str, int]) -> None:
 
 def rows_per_worker(connection: Any, table: str) -> dict[str, int]:
     """How the rows of a distributed table spread over the nodes (``host:port`` -> rows),
-    counted shard by shard on the workers."""
+    counted shard by shard on the workers. ``connection``: Django's or a psycopg one."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -183,7 +182,8 @@ def rows_per_worker(connection: Any, table: str) -> dict[str, int]:
 
 
 def distributed_tables(connection: Any) -> list[tuple[str, str, str]]:
-    """(table, kind, distribution column) of each table Citus distributes or replicates."""
+    """(table, kind, distribution column) of each table Citus distributes or replicates.
+    ``connection``: Django's or a psycopg one."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT table_name::text, citus_table_type, distribution_column FROM citus_tables"

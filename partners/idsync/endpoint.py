@@ -35,6 +35,7 @@ from partners.idsync.calls import (
 from partners.idsync.mappings import MAX_DPUUIDS_PER_PROFILE, MAX_PROFILES_PER_DPUUID
 from partners.idsync.statements import (
     _connection_refreshed,
+    _once_a_minute,
     _once_more_if_dropped,
     _session_given_back,
     _visitor_opt_out,
@@ -174,8 +175,9 @@ def _source_errors(ids: list[tuple[int, str]]) -> list[CallError]:
 def _unavailable(start_response: StartResponse) -> list[bytes]:
     """The database cannot be reached: the documented 503, code 0; the connection is
     dropped when broken, so the next call reconnects. Called in the ``except`` block: the
-    log says what failed."""
-    log.warning("ID sync: the database failed, answered 503 (try again)", exc_info=True)
+    log says what failed, at most once a minute (an outage fails every call)."""
+    if _once_a_minute("unavailable"):
+        log.warning("ID sync: the database failed, answered 503 (try again)", exc_info=True)
     connection.close_if_unusable_or_obsolete()
     return _errors(start_response, [CallError(0, "try again")], status="503 Service Unavailable")
 

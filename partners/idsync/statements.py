@@ -17,6 +17,7 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from portal.citus import is_citus
 from segments.realizations import PROFILE_OF_UUID_CTES
 
 # The endpoint's logger, as before the split: its messages keep their name.
@@ -137,7 +138,18 @@ def _connection_refreshed() -> None:
 # The database connections whose session has the endpoint's lock_timeout (see
 # _lock_waits_bounded). A weak set, as _sessions_ready below.
 _lock_waits_bounded: weakref.WeakSet[Any] = weakref.WeakSet()
-_busy_logged_at = -60.0
+# When each of the endpoint's repeated log messages was last written (_once_a_minute).
+_logged_at: dict[str, float] = {}
+
+
+def _once_a_minute(message: str) -> bool:
+    """Whether ``message`` may be logged now: at most once a minute per process, as a
+    busy pool answering every page view would otherwise repeat it thousands of times."""
+    now = time.monotonic()
+    if now - _logged_at.get(message, -60.0) < 60:
+        return False
+    _logged_at[message] = now
+    return True
 
 
 def _lock_waits_bound(raw: Any) -> None:
@@ -178,13 +190,10 @@ def _session_given_back() -> None:
 def _written(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list[int]] | None:
     """_sync_write, or None when a row it needed stayed locked past the lock_timeout (a
     batch writing the same rows): nothing written, said in the log at most once a minute."""
-    global _busy_logged_at
     try:
         return _sync_write(params, may_create=may_create)
     except psycopg.errors.LockNotAvailable:
-        now = time.monotonic()
-        if now - _busy_logged_at >= 60:
-            _busy_logged_at = now
+        if _once_a_minute("busy"):
             log.info(
                 "ID sync: a call's rows were locked for more than %d ms (a batch writing the"
                 " same profile or mapping): answered, not written; the browser syncs again",
@@ -216,8 +225,7 @@ def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list
         # this setting, and this is the only one on the connection.
         # Not on Citus: it cannot plan a distributed statement with its parameters left
         # open (it caches its own plans of single-shard statements).
-        citus = raw.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone()
-        if citus is None:
+        if not is_citus(connection):
             raw.execute("SET plan_cache_mode = force_generic_plan")
         # Django turns psycopg's prepared statements off (its own cursors bind client-side
         # and never use them); this endpoint's one statement is prepared explicitly.

@@ -21,7 +21,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from portal.citus import is_citus
+from portal.citus import distributed_tables, is_citus, rows_per_worker
 
 pytestmark = pytest.mark.skipif(
     "CITUS_SPARE_WORKER" not in os.environ, reason="runs on the cluster of `make test-citus`"
@@ -107,11 +107,7 @@ def plays(tmp_path_factory: pytest.TempPathFactory, django_db_blocker: Any) -> d
 
 def test_the_test_database_is_distributed(db: None) -> None:
     assert is_citus(connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT table_name::text, citus_table_type, distribution_column FROM citus_tables"
-        )
-        kinds = {name: (kind, column) for name, kind, column in cursor.fetchall()}
+    kinds = {name: (kind, column) for name, kind, column in distributed_tables(connection)}
     assert kinds["segments_profile"] == ("distributed", "uuid")
     assert kinds["segments_profiletraits"] == ("distributed", "profile_id")
     assert kinds["partners_idmapping"] == ("distributed", "dpuuid")
@@ -144,15 +140,7 @@ def test_the_cluster_rows_lie_on_both_workers(plays: dict[str, object]) -> None:
 
 def _spread(url: str, table: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            """
-            SELECT s.nodename || ':' || s.nodeport, sum(r.result::bigint)
-            FROM run_command_on_shards(%s, 'SELECT count(*) FROM %%s') r
-            JOIN citus_shards s USING (shardid) WHERE r.success GROUP BY 1
-            """,
-            [table],
-        ).fetchall()
-    return {node: int(n) for node, n in rows}
+        return rows_per_worker(conn, table)
 
 
 def test_a_third_worker_joins_and_takes_its_share(plays: dict[str, object], tmp_path: Path) -> None:
