@@ -31,14 +31,14 @@ test: $(INSTALLED)
 # workers on loopback ports, Citus built first where it is missing (needs root), then the
 # tests of every path that touches the distributed tables, and the cluster's own tests.
 CITUS_INSTALL ?= $(firstword $(wildcard ../shared/citus/install.sh /work/shared/citus/install.sh))
-# Not yet on the cluster (README "Scaling out"): the inbound, segments and outbound suites
-# (tests/partners/inbound, tests/segments, tests/partners/outbound: outbound exports and some
-# admin pages are refused by Citus), the data source admin page's per-row counts, and the
-# endpoint's bounded lock waits: IDSYNC_LOCK_TIMEOUT_MS holds on the coordinator only, so a
-# call may wait on a worker for a file writing its rows, and concurrent calls' multi-shard
-# writes time out on the coordinator's locks and go unwritten (passes some runs, not all).
-CITUS_TESTS ?= tests/citus tests/partners/idsync \
-	--deselect tests/partners/idsync/test_limits.py::test_the_data_source_page_shows_the_calls_over_the_limits \
+# Deselected on the cluster, with the reason: the admin test comparing each per-row column's
+# two ways reads the annotation, which Citus refuses by design (portal/admin_values.py); and
+# two ID-sync tests that want every call written while a file or a flood holds the rows:
+# the calls answer at once on the cluster too (a SET LOCAL lock_timeout reaches the workers),
+# but some go unwritten within IDSYNC_LOCK_TIMEOUT_MS (README "Scaling out", not done yet).
+CITUS_TESTS ?= tests/citus tests/partners/idsync tests/partners/inbound tests/segments \
+	tests/partners/outbound tests/test_admin.py tests/test_admin_pages.py \
+	--deselect tests/test_admin.py::test_values_computed_per_shown_row_agree_both_ways \
 	--deselect tests/partners/idsync/test_during_a_file.py::test_id_sync_calls_writing_the_rows_of_a_file_being_applied_answer_at_once \
 	--deselect tests/partners/idsync/test_pool.py::test_a_flood_from_one_address_is_cut_at_its_limit_and_another_address_still_syncs
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scratch import scratch_database  # bench/, the script's own folder
+from scratch import database_said, scratch_database, spread_print  # bench/, its own folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -302,6 +302,7 @@ def main() -> None:
 
     print(f"setting up: {PROFILES:,} profiles and mappings, {2 * TRAITS} traits", flush=True)
     _setup_django(scratch_database("bench"))
+    print(f"database: {database_said()}", flush=True)
     _seed()
     with tempfile.TemporaryDirectory() as folder:
         files = _write_files(Path(folder), args.records)
@@ -324,12 +325,14 @@ def main() -> None:
         f"peak RSS:  {rss + children.peak_mb:8.0f} MB: this process {rss:.0f} MB (before the"
         f" pipeline: {rss_before:.0f} MB), its parse processes {children.peak_mb:.0f} MB together"
     )
+    spread_print()
 
 
 def _workers_main(args: argparse.Namespace) -> None:
     print(f"setting up: {PROFILES:,} profiles and mappings, {2 * TRAITS} traits", flush=True)
     os.environ["DATABASE_URL"] = scratch_database("bench")
     _setup_django(os.environ["DATABASE_URL"])
+    print(f"database: {database_said()}", flush=True)
     _seed()
     with tempfile.TemporaryDirectory() as folder:
         files = _write_files(Path(folder), args.records, parts=args.parts)
@@ -348,6 +351,7 @@ def _workers_main(args: argparse.Namespace) -> None:
     print(f"floor:     {floor:8.1f} s  {records / floor:10,.0f} records/s")
     print(f"ratio:     {elapsed / floor:8.2f} x the floor")
     print(f"peak RSS:  {peak:8.0f} MB: every worker process and its descendants together")
+    spread_print()
 
 
 if __name__ == "__main__":

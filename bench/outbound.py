@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scratch import scratch_database  # bench/, the script's own folder
+from scratch import database_said, scratch_database, spread_print  # bench/, its own folder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -122,6 +122,7 @@ def main() -> None:
         sys.exit("Set DATABASE_URL (or run through `make bench-outbound`).")
     print(f"setting up: {args.members:,} profiles in {SEGMENTS} segments", flush=True)
     _setup(args.members)
+    print(f"database: {database_said()}", flush=True)
     from partners.outbound.runs import outbound_run
     from partners.outbound.templates import DEFAULT_ROW
 
@@ -141,6 +142,7 @@ def main() -> None:
     print(f"floor        {floor:7.1f} s  {rows / floor:10,.0f} rows/s  (COPY ... TO STDOUT)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS     {peak:7.0f} MB (this process)")
+    spread_print()
 
 
 if __name__ == "__main__":

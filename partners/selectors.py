@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Expression, Max, OuterRef, Subquery
+from datetime import datetime
+
+from django.db.models import Count, Expression, Max, OuterRef, Subquery
 
 from partners.models import IDMapping, PendingRecord
 from portal.db import count_subquery
@@ -13,12 +15,21 @@ def data_source_mapping_count_expression() -> Expression:
     return count_subquery(IDMapping.objects.filter(data_source=OuterRef("pk")), per="data_source")
 
 
+def data_source_mapping_counts(pks: list[int]) -> dict[int, int]:
+    """The same per data source ``pks``, in one grouped query (for Citus: portal.admin_values)."""
+    return _counts(IDMapping, pks)
+
+
 def data_source_pending_count_expression() -> Expression:
     """Per data source row: its cross-device records still waiting for an ID mapping of
     their DPUUID (a subquery on the pending_lookup index: only shown rows pay)."""
     return count_subquery(
         PendingRecord.objects.filter(data_source=OuterRef("pk")), per="data_source"
     )
+
+
+def data_source_pending_counts(pks: list[int]) -> dict[int, int]:
+    return _counts(PendingRecord, pks)
 
 
 def data_source_last_sync_expression() -> Subquery:
@@ -30,3 +41,25 @@ def data_source_last_sync_expression() -> Subquery:
         .values("last")
     )
     return Subquery(last)
+
+
+def data_source_last_syncs(pks: list[int]) -> dict[int, datetime]:
+    rows = (
+        IDMapping.objects.filter(data_source__in=pks)
+        .order_by()
+        .values("data_source")
+        .annotate(last=Max("last_seen_at"))
+        .values_list("data_source", "last")
+    )
+    return dict(rows)
+
+
+def _counts(model: type[IDMapping] | type[PendingRecord], pks: list[int]) -> dict[int, int]:
+    rows = (
+        model.objects.filter(data_source__in=pks)
+        .order_by()
+        .values("data_source")
+        .annotate(n=Count("*"))
+        .values_list("data_source", "n")
+    )
+    return dict(rows)

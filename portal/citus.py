@@ -51,8 +51,16 @@ def _kind(cursor: Any, table: str) -> str | None:
 
 
 # Set on the database by the distribution (ALTER DATABASE ... SET), so that every session
-# of the portal gets them.
-SESSION_SETTINGS = {"citus.enable_repartition_joins": "on"}
+# of the portal gets them:
+# - a join off the distribution columns (a membership's profile to the profile's UUID) may
+#   be run by repartitioning both sides over the workers;
+# - a SET LOCAL in a transaction (the dry run's lock_timeout and statement_timeout) holds on
+#   the workers' connections of that transaction too, where the rows are locked, not only
+#   on the coordinator's.
+SESSION_SETTINGS = {
+    "citus.enable_repartition_joins": "on",
+    "citus.propagate_set_commands": "local",
+}
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,18 @@ def schema_distribute(
         for table, constraint in kept:
             cursor.execute(f"ALTER TABLE {table} ADD {constraint}")
         _sequences_restore(cursor, counters)
-        # A join off the distribution columns (a membership's profile to the profile's UUID,
-        # an export's mapping by profile) is run by repartitioning both sides over the
-        # workers: allowed for every new session of this database, and this one.
+    session_settings_apply(schema_editor)
+
+
+def session_settings_apply(schema_editor: BaseDatabaseSchemaEditor) -> None:
+    """On a Citus coordinator, set :data:`SESSION_SETTINGS` for every new session of the
+    portal's database, and this one; on plain PostgreSQL, nothing."""
+    connection = schema_editor.connection
+    if not is_citus(connection):
+        return
+    database = connection.ops.quote_name(connection.settings_dict["NAME"])
+    with connection.cursor() as cursor:
         for setting, value in SESSION_SETTINGS.items():
-            database = connection.ops.quote_name(connection.settings_dict["NAME"])
             cursor.execute(f"ALTER DATABASE {database} SET {setting} = {value}")
             cursor.execute(f"SET {setting} = {value}")
 

@@ -8,13 +8,16 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from portal.admin_site import ImmutableFieldsMixin, ViewOnlyAdminMixin, when_column
+from portal.admin_values import RowValue, RowValuesMixin
 from segments.models import Profile, Segment, SegmentMembership, Trait
 from segments.queueing import segment_memberships_rebuild_enqueue
 from segments.selectors import (
     profile_live_traits,
     segment_population_expression,
     segment_population_trend,
+    segment_populations,
     trait_live_population_expression,
+    trait_live_populations,
 )
 
 
@@ -62,7 +65,8 @@ class ProfileAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Trait)
-class TraitAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
+class TraitAdmin(RowValuesMixin, ImmutableFieldsMixin, admin.ModelAdmin):
+    row_values = {"_population": RowValue(trait_live_population_expression, trait_live_populations)}
     list_display = ("sid", "name", "data_source", "kind", "ttl_days", "live_population")
     list_display_links = ("sid", "name")
     list_filter = ("kind", ("data_source", admin.RelatedOnlyFieldListFilter))
@@ -84,18 +88,14 @@ class TraitAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         "updated_at",
     )
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Trait]:
-        return (
-            super().get_queryset(request).annotate(_population=trait_live_population_expression())
-        )
-
     @admin.display(description="live population", ordering="_population")
     def live_population(self, obj: Any) -> int:
         return int(getattr(obj, "_population", 0))
 
 
 @admin.register(Segment)
-class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
+class SegmentAdmin(RowValuesMixin, ImmutableFieldsMixin, admin.ModelAdmin):
+    row_values = {"_population": RowValue(segment_population_expression, segment_populations)}
     list_display = ("sid", "name", "data_source", "status", "population")
     list_display_links = ("sid", "name")
     list_filter = ("status", ("data_source", admin.RelatedOnlyFieldListFilter))
@@ -115,9 +115,6 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Segment]:
-        return super().get_queryset(request).annotate(_population=segment_population_expression())
 
     def save_model(self, request: HttpRequest, obj: Segment, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -153,7 +150,12 @@ class SegmentAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
 @admin.register(SegmentMembership)
 class SegmentMembershipAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("profile", "segment", when_column("joined_at", "joined"))
-    list_select_related = ("profile", "segment")
+    # The profiles by a second query (id IN the page's): on Citus, memberships and profiles
+    # lie on different keys and cannot be joined beside a reference table in one statement.
+    list_select_related = ("segment",)
     search_fields = ("=profile__uuid", "=segment__sid")
     search_help_text = "Exact platform UUID or segment SID."
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SegmentMembership]:
+        return super().get_queryset(request).prefetch_related("profile")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from django.db import connection
 from django.db.models import Count, Expression, IntegerField, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDate
@@ -40,8 +41,32 @@ def trait_live_population_expression() -> Expression:
     )
 
 
+def trait_live_populations(sids: list[int]) -> dict[int, int]:
+    """The same per trait ``sids``, in one grouped query (for Citus: portal.admin_values)."""
+    live = LIVE_REALIZATION_SQL.format(ttl="t.ttl_days", realized="pt.realized", sid="t.sid")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.sid, count(*) FROM segments_profiletraits pt"
+            " JOIN segments_trait t ON pt.data_source_id = t.data_source_id"
+            f" AND pt.realized ? t.sid::text WHERE t.sid = ANY(%s) AND {live} GROUP BY t.sid",
+            [sids],
+        )
+        return dict(cursor.fetchall())
+
+
 def segment_population_expression() -> Expression:
     return count_subquery(SegmentMembership.objects.filter(segment=OuterRef("pk")), per="segment")
+
+
+def segment_populations(sids: list[int]) -> dict[int, int]:
+    rows = (
+        SegmentMembership.objects.filter(segment__in=sids)
+        .order_by()
+        .values("segment")
+        .annotate(n=Count("*"))
+        .values_list("segment", "n")
+    )
+    return dict(rows)
 
 
 @dataclass(frozen=True)

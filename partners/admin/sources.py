@@ -18,14 +18,18 @@ from partners.models import (
 )
 from partners.selectors import (
     data_source_last_sync_expression,
+    data_source_last_syncs,
     data_source_mapping_count_expression,
+    data_source_mapping_counts,
     data_source_pending_count_expression,
+    data_source_pending_counts,
 )
 from portal.admin_site import (
     ImmutableFieldsMixin,
     related_column,
     when,
 )
+from portal.admin_values import RowValue, RowValuesMixin
 
 
 class IsGlobalFilter(admin.SimpleListFilter):
@@ -44,7 +48,16 @@ class IsGlobalFilter(admin.SimpleListFilter):
 
 
 @admin.register(DataSource)
-class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
+class DataSourceAdmin(RowValuesMixin, ImmutableFieldsMixin, admin.ModelAdmin):
+    row_values = {
+        "_mapping_count": RowValue(
+            data_source_mapping_count_expression, data_source_mapping_counts
+        ),
+        "_pending_count": RowValue(
+            data_source_pending_count_expression, data_source_pending_counts
+        ),
+        "_last_sync": RowValue(data_source_last_sync_expression, data_source_last_syncs, None),
+    }
     list_display = (
         "dpid",
         "name",
@@ -79,17 +92,6 @@ class DataSourceAdmin(ImmutableFieldsMixin, admin.ModelAdmin):
         ("Sharing", {"fields": ("shared_with",)}),
         ("Activity", {"fields": activity_fields}),
     )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[DataSource]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                _mapping_count=data_source_mapping_count_expression(),
-                _pending_count=data_source_pending_count_expression(),
-                _last_sync=data_source_last_sync_expression(),
-            )
-        )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)

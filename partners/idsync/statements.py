@@ -183,6 +183,7 @@ def _session_given_back() -> None:
     if raw is not None and (raw in _lock_waits_bounded or raw in _sessions_ready):
         _lock_waits_bounded.discard(raw)
         _sessions_ready.discard(raw)
+        _sessions_on_citus.discard(raw)
         with contextlib.suppress(psycopg.Error):  # broken: Django replaces it anyway
             raw.execute("RESET lock_timeout; RESET synchronous_commit; RESET plan_cache_mode")
 
@@ -206,6 +207,8 @@ def _written(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list[in
 # collected leaves it (an id() could be reused by its successor); each gthread thread has its
 # own connection, so membership is per connection, not per process.
 _sessions_ready: weakref.WeakSet[Any] = weakref.WeakSet()
+# Those of them on a Citus coordinator.
+_sessions_on_citus: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list[int]]:
@@ -225,7 +228,9 @@ def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list
         # this setting, and this is the only one on the connection.
         # Not on Citus: it cannot plan a distributed statement with its parameters left
         # open (it caches its own plans of single-shard statements).
-        if not is_citus(connection):
+        if is_citus(connection):
+            _sessions_on_citus.add(raw)
+        else:
             raw.execute("SET plan_cache_mode = force_generic_plan")
         # Django turns psycopg's prepared statements off (its own cursors bind client-side
         # and never use them); this endpoint's one statement is prepared explicitly.
@@ -234,8 +239,17 @@ def _sync_write(params: dict[str, Any], *, may_create: bool) -> tuple[bool, list
     _lock_waits_bound(raw)
     # A server-side-binding cursor: Django's own bind client-side, which cannot prepare.
     with psycopg.Cursor(raw) as cursor:
-        cursor.execute(SYNC_SQL, {**params, "may_create": may_create}, prepare=True)
-        row = cursor.fetchone()
+        if raw in _sessions_on_citus:
+            # The rows are locked on the workers, where the coordinator's session setting
+            # does not reach: a SET LOCAL in a transaction does (citus.propagate_set_commands,
+            # portal/citus.py). Two more round trips, on Citus only.
+            with raw.transaction():
+                cursor.execute(f"SET LOCAL lock_timeout = {int(settings.IDSYNC_LOCK_TIMEOUT_MS)}")
+                cursor.execute(SYNC_SQL, {**params, "may_create": may_create}, prepare=True)
+                row = cursor.fetchone()
+        else:
+            cursor.execute(SYNC_SQL, {**params, "may_create": may_create}, prepare=True)
+            row = cursor.fetchone()
     assert row is not None
     return bool(row[0]), list(row[1])
 

@@ -33,46 +33,76 @@ FROM segments_segmentmembershipchange c
 WHERE c.segment_id = ANY(%(sids)s) AND c.at > %(since)s AND c.at <= %(until)s
 ORDER BY c.profile_id, c.segment_id, c.at DESC, c.id DESC
 """
+# The rows are grouped per profile among the memberships (on Citus, where they lie: the
+# memberships, profile traits and change log share the profile's shard), then joined to the
+# profile's UUID and, by DPUUID, to the data source's mappings. Each part is a CTE: PostgreSQL
+# inlines them; Citus, which cannot join tables distributed on different keys in one
+# statement, runs each part on its own (README "Scaling out").
 _ROWS = """
-SELECT {id_columns},
-       coalesce(array_agg(u.sid ORDER BY u.sid) FILTER (WHERE u.joined), '{{}}'),
-       coalesce(array_agg(extract(epoch FROM u.at)::bigint ORDER BY u.sid)
-                FILTER (WHERE u.joined), '{{}}'),
-       coalesce(array_agg(u.sid ORDER BY u.sid) FILTER (WHERE NOT u.joined), '{{}}'),
-       coalesce(array_agg(extract(epoch FROM u.at)::bigint ORDER BY u.sid)
-                FILTER (WHERE NOT u.joined), '{{}}'){extra}
-FROM ({members}) u
-JOIN segments_profile p ON p.id = u.profile_id
-{id_join}
-GROUP BY {id_group}
+WITH g AS (
+    SELECT u.profile_id,
+           coalesce(array_agg(u.sid ORDER BY u.sid) FILTER (WHERE u.joined), '{{}}') AS sids,
+           coalesce(array_agg(extract(epoch FROM u.at)::bigint ORDER BY u.sid)
+                    FILTER (WHERE u.joined), '{{}}') AS times,
+           coalesce(array_agg(u.sid ORDER BY u.sid) FILTER (WHERE NOT u.joined), '{{}}')
+               AS removed,
+           coalesce(array_agg(extract(epoch FROM u.at)::bigint ORDER BY u.sid)
+                    FILTER (WHERE NOT u.joined), '{{}}') AS removed_times
+    FROM ({members}) u
+    GROUP BY u.profile_id
+){ctes}
+SELECT {id_columns}, g.sids, g.times, g.removed, g.removed_times{extra}
+FROM g JOIN segments_profile p ON p.id = g.profile_id
+{joins}
 """
 # Each list is joined by the aggregate itself from its segments' items (rendered once per
 # segment, or per membership by SQL when they show its time), in SID order: no array per row
 # taken apart again, no item rendered twice.
 _LINES = """
-SELECT {expression} FROM (
-    SELECT {id_columns},
-           count(*) FILTER (WHERE u.joined), count(*) FILTER (WHERE NOT u.joined){lists}
+WITH g AS (
+    SELECT u.profile_id, count(*) FILTER (WHERE u.joined) AS n_joined,
+           count(*) FILTER (WHERE NOT u.joined) AS n_removed{lists}
     FROM (SELECT m.profile_id, m.sid, extract(epoch FROM m.at)::bigint AS at, m.joined
           FROM ({members}) m) u
     JOIN unnest(%(seg_sids)s::int[], %(seg_aliases)s::text[]{item_arrays})
          AS seg(sid, alias{item_columns}) ON seg.sid = u.sid
-    JOIN segments_profile p ON p.id = u.profile_id
-    {id_join}
-    GROUP BY {id_group}
+    GROUP BY u.profile_id
+){ctes}
+SELECT {expression} FROM (
+    SELECT {id_columns}, g.n_joined, g.n_removed{list_values}
+    FROM g JOIN segments_profile p ON p.id = g.profile_id
+    {joins}
 ) AS r(uuid, dpuuid, n_joined, n_removed{list_columns})
 """
 _LIST = (
     "coalesce(string_agg({item}, %(sep{k})s ORDER BY u.sid) FILTER (WHERE {negate}u.joined), '')"
+    " AS l{k}"
 )
-_DP_UUID_LIST = (
-    ", (SELECT coalesce(array_agg(i.dpuuid ORDER BY i.dpuuid), '{}') FROM partners_idmapping i"
-    " WHERE i.profile_id = p.id AND i.data_source_id = %(id_dpid)s) AS dpuuids"
-)
-_TRAITS = (
-    ", (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') FROM segments_profiletraits t,"
-    " jsonb_each(t.realized) e WHERE t.profile_id = p.id) AS traits"
-)
+# The data source's mappings, one row per DPUUID of a profile (a row per DPUUID written).
+_IDS = """,
+ids AS (
+    SELECT i.profile_id, i.dpuuid FROM partners_idmapping i
+    WHERE i.data_source_id = %(id_dpid)s
+)"""
+_IDS_JOIN = "JOIN ids ON ids.profile_id = g.profile_id"
+# DP_UUID_LIST: each profile's DPUUIDs of the data source, in one list.
+_DP_UUID_LISTS = """,
+dpuuid_lists AS (
+    SELECT i.profile_id, array_agg(i.dpuuid ORDER BY i.dpuuid) AS dpuuids
+    FROM partners_idmapping i
+    WHERE i.data_source_id = %(id_dpid)s AND i.profile_id IN (SELECT profile_id FROM g)
+    GROUP BY i.profile_id
+)"""
+_DP_UUID_LISTS_JOIN = "LEFT JOIN dpuuid_lists dl ON dl.profile_id = g.profile_id"
+# The profile's traits across data sources ({SID: realized at}), for templates showing them.
+_TRAITS = """,
+traits AS (
+    SELECT t.profile_id, jsonb_object_agg(e.key, e.value) AS traits
+    FROM segments_profiletraits t, jsonb_each(t.realized) e
+    WHERE t.profile_id IN (SELECT profile_id FROM g)
+    GROUP BY t.profile_id
+)"""
+_TRAITS_JOIN = "LEFT JOIN traits tr ON tr.profile_id = g.profile_id"
 
 
 @dataclass(frozen=True)
@@ -157,7 +187,7 @@ def destination_lines(
             item = f"seg.i{k}"
         params[f"sep{k}"] = listed.separator
         lists.append(", " + _LIST.format(item=item, k=k, negate="" if listed.joined else "NOT "))
-    id_columns, id_join, id_group = _id_clauses(query)
+    id_columns, ctes, joins = _id_clauses(query)
     sql = _LINES.format(
         # NULL: COPY writes it as the line "\\N", which no rendered text can be (a backslash
         # in text is written doubled).
@@ -168,8 +198,9 @@ def destination_lines(
         members=_members(query),
         item_arrays="".join(item_arrays),
         item_columns="".join(item_columns),
-        id_join=id_join,
-        id_group=id_group,
+        ctes=ctes,
+        joins=joins,
+        list_values="".join(f", g.l{k}" for k in range(len(lists))),
         list_columns="".join(f", l{k}" for k in range(len(lists))),
     )
     # psycopg merges the parameters into a COPY client-side; Django's wrapper takes none.
@@ -226,14 +257,22 @@ def _streamed(sql: str, params: dict[str, Any]) -> Generator[tuple[Any, ...], No
 def _rows_query(
     query: MemberQuery, *, with_dpuuids: bool, with_traits: bool
 ) -> tuple[str, dict[str, Any]]:
-    id_columns, id_join, id_group = _id_clauses(query)
-    extra = (_DP_UUID_LIST if with_dpuuids else ", NULL") + (_TRAITS if with_traits else ", NULL")
+    id_columns, ctes, joins = _id_clauses(query)
+    extra = ""
+    if with_dpuuids:
+        ctes += _DP_UUID_LISTS
+        joins += "\n" + _DP_UUID_LISTS_JOIN
+        extra += ", coalesce(dl.dpuuids, '{}')"
+    else:
+        extra += ", NULL"
+    if with_traits:
+        ctes += _TRAITS
+        joins += "\n" + _TRAITS_JOIN
+        extra += ", coalesce(tr.traits, '{}')"
+    else:
+        extra += ", NULL"
     sql = _ROWS.format(
-        id_columns=id_columns,
-        members=_members(query),
-        id_join=id_join,
-        id_group=id_group,
-        extra=extra,
+        id_columns=id_columns, members=_members(query), ctes=ctes, joins=joins, extra=extra
     )
     return sql, _query_params(query)
 
@@ -243,14 +282,10 @@ def _members(query: MemberQuery) -> str:
 
 
 def _id_clauses(query: MemberQuery) -> tuple[str, str, str]:
-    """The ID columns (UUID, DPUUID), the join that finds the DPUUIDs, the grouping."""
+    """The ID columns (UUID, DPUUID), the CTE and the join that find the DPUUIDs."""
     if not query.by_dpuuid:
-        return "p.uuid, ''", "", "p.id, p.uuid"
-    return (
-        "p.uuid, im.dpuuid",
-        "JOIN partners_idmapping im ON im.profile_id = p.id AND im.data_source_id = %(id_dpid)s",
-        "p.id, p.uuid, im.dpuuid",
-    )
+        return "p.uuid, ''", "", ""
+    return "p.uuid, ids.dpuuid", _IDS, _IDS_JOIN
 
 
 def _query_params(query: MemberQuery) -> dict[str, Any]:

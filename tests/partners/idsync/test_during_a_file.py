@@ -94,11 +94,11 @@ def holds_profile(database_url: str) -> Iterator[Callable[[str], bool]]:
     """Whether another transaction (the file's) is writing the profile of a UUID: an insert
     of it waits (here at most 200 ms, then rolled back)."""
     conn = psycopg.connect(database_url)
-    conn.execute("SET lock_timeout = '200ms'")
-    conn.commit()
 
     def holds(uuid: str) -> bool:
         try:
+            # SET LOCAL: on Citus it holds on the workers too, where the row is locked.
+            conn.execute("SET LOCAL lock_timeout = '200ms'")
             conn.execute(
                 "INSERT INTO segments_profile (uuid, created_at) VALUES (%s, now())"
                 " ON CONFLICT (uuid) DO NOTHING",
