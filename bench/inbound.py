@@ -12,6 +12,9 @@ real pipeline (register + process, as the RQ job does) on both, and measures the
 the same files: gunzip + split-based parse + binary COPY of the same rows into an unlogged
 table. It prints records/s, signals/s, the peak RSS of the pipeline and the ratio to the
 floor. Targets (2 cores): >= 50,000 records/s, <= 1.5x the floor, peak RSS <= 300 MB.
+On a Citus coordinator (``python -m portal.citus_cluster run -- .venv/bin/python
+bench/inbound.py``) the scratch database is made on every node and distributed by
+``migrate``; the run then prints how each distributed table's rows lie on the workers.
 
 With ``--workers N`` each file is written in ``--parts`` split parts, both batches are queued
 as production queues them (one job per part, then the batch job) and N real RQ workers

@@ -9,6 +9,9 @@ mapping the 20 segments, and runs the real export three times: with the default 
 template, a JSON-line template and a tab-separated one. The floor is ``COPY (the same rows)
 TO STDOUT`` read to the end. It prints rows/s and the peak RSS of this process.
 Targets: >= 200,000 rows/s, <= 200 MB.
+On a Citus coordinator (``python -m portal.citus_cluster run -- .venv/bin/python
+bench/outbound.py``) the scratch database is made on every node and distributed by
+``migrate``; the run then prints how each distributed table's rows lie on the workers.
 """
 
 from __future__ import annotations

@@ -26,8 +26,11 @@ def scratch_database(suffix: str) -> str:
 
     parts = urlsplit(os.environ["DATABASE_URL"])
     name = f"{parts.path.lstrip('/') or 'postgres'}_{suffix}"
-    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-        workers = _citus_workers(conn)
+    try:
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            workers = _citus_workers(conn)
+    except psycopg.OperationalError:  # the database itself need not exist: plain PostgreSQL
+        workers = []
     for host, port in [(parts.hostname, parts.port), *workers]:
         server = parts._replace(netloc=_netloc(parts, host, port), path="/postgres")
         with psycopg.connect(urlunsplit(server), autocommit=True) as conn:
