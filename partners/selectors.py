@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Count, Expression, Max, OuterRef, Subquery
+from django.db.models import Expression, Max, OuterRef, Subquery
 
 from partners.models import IDMapping, PendingRecord
-from portal.db import count_subquery
+from portal.db import aggregate_per, count_subquery
 
 
 def data_source_mapping_count_expression() -> Expression:
@@ -44,22 +44,9 @@ def data_source_last_sync_expression() -> Subquery:
 
 
 def data_source_last_syncs(pks: list[int]) -> dict[int, datetime]:
-    rows = (
-        IDMapping.objects.filter(data_source__in=pks)
-        .order_by()
-        .values("data_source")
-        .annotate(last=Max("last_seen_at"))
-        .values_list("data_source", "last")
-    )
-    return dict(rows)
+    rows = IDMapping.objects.filter(data_source__in=pks)
+    return aggregate_per(rows, per="data_source", value=Max("last_seen_at"))
 
 
 def _counts(model: type[IDMapping] | type[PendingRecord], pks: list[int]) -> dict[int, int]:
-    rows = (
-        model.objects.filter(data_source__in=pks)
-        .order_by()
-        .values("data_source")
-        .annotate(n=Count("*"))
-        .values_list("data_source", "n")
-    )
-    return dict(rows)
+    return aggregate_per(model.objects.filter(data_source__in=pks), per="data_source")

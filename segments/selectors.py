@@ -10,7 +10,7 @@ from django.db.models import Count, Expression, IntegerField, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDate
 
-from portal.db import count_subquery
+from portal.db import aggregate_per, count_subquery
 from segments.models import (
     Profile,
     ProfileTraits,
@@ -59,14 +59,7 @@ def segment_population_expression() -> Expression:
 
 
 def segment_populations(sids: list[int]) -> dict[int, int]:
-    rows = (
-        SegmentMembership.objects.filter(segment__in=sids)
-        .order_by()
-        .values("segment")
-        .annotate(n=Count("*"))
-        .values_list("segment", "n")
-    )
-    return dict(rows)
+    return aggregate_per(SegmentMembership.objects.filter(segment__in=sids), per="segment")
 
 
 @dataclass(frozen=True)
